@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Install the Debian tools the tests (and, with BENCH_TOOLS=1, the
+# benchmarks) drive, when they are missing. Needs root or sudo for apt-get.
+set -euo pipefail
+
+declare -A want=(
+  [curl]=curl
+  [openssl]=openssl
+  [ssh-keyscan]=openssh-client
+  [sshd]=openssh-server
+  [nc]=netcat-openbsd
+)
+if [[ "${BENCH_TOOLS:-}" == 1 ]]; then
+  want[haproxy]=haproxy
+  want[sslh]=sslh
+fi
+
+missing=()
+for cmd in "${!want[@]}"; do
+  if ! command -v "$cmd" >/dev/null 2>&1 && [[ ! -x "/usr/sbin/$cmd" ]]; then
+    missing+=("${want[$cmd]}")
+  fi
+done
+[[ ${#missing[@]} -eq 0 ]] && exit 0
+
+sudo=""
+[[ $(id -u) -ne 0 ]] && sudo="sudo"
+echo "installing: ${missing[*]}" >&2
+$sudo apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

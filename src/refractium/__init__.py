@@ -1,0 +1,25 @@
+"""Refractium: one port, many services.
+
+A layer-4 protocol multiplexer: it identifies each connection's protocol
+from its first bytes (HTTP, TLS with SNI and ALPN, SSH, custom patterns...)
+and relays it to a healthy backend for that route.
+"""
+
+__version__ = "0.1.0"
+
+from refractium.engine import Refractium, RefractiumBuilder
+from refractium.errors import ConfigError, HookLoadError, RefractiumError
+from refractium.protocols.base import Match, Probe, Transport, Verdict
+
+__all__ = [
+    "ConfigError",
+    "HookLoadError",
+    "Match",
+    "Probe",
+    "Refractium",
+    "RefractiumBuilder",
+    "RefractiumError",
+    "Transport",
+    "Verdict",
+    "__version__",
+]

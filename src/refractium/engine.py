@@ -1,0 +1,259 @@
+"""The embeddable proxy: build it, run it in any asyncio program, reload, stop.
+
+```python
+engine = (
+    Refractium.builder()
+    .bind("127.0.0.1").port(8443)
+    .route("http", "127.0.0.1:8080")
+    .route("tls", ["10.0.0.1:443", "10.0.0.2:443"], sni=["example.com"])
+    .build()
+)
+await engine.run_tcp()          # until engine.shutdown()
+```
+
+The engine validates everything when it is built, so a bad route fails
+before anything listens. It holds no global state: several engines can run
+in one process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any, Self
+
+from refractium.config import Config, load_file, parse_config
+from refractium.errors import RefractiumError
+from refractium.protocols.base import Probe, Transport
+from refractium.routing import Tables, build_tables
+from refractium.stats import TcpStats
+from refractium.tcp import TcpService
+
+log = logging.getLogger(__name__)
+
+
+class Refractium:
+    """One proxy instance: its configuration, route tables and listeners."""
+
+    def __init__(self, config: Config, probes: Mapping[str, Probe] | None = None) -> None:
+        """Validate ``config`` and resolve its routes; nothing listens yet.
+
+        Raises:
+            ConfigError: a route cannot be resolved.
+        """
+        self._probes = dict(probes or {})
+        self._config = config
+        self._tables: Tables = build_tables(config, self._probes)
+        self._tcp: TcpService | None = None
+        self._stopped: asyncio.Event | None = None
+
+    @staticmethod
+    def builder() -> RefractiumBuilder:
+        """Start describing an engine in code."""
+        return RefractiumBuilder()
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike[str]) -> Refractium:
+        """An engine configured by a TOML file (raises ConfigError)."""
+        return cls(load_file(path))
+
+    @property
+    def config(self) -> Config:
+        """The configuration in force."""
+        return self._config
+
+    @property
+    def tables(self) -> Tables:
+        """The route tables in force (replaced whole on reload)."""
+        return self._tables
+
+    @property
+    def tcp_addresses(self) -> list[tuple[str, int]]:
+        """Where the TCP listeners are (after ``start_tcp``), e.g. to learn port 0's port."""
+        return self._tcp.addresses if self._tcp else []
+
+    @property
+    def tcp_stats(self) -> TcpStats:
+        """Counters of the TCP side."""
+        if self._tcp is None:
+            raise RefractiumError("the TCP listener is not running")
+        return self._tcp.stats
+
+    # -- running ----------------------------------------------------------
+
+    async def start_tcp(self) -> list[tuple[str, int]]:
+        """Open the TCP listeners and return their addresses; returns at once.
+
+        Raises:
+            RefractiumError: a listener cannot be opened (port in use...).
+        """
+        if self._tcp is not None:
+            raise RefractiumError("the TCP listener is already running")
+        server = self._config.server
+        service = TcpService(server, self._tables)
+        await service.listen(server.bind, server.port)
+        self._tcp = service
+        self._stopped = asyncio.Event()
+        return service.addresses
+
+    async def run_tcp(self) -> None:
+        """Listen on TCP and serve until :meth:`shutdown`."""
+        await self.start_tcp()
+        await self.wait_stopped()
+
+    async def run_udp(self) -> None:
+        """Listen on UDP and serve until :meth:`shutdown` (not supported yet)."""
+        raise RefractiumError("udp: UDP is not supported yet; use 'refractium tcp'")
+
+    async def run_both(self) -> None:
+        """Serve TCP and UDP until :meth:`shutdown`.
+
+        UDP is not supported yet: UDP-only routes are reported and skipped.
+        """
+        await self.start_tcp()
+        self.report_udp_skipped()
+        await self.wait_stopped()
+
+    def report_udp_skipped(self) -> None:
+        """Warn about routes that only UDP would serve (UDP is not supported yet)."""
+        udp_only = [r.name for r in self._tables.routes if r.transport is Transport.UDP]
+        if udp_only:
+            log.warning("UDP is not supported yet; UDP routes skipped: %s", ", ".join(udp_only))
+
+    async def wait_stopped(self) -> None:
+        """Return once :meth:`shutdown` has finished."""
+        if self._stopped is None:
+            raise RefractiumError("the engine is not running")
+        await self._stopped.wait()
+
+    async def shutdown(self, grace_ms: int | None = None) -> None:
+        """Stop accepting, let open connections finish, then close the rest.
+
+        Args:
+            grace_ms: how long open connections may take; default
+                ``server.shutdown_grace_ms``.
+        """
+        grace = self._config.server.shutdown_grace_ms if grace_ms is None else grace_ms
+        if self._tcp is not None:
+            await self._tcp.shutdown(grace / 1000)
+        if self._stopped is not None:
+            self._stopped.set()
+
+    # -- reloading --------------------------------------------------------
+
+    def reload_routes(self, config: Config | str | os.PathLike[str] | None = None) -> None:
+        """Swap the whole route table atomically; open connections keep their backend.
+
+        Args:
+            config: the new configuration, a path to read it from, or None
+                to re-read the file the current one came from.
+
+        Raises:
+            ConfigError: the new configuration is invalid; the running table
+                is kept.
+        """
+        if config is None:
+            if self._config.source is None:
+                raise RefractiumError("reload: this engine has no config file to re-read")
+            config = self._config.source
+        if not isinstance(config, Config):
+            config = load_file(config)
+        tables = build_tables(config, self._probes)
+        old = self._config.server
+        new = config.server
+        if (old.bind, old.port) != (new.bind, new.port):
+            log.warning(
+                "reload: listener change (bind/port) needs a restart; still on %s port %d",
+                ",".join(old.bind),
+                old.port,
+            )
+        self._config = config
+        self._tables = tables
+        if self._tcp is not None:
+            self._tcp.tables = tables
+            self._tcp.apply(new)
+        log.info("routes reloaded: %d route(s)", len(tables.routes))
+
+
+class RefractiumBuilder:
+    """Fluent description of an engine; :meth:`build` validates it like a file."""
+
+    def __init__(self) -> None:
+        self._server: dict[str, Any] = {}
+        self._routes: list[dict[str, Any]] = []
+        self._probes: dict[str, Probe] = {}
+        self._base: Config | None = None
+
+    def config(self, config: Config) -> Self:
+        """Start from a loaded configuration; later calls add to it."""
+        self._base = config
+        return self
+
+    def bind(self, *addresses: str) -> Self:
+        """Listen on these addresses (default 0.0.0.0)."""
+        self._server["bind"] = list(addresses)
+        return self
+
+    def port(self, port: int) -> Self:
+        """Listen on this port (0: any free port; see ``tcp_addresses``)."""
+        self._server["port"] = port
+        return self
+
+    def option(self, **server: Any) -> Self:
+        """Set any ``[server]`` key, e.g. ``option(peek_timeout_ms=500)``."""
+        self._server.update(server)
+        return self
+
+    def fallback_tcp(self, address: str) -> Self:
+        """Where unidentified TCP connections go."""
+        self._server["fallback_tcp"] = address
+        return self
+
+    def route(
+        self,
+        protocol: str | Probe,
+        forward_to: str | Sequence[str],
+        **options: Any,
+    ) -> Self:
+        """Add a route, as a ``[[protocols]]`` table would.
+
+        Args:
+            protocol: a protocol name, or a probe object (its ``name`` is used).
+            forward_to: one ``host:port`` or a pool of them.
+            options: any other route key: ``sni``, ``alpn``, ``patterns``,
+                ``regex``, ``transport``, ``balance``...
+        """
+        if isinstance(protocol, str):
+            name = protocol
+        else:
+            name = protocol.name
+            self._probes[name] = protocol
+        pool = [forward_to] if isinstance(forward_to, str) else list(forward_to)
+        self._routes.append({"name": name, "forward_to": pool, **options})
+        return self
+
+    def build(self) -> Refractium:
+        """Validate and return the engine.
+
+        Raises:
+            ConfigError: naming the key at fault, as for a file.
+        """
+        data: dict[str, Any] = {"server": dict(self._server), "protocols": list(self._routes)}
+        config = parse_config(data, source="builder", extra_protocols=self._probes.keys())
+        if self._base is not None:
+            config = _merge(self._base, config, self._server)
+        return Refractium(config, self._probes)
+
+
+def _merge(base: Config, extra: Config, server_keys: Mapping[str, Any]) -> Config:
+    """``base`` with the builder's routes appended and its server keys applied."""
+    import dataclasses
+
+    server = dataclasses.replace(base.server, **{k: getattr(extra.server, k) for k in server_keys})
+    offset = len(base.protocols)
+    routes = base.protocols + tuple(
+        dataclasses.replace(r, index=r.index + offset) for r in extra.protocols
+    )
+    return dataclasses.replace(base, server=server, protocols=routes)

@@ -1,0 +1,97 @@
+"""Running an engine as the main program: event loop, signals, file limits.
+
+SIGTERM and SIGINT stop accepting and drain (DESIGN section 1); SIGHUP
+re-reads the configuration file and swaps the route table, keeping the
+running one if the file is bad. uvloop is used when installed unless told
+otherwise.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import resource
+import signal
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from refractium.engine import Refractium
+from refractium.errors import ConfigError, RefractiumError
+from refractium.tasks import spawn
+
+log = logging.getLogger(__name__)
+
+LOOPS = ("auto", "asyncio", "uvloop")
+
+
+def loop_factory(name: str = "auto") -> Callable[[], asyncio.AbstractEventLoop]:
+    """The event loop constructor for ``name`` (auto: uvloop when installed)."""
+    if name in ("auto", "uvloop"):
+        try:
+            import uvloop
+        except ImportError:
+            if name == "uvloop":
+                raise RefractiumError("--loop: uvloop is not installed") from None
+        else:
+            factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
+            return factory
+    return asyncio.new_event_loop
+
+
+def raise_open_file_limit() -> int:
+    """Lift the soft RLIMIT_NOFILE to the hard one, so max_connections is reachable."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or hard > soft:
+        target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError):
+            log.debug("could not raise the open-file limit from %d", soft)
+    return soft
+
+
+def run(main: Callable[[], Awaitable[Any]], loop: str = "auto") -> Any:
+    """Run ``main()`` to completion on the chosen event loop."""
+    with asyncio.Runner(loop_factory=loop_factory(loop)) as runner:
+        return runner.run(main())  # type: ignore[arg-type]
+
+
+async def serve(engine: Refractium, *, transport: str = "both") -> None:
+    """Start ``engine`` on ``transport`` (tcp/udp/both) and serve until a signal."""
+    loop = asyncio.get_running_loop()
+    limit = raise_open_file_limit()
+    if limit < engine.config.server.max_connections * 2:
+        log.warning(
+            "open-file limit %d is below what max_connections=%d may need",
+            limit,
+            engine.config.server.max_connections,
+        )
+    tasks: set[asyncio.Task[Any]] = set()
+
+    def stop(signame: str) -> None:
+        log.info("%s received: stopping", signame)
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+        spawn(engine.shutdown(), name="shutdown", owner=tasks)
+
+    def reload() -> None:
+        try:
+            engine.reload_routes()
+        except (ConfigError, RefractiumError) as exc:
+            log.error("reload failed, keeping the running routes: %s", exc)
+
+    if transport == "udp":
+        await engine.run_udp()
+        return
+    await engine.start_tcp()
+    if transport == "both":
+        engine.report_udp_skipped()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop, sig.name)
+    loop.add_signal_handler(signal.SIGHUP, reload)
+    try:
+        await engine.wait_stopped()
+    finally:
+        loop.remove_signal_handler(signal.SIGHUP)
+    log.info("stopped")

@@ -1,0 +1,75 @@
+"""The probe contract: what every protocol identifier answers.
+
+A probe is a pure function of the bytes a client has sent so far. It never
+reads a socket, the clock or the configuration, never logs and never raises:
+for any input it answers one of
+
+* a :class:`Match` (this is the protocol, with what was learnt: SNI, ALPN),
+* :attr:`Verdict.NO` (these bytes can never start this protocol),
+* :attr:`Verdict.NEED_MORE` (a prefix of this protocol; read on).
+
+The input is untrusted peer data: every length and offset read from it is
+checked before use.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum, StrEnum, auto
+from typing import Protocol, runtime_checkable
+
+
+class Verdict(Enum):
+    """A probe's answer when it does not match."""
+
+    NO = auto()
+    NEED_MORE = auto()
+
+
+class Transport(StrEnum):
+    """Which listeners a protocol or route applies to."""
+
+    TCP = "tcp"
+    UDP = "udp"
+    BOTH = "both"
+
+    def covers(self, other: Transport) -> bool:
+        """True when a route of this transport applies to ``other`` traffic."""
+        return self is Transport.BOTH or self is other
+
+
+@dataclass(frozen=True, slots=True)
+class Match:
+    """A positive identification and what the first bytes told us.
+
+    Attributes:
+        protocol: the probe's name (``"tls"``, ``"http"``...).
+        sni: the TLS server name, lower-cased, without a trailing dot.
+        alpn: the ALPN protocol names the client offered, in its order.
+    """
+
+    protocol: str
+    sni: str | None = None
+    alpn: tuple[str, ...] = ()
+
+
+ProbeResult = Match | Verdict
+
+
+@runtime_checkable
+class Probe(Protocol):
+    """Anything that can identify a protocol from its first bytes."""
+
+    @property
+    def name(self) -> str:
+        """The protocol's name as written in the configuration."""
+        ...
+
+    @property
+    def transport(self) -> Transport:
+        """The transport the protocol runs on when a route does not say."""
+        ...
+
+    def probe(self, data: bytes) -> ProbeResult:
+        """Identify ``data``, the bytes seen so far. Must never raise."""
+        ...

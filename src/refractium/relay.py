@@ -1,0 +1,327 @@
+"""The TCP data path: one accepted connection, identified then relayed.
+
+:class:`ClientProtocol` is the client's connection to us. It reads the first
+bytes into a bounded buffer, asks the route table where they go, dials the
+backend (failing over through the pool, then the fallback) and, once
+:class:`BackendProtocol` is connected, hands the buffered bytes over exactly
+as received and relays both ways.
+
+Flow control is crosswise: when one side's write buffer passes its high-water
+mark, reading from the other side pauses until it drains, so a slow reader
+bounds the memory a fast sender can make us hold. Half-close is forwarded:
+an EOF from one side becomes ``write_eof()`` on the other, and the
+connection is closed once both directions have ended.
+
+Everything here runs in the event loop thread; nothing blocks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from typing import TYPE_CHECKING, cast
+
+from refractium.logs import RateLimitedLog
+from refractium.protocols.base import Match, Verdict
+
+if TYPE_CHECKING:
+    from refractium.routing import Route, RouteTable
+    from refractium.tcp import TcpService
+
+log = logging.getLogger(__name__)
+events = RateLimitedLog(log)
+
+# Connection states, in order. Plain ints: compared on every chunk.
+PEEKING, CONNECTING, RELAYING, CLOSED = range(4)
+
+
+class ClientProtocol(asyncio.Protocol):
+    """An accepted client connection: peek, route, dial, relay."""
+
+    __slots__ = (
+        "_buf",
+        "_connector",
+        "_eof_from_backend",
+        "_eof_from_client",
+        "_service",
+        "_timer",
+        "backend",
+        "bytes_in",
+        "bytes_out",
+        "client_addr",
+        "match",
+        "route",
+        "session_id",
+        "state",
+        "transport",
+    )
+
+    def __init__(self, service: TcpService) -> None:
+        self._service = service
+        self.state = PEEKING
+        self.transport: asyncio.Transport | None = None
+        self.backend: asyncio.Transport | None = None
+        self._buf = bytearray()
+        self._timer: asyncio.TimerHandle | None = None
+        self._connector: asyncio.Task[None] | None = None
+        self._eof_from_client = False
+        self._eof_from_backend = False
+        self.client_addr: tuple[str, int] = ("", 0)
+        self.session_id = random.getrandbits(64)
+        self.route: Route | None = None
+        self.match: Match | None = None
+        self.bytes_in = 0  # client -> backend
+        self.bytes_out = 0  # backend -> client
+
+    # -- the client's side ------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports do not subclass asyncio.Transport: no isinstance.
+        transport = cast(asyncio.Transport, transport)
+        self.transport = transport
+        peer = transport.get_extra_info("peername")
+        self.client_addr = (peer[0], peer[1]) if peer else ("", 0)
+        service = self._service
+        if not service.admit(self):
+            self.state = CLOSED
+            transport.close()
+            return
+        self._timer = service.loop.call_later(service.peek_timeout_s, self._peek_timed_out)
+
+    def data_received(self, data: bytes) -> None:
+        if self.state == RELAYING:
+            self.bytes_in += len(data)
+            self.backend.write(data)  # type: ignore[union-attr]
+        elif self.state == PEEKING:
+            self._peek(data)
+        elif self.state == CONNECTING:
+            # Bytes that arrive while dialling (some loops deliver a read
+            # already in flight after pause_reading): keep them, bounded.
+            self._buf += data
+            if len(self._buf) > 2 * self._service.peek_buffer_size:
+                self._give_up("client sent too much before the backend was up")
+
+    def eof_received(self) -> bool:
+        self._eof_from_client = True
+        if self.state == RELAYING:
+            self._forward_eof(self.backend)
+            if self._eof_from_backend:
+                self._close_both()
+            return True
+        if self.state == PEEKING:
+            if not self._buf:
+                self._close_unrouted("closed before sending anything")
+                return False
+            self._decide(bytes(self._buf), final=True)
+        # CONNECTING: the EOF is forwarded once the backend is up.
+        return True
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        was = self.state
+        self.state = CLOSED
+        if self._timer is not None:
+            self._timer.cancel()
+        if self._connector is not None and not self._connector.done():
+            self._connector.cancel()
+        if self.backend is not None:
+            # close(), not abort(): what the client sent before leaving is
+            # still delivered.
+            self.backend.close()
+        self._service.release(self, was)
+
+    def pause_writing(self) -> None:
+        if self.backend is not None:
+            self.backend.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.backend is not None and not self.backend.is_closing():
+            self.backend.resume_reading()
+
+    # -- identification ---------------------------------------------------
+
+    def _peek(self, data: bytes) -> None:
+        buf = self._buf
+        if buf:
+            buf += data
+            data = bytes(buf)
+        else:
+            buf += data
+        self._decide(data, final=len(data) >= self._service.peek_buffer_size)
+
+    def _decide(self, data: bytes, final: bool) -> None:
+        table = self._service.tables.tcp
+        decision = table.decide(data, final)
+        if decision is Verdict.NEED_MORE:
+            return
+        assert not isinstance(decision, Verdict)
+        route = decision.route or table.fallback
+        if route is None:
+            self._close_unrouted("no route matched")
+            return
+        self.match = decision.match
+        self._dial(route, table)
+
+    def _peek_timed_out(self) -> None:
+        self._timer = None
+        if self.state != PEEKING:
+            return
+        self._service.stats.peek_timeouts += 1
+        if self._buf:
+            self._decide(bytes(self._buf), final=True)
+            return
+        table = self._service.tables.tcp
+        route = table.on_timeout or table.fallback
+        if route is None:
+            self._close_unrouted("sent nothing before peek_timeout_ms")
+            return
+        self._dial(route, table)
+
+    # -- dialling ---------------------------------------------------------
+
+    def _dial(self, route: Route, table: RouteTable) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self.state = CONNECTING
+        self.route = route
+        assert self.transport is not None
+        self.transport.pause_reading()
+        self._connector = self._service.spawn(
+            self._connect(route, table), name=f"dial-{self.session_id:016x}"
+        )
+
+    async def _connect(self, route: Route, table: RouteTable) -> None:
+        service = self._service
+        loop = service.loop
+        fallback = table.fallback
+        attempts = [route] if fallback is None or fallback is route else [route, fallback]
+        for target in attempts:
+            for address in target.pool.candidates():
+                try:
+                    async with asyncio.timeout(service.connect_timeout_s):
+                        await loop.create_connection(self._make_backend, address.host, address.port)
+                except (OSError, TimeoutError) as exc:
+                    service.stats.dial_failures += 1
+                    events.log(
+                        logging.WARNING,
+                        f"dial:{address}",
+                        "route %s: cannot connect to %s: %s",
+                        target.name,
+                        address,
+                        exc or "timed out",
+                    )
+                    if self.state == CLOSED:
+                        return
+                    continue
+                if target is not route:
+                    self.route = target
+                return
+        self._give_up(f"route {route.name}: no backend reachable")
+
+    def _make_backend(self) -> BackendProtocol:
+        return BackendProtocol(self)
+
+    def _backend_up(self, backend: asyncio.Transport) -> None:
+        """The dial succeeded: hand over the peeked bytes and start relaying."""
+        client = self.transport
+        if self.state != CONNECTING or client is None:
+            backend.close()
+            return
+        self.backend = backend
+        self.state = RELAYING
+        self._service.routed(self)
+        early = self._buf
+        self._buf = bytearray()
+        if not self._eof_from_client:
+            client.resume_reading()
+        if early:
+            self.bytes_in += len(early)
+            backend.write(bytes(early))
+        if self._eof_from_client:
+            self._forward_eof(backend)
+
+    # -- the backend's side -----------------------------------------------
+
+    def _backend_eof(self) -> bool:
+        self._eof_from_backend = True
+        self._forward_eof(self.transport)
+        if self._eof_from_client:
+            self._close_both()
+        return True
+
+    def _backend_lost(self) -> None:
+        if self.state != CLOSED and self.transport is not None:
+            # Flushes what the backend sent before it left.
+            self.transport.close()
+
+    # -- ending -----------------------------------------------------------
+
+    @staticmethod
+    def _forward_eof(transport: asyncio.Transport | None) -> None:
+        if transport is not None and not transport.is_closing() and transport.can_write_eof():
+            transport.write_eof()
+
+    def _close_both(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+        if self.backend is not None:
+            self.backend.close()
+
+    def _close_unrouted(self, why: str) -> None:
+        self._service.stats.unidentified_closed += 1
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("[%016x] %s:%d closed: %s", self.session_id, *self.client_addr, why)
+        self.state = CLOSED
+        if self.transport is not None:
+            self.transport.close()
+
+    def _give_up(self, why: str) -> None:
+        events.log(logging.WARNING, "give-up", "%s:%d closed: %s", *self.client_addr, why)
+        self.state = CLOSED
+        if self.transport is not None:
+            self.transport.close()
+
+    def shutdown(self) -> None:
+        """Server is stopping: drop connections not yet relaying, let the rest finish."""
+        if self.state in (PEEKING, CONNECTING) and self.transport is not None:
+            self.state = CLOSED
+            self.transport.close()
+
+    def abort(self) -> None:
+        """Grace period over: cut the connection."""
+        if self.transport is not None:
+            self.transport.abort()
+        if self.backend is not None:
+            self.backend.abort()
+
+
+class BackendProtocol(asyncio.Protocol):
+    """Our connection to a backend; forwards to its :class:`ClientProtocol`."""
+
+    __slots__ = ("client", "client_transport")
+
+    def __init__(self, client: ClientProtocol) -> None:
+        self.client = client
+        self.client_transport = client.transport
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.client._backend_up(cast(asyncio.Transport, transport))
+
+    def data_received(self, data: bytes) -> None:
+        self.client.bytes_out += len(data)
+        self.client_transport.write(data)  # type: ignore[union-attr]
+
+    def eof_received(self) -> bool:
+        return self.client._backend_eof()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.client._backend_lost()
+
+    def pause_writing(self) -> None:
+        self.client_transport.pause_reading()  # type: ignore[union-attr]
+
+    def resume_writing(self) -> None:
+        transport = self.client_transport
+        if transport is not None and not transport.is_closing():
+            transport.resume_reading()

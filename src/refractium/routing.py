@@ -1,0 +1,251 @@
+"""The route table and the routing decision: pure, no I/O.
+
+A :class:`RouteTable` is built once from a validated configuration and never
+changes; a reload builds a new one and swaps a single reference, so a
+connection that is being identified keeps a consistent view.
+
+Routing rule (DESIGN section 2): among the routes whose probe matched and
+whose filters accept the match, the most specific wins (an exact SNI before a
+wildcard, a longer wildcard before a shorter one, SNI before ALPN, any filter
+before none); ties go to the earlier route in the file. While a probe that
+could still produce a better route needs more data, the decision waits.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from refractium.addr import Address
+from refractium.balancing import Pool
+from refractium.config import Config, RouteConfig
+from refractium.errors import ConfigError
+from refractium.protocols import registry
+from refractium.protocols.base import Match, Probe, Transport, Verdict
+from refractium.protocols.custom import CustomProbe
+
+# Score weights: an exact SNI outranks any wildcard (whose score grows with
+# the suffix length, at most 253), SNI outranks ALPN, any filter outranks none.
+_EXACT_SNI = 4000
+_WILDCARD_SNI = 2000
+_ALPN = 1000
+# A route's key is score * _INDEX_SPAN - index: higher wins, earlier breaks ties.
+_INDEX_SPAN = 1 << 20
+_NO_KEY = -(1 << 62)
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Route:
+    """One resolved ``[[protocols]]`` entry: its probe, filters and pool."""
+
+    name: str
+    index: int
+    probe: Probe | None
+    transport: Transport
+    pool: Pool
+    config: RouteConfig | None = None
+    sni_exact: frozenset[str] = frozenset()
+    sni_suffixes: tuple[str, ...] = ()
+    alpn: frozenset[str] = frozenset()
+    # The best key this route can ever reach, for "is it worth waiting for?".
+    best_key: int = field(default=0, init=False)
+
+    def __post_init__(self) -> None:
+        top = 0
+        if self.sni_exact:
+            top = _EXACT_SNI
+        elif self.sni_suffixes:
+            top = _WILDCARD_SNI + max(len(s) for s in self.sni_suffixes)
+        if self.alpn:
+            top += _ALPN
+        object.__setattr__(self, "best_key", top * _INDEX_SPAN - self.index)
+
+    def key(self, match: Match) -> int:
+        """This route's rank for ``match``, or ``_NO_KEY`` if a filter rejects it."""
+        score = 0
+        if self.sni_exact or self.sni_suffixes:
+            sni = match.sni
+            if sni is None:
+                return _NO_KEY
+            if sni in self.sni_exact:
+                score = _EXACT_SNI
+            else:
+                longest = max((len(s) for s in self.sni_suffixes if sni.endswith(s)), default=-1)
+                if longest < 0:
+                    return _NO_KEY
+                score = _WILDCARD_SNI + longest
+        if self.alpn:
+            if not self.alpn.intersection(match.alpn):
+                return _NO_KEY
+            score += _ALPN
+        return score * _INDEX_SPAN - self.index
+
+    def describe_filters(self) -> str:
+        parts = []
+        if self.sni_exact or self.sni_suffixes:
+            names = sorted(self.sni_exact) + ["*" + s for s in self.sni_suffixes]
+            parts.append("sni=" + ",".join(names))
+        if self.alpn:
+            parts.append("alpn=" + ",".join(sorted(self.alpn)))
+        return " ".join(parts)
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """Where a connection goes: ``route`` is None when nothing matched."""
+
+    route: Route | None
+    match: Match | None
+
+
+NEED_MORE = Verdict.NEED_MORE
+
+
+class RouteTable:
+    """The routes of one transport, grouped by probe so each probe runs once."""
+
+    __slots__ = ("_groups", "fallback", "on_timeout", "routes", "transport")
+
+    def __init__(
+        self,
+        routes: Sequence[Route],
+        transport: Transport,
+        *,
+        fallback: Route | None = None,
+        on_timeout: Route | None = None,
+    ) -> None:
+        self.transport = transport
+        self.routes = tuple(r for r in routes if r.transport.covers(transport))
+        self.fallback = fallback
+        self.on_timeout = on_timeout
+        groups: dict[int, tuple[Probe, list[Route]]] = {}
+        for route in self.routes:
+            if route.probe is not None:
+                groups.setdefault(id(route.probe), (route.probe, []))[1].append(route)
+        self._groups = tuple((p, tuple(rs)) for p, rs in groups.values())
+
+    def decide(self, data: bytes, final: bool) -> Decision | Verdict:
+        """Route ``data`` (the client's bytes so far).
+
+        Args:
+            data: everything the client sent so far, never empty.
+            final: no more data will come (buffer full, timeout or EOF):
+                probes that still need more count as "no".
+
+        Returns:
+            ``Verdict.NEED_MORE`` to wait for more bytes, else a Decision.
+        """
+        best: Route | None = None
+        best_match: Match | None = None
+        best_key = _NO_KEY
+        waiting_key = _NO_KEY
+        for probe, routes in self._groups:
+            result = probe.probe(data)
+            if result is NEED_MORE:
+                for route in routes:
+                    if route.best_key > waiting_key:
+                        waiting_key = route.best_key
+                continue
+            if result is Verdict.NO:
+                continue
+            assert isinstance(result, Match)
+            for route in routes:
+                key = route.key(result)
+                if key > best_key:
+                    best_key, best, best_match = key, route, result
+        if waiting_key > best_key and not final:
+            return NEED_MORE
+        return Decision(best, best_match)
+
+
+@dataclass(frozen=True, slots=True)
+class Tables:
+    """Everything a listener needs to route: one table per transport."""
+
+    tcp: RouteTable
+    udp: RouteTable
+    routes: tuple[Route, ...]
+
+
+def split_sni(names: Iterable[str]) -> tuple[frozenset[str], tuple[str, ...]]:
+    """Exact names and wildcard suffixes (``*.example.org`` -> ``.example.org``).
+
+    A wildcard matches any name ending in its suffix, at any depth, but not
+    the bare parent domain (as nginx's ``server_name *.example.org``).
+    """
+    exact: set[str] = set()
+    suffixes: list[str] = []
+    for name in names:
+        name = name.lower().rstrip(".")
+        if name.startswith("*."):
+            suffixes.append(name[1:])
+        else:
+            exact.add(name)
+    return frozenset(exact), tuple(sorted(set(suffixes), key=len, reverse=True))
+
+
+def probe_for(route: RouteConfig, probes: Mapping[str, Probe]) -> Probe:
+    """The probe a route uses: patterns/regex, then a code-given probe, then a built-in."""
+    if route.patterns or route.regex:
+        return CustomProbe(route.name, route.patterns, route.regex)
+    probe = probes.get(route.name) or registry.get(route.name)
+    if probe is None:
+        raise ConfigError(None, f"{route.key}.name", f"unknown protocol {route.name!r}")
+    return probe
+
+
+def build_tables(config: Config, probes: Mapping[str, Probe] | None = None) -> Tables:
+    """Resolve a validated config into route tables (pure; raises ConfigError).
+
+    Args:
+        config: the validated configuration.
+        probes: protocol objects given in code (the builder API), by name;
+            they take precedence over the built-in probes of the same name.
+    """
+    probes = probes or {}
+    shared: dict[str, Probe] = {}
+    routes: list[Route] = []
+    for rc in config.protocols:
+        probe = probe_for(rc, probes)
+        # One probe object per protocol name, so the table runs it once.
+        if not isinstance(probe, CustomProbe):
+            probe = shared.setdefault(probe.name, probe)
+        exact, suffixes = split_sni(rc.sni)
+        routes.append(
+            Route(
+                name=rc.name,
+                index=rc.index,
+                probe=probe,
+                transport=rc.transport or probe.transport,
+                pool=Pool(rc.forward_to, rc.balance),
+                config=rc,
+                sni_exact=exact,
+                sni_suffixes=suffixes,
+                alpn=frozenset(rc.alpn),
+            )
+        )
+    server = config.server
+    on_timeout = _named_route(routes, config.timeout_route, Transport.TCP)
+    return Tables(
+        tcp=RouteTable(
+            routes,
+            Transport.TCP,
+            fallback=_fallback(server.fallback_tcp, Transport.TCP),
+            on_timeout=on_timeout,
+        ),
+        udp=RouteTable(
+            routes, Transport.UDP, fallback=_fallback(server.fallback_udp, Transport.UDP)
+        ),
+        routes=tuple(routes),
+    )
+
+
+def _fallback(address: Address | None, transport: Transport) -> Route | None:
+    if address is None:
+        return None
+    return Route(name="fallback", index=-1, probe=None, transport=transport, pool=Pool((address,)))
+
+
+def _named_route(routes: Sequence[Route], name: str | None, transport: Transport) -> Route | None:
+    """The first route called ``name`` that serves ``transport``."""
+    return next((r for r in routes if r.name == name and r.transport.covers(transport)), None)
