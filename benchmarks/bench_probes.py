@@ -9,6 +9,8 @@ the bare ClientHello parser and the same hello fragmented over three records.
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import ssl
 import statistics
 import time
@@ -29,10 +31,8 @@ def client_hello() -> bytes:
     ctx.set_alpn_protocols(["h2", "http/1.1"])
     incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
     conn = ctx.wrap_bio(incoming, outgoing, server_hostname="www.example.com")
-    try:
+    with contextlib.suppress(ssl.SSLWantReadError):
         conn.do_handshake()
-    except ssl.SSLWantReadError:
-        pass
     return outgoing.read()
 
 
@@ -42,7 +42,7 @@ def three_records(stream: bytes) -> bytes:
     cuts = (0, 100, 300, len(body))
     return b"".join(
         b"\x16" + stream[1:3] + (b - a).to_bytes(2, "big") + body[a:b]
-        for a, b in zip(cuts, cuts[1:], strict=False)
+        for a, b in itertools.pairwise(cuts)
     )
 
 

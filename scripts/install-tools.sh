@@ -13,6 +13,8 @@ declare -A want=(
 if [[ "${BENCH_TOOLS:-}" == 1 ]]; then
   want[haproxy]=haproxy
   want[sslh]=sslh
+  want[wrk]=wrk          # the connections/s client
+  want[nginx]=nginx-light  # the connections/s backend
 fi
 
 missing=()

@@ -47,7 +47,7 @@ class Refractium:
         self._config = config
         self._tables: Tables = build_tables(config, self._probes)
         self._tcp: TcpService | None = None
-        self._stopped: asyncio.Event | None = None
+        self._stopped = asyncio.Event()
 
     @staticmethod
     def builder() -> RefractiumBuilder:
@@ -95,7 +95,6 @@ class Refractium:
         service = TcpService(server, self._tables)
         await service.listen(server.bind, server.port)
         self._tcp = service
-        self._stopped = asyncio.Event()
         return service.addresses
 
     async def run_tcp(self) -> None:
@@ -124,8 +123,6 @@ class Refractium:
 
     async def wait_stopped(self) -> None:
         """Return once :meth:`shutdown` has finished."""
-        if self._stopped is None:
-            raise RefractiumError("the engine is not running")
         await self._stopped.wait()
 
     async def shutdown(self, grace_ms: int | None = None) -> None:
@@ -138,8 +135,7 @@ class Refractium:
         grace = self._config.server.shutdown_grace_ms if grace_ms is None else grace_ms
         if self._tcp is not None:
             await self._tcp.shutdown(grace / 1000)
-        if self._stopped is not None:
-            self._stopped.set()
+        self._stopped.set()
 
     # -- reloading --------------------------------------------------------
 

@@ -84,12 +84,14 @@ async def serve(engine: Refractium, *, transport: str = "both") -> None:
     if transport == "udp":
         await engine.run_udp()
         return
-    await engine.start_tcp()
-    if transport == "both":
-        engine.report_udp_skipped()
+    # Handlers first: a signal that comes while the listeners open still
+    # means a clean stop.
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop, sig.name)
     loop.add_signal_handler(signal.SIGHUP, reload)
+    await engine.start_tcp()
+    if transport == "both":
+        engine.report_udp_skipped()
     try:
         await engine.wait_stopped()
     finally:

@@ -25,9 +25,9 @@ tuple, for probes that only copy the fields into a Match.
 
 The input is untrusted peer data: every length read from it is checked against
 the bytes actually present before it is used. This is the hot path of every
-TLS connection, so fields are read by indexing the buffer directly and the
-common case (the whole hello in one record) copies nothing but the SNI and
-ALPN strings it returns.
+TLS connection, so fields are read in place (byte indexing, or one
+``struct.unpack_from`` per group of header fields) and the common case (the
+whole hello in one record) copies nothing but the SNI and ALPN it returns.
 """
 
 from __future__ import annotations
@@ -40,9 +40,9 @@ __all__ = [
     "MAX_HANDSHAKE",
     "ClientHello",
     "ClientHelloError",
+    "HelloFields",
     "Incomplete",
     "Malformed",
-    "HelloFields",
     "parse_client_hello",
     "parse_handshake",
     "scan_client_hello",
@@ -68,6 +68,9 @@ _MAX_HOST_NAME: Final = 255
 # Anything else (controls, NUL, 8-bit) would only serve to confuse logs or
 # route matching, so such a name is treated as absent.
 _HOST_NAME_BYTES: Final = bytes(range(0x21, 0x7F))
+# Record header (type, version, length) and handshake header (type << 24 |
+# length) in one C call.
+_unpack_headers: Final = Struct(">BHHI").unpack_from
 # One C call reads an extension header (type, length); cheaper in CPython
 # than four byte indexings and the shifts to combine them.
 _unpack_ext_header: Final = Struct(">HH").unpack_from
@@ -144,21 +147,23 @@ def scan_client_hello(data: bytes) -> HelloFields:
     a tenth of the parse, and a probe only copies the fields into a Match.
     """
     n = len(data)
-    # Fast path: the whole handshake header sits in the first record, which is
-    # how every mainstream client sends its hello.
     if n >= 9:
-        rec_len = _record_length(data, 0)
-        if rec_len >= 4:
-            if data[5] != _HANDSHAKE_CLIENT_HELLO:
-                raise Malformed("not a ClientHello")
-            hs_len = data[6] << 16 | data[7] << 8 | data[8]
-            if hs_len < _MIN_BODY or hs_len > MAX_HANDSHAKE:
-                raise Malformed("handshake length out of range")
-            if hs_len + 4 <= rec_len:
-                end = 9 + hs_len
-                if end > n:
-                    raise Incomplete
-                return _parse_body(data, 9, end)
+        content, version, rec_len, hs_header = _unpack_headers(data)
+        hs_len = hs_header & 0xFFFFFF
+        # Fast path: a valid record header, then a whole ClientHello in that
+        # one record, as every mainstream client sends it. Anything else,
+        # errors included, takes the general path, which says what is wrong.
+        if (
+            content == _CONTENT_HANDSHAKE
+            and 0x0300 <= version <= 0x0304
+            and hs_header >> 24 == _HANDSHAKE_CLIENT_HELLO
+            and _MIN_BODY <= hs_len <= MAX_HANDSHAKE
+            and hs_len + 4 <= rec_len <= _MAX_RECORD
+        ):
+            end = 9 + hs_len
+            if end > n:
+                raise Incomplete
+            return _parse_body(data, 9, end)
     return _reassemble(data)
 
 

@@ -103,7 +103,9 @@ def compile_regex(text: str) -> regex_module.Pattern[bytes]:
 
     try:
         pattern = regex.compile(text.encode())
-    except regex.error as exc:
+    # regex.error for syntax; ValueError for e.g. (?u) on bytes or a lone
+    # surrogate that cannot be encoded.
+    except (regex.error, ValueError) as exc:
         raise ValueError(f"bad regex {text!r}: {exc}") from None
     if pattern.search(b"") is not None:
         raise ValueError(f"regex {text!r} matches empty input, so it would match everything")

@@ -14,6 +14,8 @@ from refractium.protocols.clienthello import (
     Malformed,
     parse_client_hello,
     parse_handshake,
+    scan_client_hello,
+    scan_handshake,
 )
 
 S = Any  # the conftest ``samples`` fixture (a class of helpers)
@@ -75,6 +77,14 @@ def test_captured_openssl_hello(samples: S) -> None:
     assert parse_client_hello(samples.captured_openssl_hello) == ClientHello(
         "captured.example.org", ("h2", "http/1.1")
     )
+
+
+def test_scan_variants_return_plain_tuples(real_hello: bytes) -> None:
+    expected = ("mixed.example.com", ("h2", "http/1.1"))
+    assert scan_client_hello(real_hello) == expected
+    assert scan_handshake(record_body(real_hello)) == expected
+    with pytest.raises(Incomplete):
+        scan_client_hello(real_hello[:-1])
 
 
 def test_python_hello_without_sni(samples: S) -> None:

@@ -69,9 +69,9 @@ def test_compile_regex() -> None:
     assert pattern.search(b"\x00\x0e8abc") is not None
 
 
-@pytest.mark.parametrize(("text", "message"), [("(", "bad regex"), ("[a-", "bad regex")])
-def test_compile_regex_errors(text: str, message: str) -> None:
-    with pytest.raises(ValueError, match=message):
+@pytest.mark.parametrize("text", ["(", "[a-", "a{99999999999999999999}", "(?u)x", "\udc80"])
+def test_compile_regex_errors(text: str) -> None:
+    with pytest.raises(ValueError, match="bad regex"):
         compile_regex(text)
 
 

@@ -1,0 +1,179 @@
+"""The data path end to end: exact bytes, half-close, limits, draining, loops."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import signal
+import socket
+import struct
+from collections import Counter
+
+import pytest
+from backends import echo_backend, expected_sha256, sink_source_backend, sink_source_exchange
+from clients import close, exchange, open_nodelay
+from proxy import running_proxy
+
+MiB = 1 << 20
+LOOPS = ["uvloop", "asyncio"]
+
+
+def routes_to(address: str, **server: object) -> str:
+    lines = ["[server]"] + [f"{k} = {v!r}".replace("'", '"') for k, v in server.items()]
+    lines += ["[[protocols]]", 'name = "bulk"', 'patterns = ["BULK"]', f'forward_to = "{address}"']
+    return "\n".join(lines) + "\n"
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+async def test_256_mib_each_way_arrives_intact(loop: str) -> None:
+    async with sink_source_backend() as backend:
+        config = f'[server]\nfallback_tcp = "{backend.address}"\n'
+        config += '[[protocols]]\nname = "http"\nforward_to = "127.0.0.1:9"\n'
+        async with running_proxy(
+            "tcp", "-b", "127.0.0.1", "-p", "0", "--loop", loop, config=config
+        ) as proxy:
+            # The sink/source header is binary: it reaches the backend as fallback
+            # traffic, and the client shuts down writing before reading the reply.
+            result = await sink_source_exchange(proxy.port, upload=256 * MiB, download=256 * MiB)
+            result.check(upload=256 * MiB, download=256 * MiB)
+
+
+async def test_half_closed_client_gets_the_whole_reply() -> None:
+    async with echo_backend() as echo:
+        async with running_proxy(
+            "tcp", "-b", "127.0.0.1", "-p", "0", config=routes_to(echo.address)
+        ) as proxy:
+            payload = b"BULK" + random.randbytes(3 * MiB)
+            assert await exchange(proxy.port, payload) == payload
+
+
+async def test_sixth_connection_from_one_ip_is_refused_while_five_work() -> None:
+    async with echo_backend() as echo:
+        config = routes_to(echo.address, max_connections_per_ip=5)
+        async with running_proxy("tcp", "-b", "127.0.0.1", "-p", "0", config=config) as proxy:
+            conns = [await open_nodelay(proxy.port) for _ in range(5)]
+            for i, (reader, writer) in enumerate(conns):
+                writer.write(b"BULK %d\n" % i)
+                async with asyncio.timeout(5):
+                    assert await reader.readline() == b"BULK %d\n" % i
+            reader, writer = await open_nodelay(proxy.port)
+            writer.write(b"BULK 6\n")
+            async with asyncio.timeout(5):
+                assert await reader.read() == b"", "the sixth connection is closed unanswered"
+            await close(writer)
+            for i, (reader, writer) in enumerate(conns):
+                writer.write(b"still %d\n" % i)
+                async with asyncio.timeout(5):
+                    assert await reader.readline() == b"still %d\n" % i
+            await close(conns[0][1])
+            await asyncio.sleep(0.2)
+            assert await exchange(proxy.port, b"BULK again") == b"BULK again"
+            for _, writer in conns[1:]:
+                await close(writer)
+            await proxy.wait_for(r"refused 127\.0\.0\.1:\d+: max_connections_per_ip reached")
+        assert echo.accepted == 6
+
+
+async def test_sigterm_lets_a_transfer_in_flight_finish_and_exits_0() -> None:
+    async with sink_source_backend() as backend:
+        config = f'[server]\nfallback_tcp = "{backend.address}"\nshutdown_grace_ms = 20000\n'
+        config += '[[protocols]]\nname = "http"\nforward_to = "127.0.0.1:9"\n'
+        async with running_proxy("tcp", "-b", "127.0.0.1", "-p", "0", config=config) as proxy:
+            size = 64 * MiB
+            reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
+            writer.write(struct.pack(">Q", size) + b"u" * MiB)
+            first = await reader.readexactly(MiB)
+            proxy.send_signal(signal.SIGTERM)
+            await proxy.wait_for("draining 1 connection")
+            # New connections are no longer accepted...
+            with pytest.raises(OSError):
+                socket.create_connection(("127.0.0.1", proxy.port), timeout=2).close()
+            # ...while the one in flight completes, both ways.
+            writer.write(b"u" * MiB)
+            writer.write_eof()
+            rest = await reader.read()
+            await close(writer)
+            assert proxy.proc.returncode is None or proxy.proc.returncode == 0
+            assert await proxy.stop(timeout=20) == 0
+        data = first + rest
+        assert len(data) >= size
+        assert expected_sha256(size) == __import__("hashlib").sha256(data[:size]).hexdigest()
+        assert data[size:].decode().startswith("sha256=")
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+async def test_half_close_under_load_survives(loop: str) -> None:
+    """Thousands of short half-closing connections, some reset mid-reply.
+
+    uvloop has been seen to crash when a transport with a pending write_eof()
+    is destroyed; this drives exactly that: the backend writes a large reply
+    then EOF while the client resets the connection.
+    """
+
+    async def backend(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            request = await reader.read()
+            size = int(request.split()[1])
+            writer.write(b"x" * size)
+            writer.write_eof()
+            await writer.drain()
+        except (OSError, ValueError, IndexError):
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(backend, "127.0.0.1", 0)
+    address = "127.0.0.1:%d" % server.sockets[0].getsockname()[1]
+    config = f"""
+[server]
+max_connections_per_ip = 0
+max_connections = 100000
+
+[[protocols]]
+name = "http"
+forward_to = "{address}"
+"""
+    outcomes: Counter[str] = Counter()
+    limit = asyncio.Semaphore(100)
+
+    async def client(mode: str, size: int) -> None:
+        async with limit:
+            reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
+            writer.write(b"GET %d HTTP/1.1\r\n\r\n" % size)
+            writer.write_eof()
+            if mode == "full":
+                got = await reader.read()
+                outcomes["full-ok" if len(got) == size else "full-short"] += 1
+                await close(writer)
+            else:
+                await reader.read(random.choice([1, 4096, 65536]))
+                sock = writer.get_extra_info("socket")
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                writer.transport.abort()
+                outcomes["reset"] += 1
+
+    async with (
+        server,
+        running_proxy(
+            "tcp",
+            "-b",
+            "127.0.0.1",
+            "-p",
+            "0",
+            "--loop",
+            loop,
+            config=config,
+        ) as proxy,
+    ):
+        jobs = [
+            client(random.choice(["full", "reset"]), random.choice([10, 100_000, MiB]))
+            for _ in range(3000)
+        ]
+        async with asyncio.timeout(120):
+            await asyncio.gather(*jobs)
+        assert proxy.proc.returncode is None, "the proxy died under load"
+        assert await exchange(proxy.port, b"GET 5 HTTP/1.1\r\n\r\n") == b"xxxxx"
+        assert await proxy.stop() == 0
+    assert outcomes["full-short"] == 0
+    assert outcomes["full-ok"] + outcomes["reset"] == 3000
+    assert "Traceback" not in proxy.stderr and "Fatal" not in proxy.stderr, proxy.stderr

@@ -1,0 +1,194 @@
+"""The relay Protocols against fake transports: hand-over, flow control, half-close."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from refractium.config import parse_config
+from refractium.relay import CLOSED, CONNECTING, RELAYING, BackendProtocol, ClientProtocol
+from refractium.routing import build_tables
+from refractium.tcp import TcpService
+
+
+class FakeTransport:
+    """Records what the protocol did to it."""
+
+    def __init__(self, peer: tuple[str, int] = ("192.0.2.7", 40000)) -> None:
+        self.written = bytearray()
+        self.eof_written = False
+        self.paused = False
+        self.closed = False
+        self.aborted = False
+        self.peer = peer
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return self.peer if name == "peername" else default
+
+    def write(self, data: bytes) -> None:
+        assert not self.eof_written, "write after write_eof"
+        self.written += data
+
+    def can_write_eof(self) -> bool:
+        return True
+
+    def write_eof(self) -> None:
+        self.eof_written = True
+
+    def pause_reading(self) -> None:
+        self.paused = True
+
+    def resume_reading(self) -> None:
+        self.paused = False
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def close(self) -> None:
+        self.closed = True
+
+    def abort(self) -> None:
+        self.aborted = self.closed = True
+
+
+@pytest.fixture
+def no_dial(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Identification still runs; the dial is done by the test via _backend_up."""
+
+    async def parked(self: ClientProtocol, route: Any, table: Any) -> None:
+        await asyncio.Event().wait()
+
+    monkeypatch.setattr(ClientProtocol, "_connect", parked)
+    yield
+
+
+async def service(**server: Any) -> TcpService:
+    config = parse_config(
+        {
+            "server": server,
+            "protocols": [
+                {"name": "http", "forward_to": "127.0.0.1:1"},
+                {"name": "ssh", "forward_to": "127.0.0.1:2"},
+            ],
+        },
+        source="test",
+    )
+    return TcpService(config.server, build_tables(config))
+
+
+async def connected(svc: TcpService, first: bytes) -> tuple[ClientProtocol, FakeTransport]:
+    client = FakeTransport()
+    proto = ClientProtocol(svc)
+    proto.connection_made(client)  # type: ignore[arg-type]
+    proto.data_received(first)
+    return proto, client
+
+
+def backend_up(proto: ClientProtocol) -> tuple[BackendProtocol, FakeTransport]:
+    backend = FakeTransport(("127.0.0.1", 1))
+    bp = proto._make_backend()
+    bp.connection_made(backend)  # type: ignore[arg-type]
+    return bp, backend
+
+
+@pytest.mark.usefixtures("no_dial")
+async def test_peeked_bytes_and_early_data_reach_the_backend_in_order() -> None:
+    svc = await service()
+    proto, client = await connected(svc, b"GET / HT")
+    assert proto.state == CONNECTING
+    assert proto.route is not None and proto.route.name == "http"
+    assert client.paused, "reading pauses while the backend is dialled"
+    proto.data_received(b"TP/1.1\r\n")  # a read already in flight
+    _, backend = backend_up(proto)
+    assert proto.state == RELAYING
+    assert not client.paused
+    proto.data_received(b"Host: x\r\n\r\n")
+    assert bytes(backend.written) == b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
+    assert proto.bytes_in == len(backend.written)
+
+
+@pytest.mark.usefixtures("no_dial")
+async def test_flow_control_is_crosswise() -> None:
+    svc = await service()
+    proto, client = await connected(svc, b"GET / HTTP/1.1\r\n\r\n")
+    bp, backend = backend_up(proto)
+    bp.pause_writing()  # backend's send buffer full: stop reading the client
+    assert client.paused
+    bp.resume_writing()
+    assert not client.paused
+    proto.pause_writing()  # client's send buffer full: stop reading the backend
+    assert backend.paused
+    proto.resume_writing()
+    assert not backend.paused
+
+
+@pytest.mark.usefixtures("no_dial")
+async def test_half_close_each_way_then_close() -> None:
+    svc = await service()
+    proto, client = await connected(svc, b"GET / HTTP/1.1\r\n\r\n")
+    bp, backend = backend_up(proto)
+    assert proto.eof_received() is True  # keep the client's side open for the reply
+    assert backend.eof_written and not backend.closed
+    bp.data_received(b"HTTP/1.1 200 OK\r\n\r\nreply")
+    assert bp.eof_received() is True
+    assert bytes(client.written) == b"HTTP/1.1 200 OK\r\n\r\nreply"
+    assert client.eof_written
+    assert client.closed and backend.closed
+
+
+@pytest.mark.usefixtures("no_dial")
+async def test_eof_while_dialling_is_forwarded_after_the_data() -> None:
+    svc = await service()
+    proto, _client = await connected(svc, b"GET / HTTP/1.1\r\n\r\n")
+    assert proto.eof_received() is True
+    _, backend = backend_up(proto)
+    assert bytes(backend.written) == b"GET / HTTP/1.1\r\n\r\n"
+    assert backend.eof_written
+
+
+@pytest.mark.usefixtures("no_dial")
+async def test_client_gone_closes_backend_and_releases_limits() -> None:
+    svc = await service()
+    proto, _client = await connected(svc, b"GET / HTTP/1.1\r\n\r\n")
+    _, backend = backend_up(proto)
+    assert svc.limits.total == 1
+    proto.connection_lost(ConnectionResetError())
+    assert proto.state == CLOSED
+    assert backend.closed
+    assert svc.limits.total == 0 and svc.limits.by_ip == {}
+
+
+@pytest.mark.usefixtures("no_dial")
+async def test_backend_gone_closes_client() -> None:
+    svc = await service()
+    proto, client = await connected(svc, b"GET / HTTP/1.1\r\n\r\n")
+    bp, _backend = backend_up(proto)
+    bp.connection_lost(None)
+    assert client.closed
+
+
+async def test_unidentified_without_fallback_is_closed_and_counted() -> None:
+    svc = await service()
+    proto, client = await connected(svc, b"\x00\x01garbage")
+    assert client.closed and proto.state == CLOSED
+    assert svc.stats.unidentified_closed == 1
+
+
+async def test_per_ip_cap_refuses_and_counts() -> None:
+    svc = await service(max_connections_per_ip=2)
+    protos = [ClientProtocol(svc) for _ in range(3)]
+    transports = [FakeTransport() for _ in range(3)]
+    for p, t in zip(protos, transports, strict=True):
+        p.connection_made(t)  # type: ignore[arg-type]
+    assert [t.closed for t in transports] == [False, False, True]
+    assert svc.stats.refused["per_ip_limit"] == 1
+    protos[0].connection_lost(None)
+    late = FakeTransport()
+    ClientProtocol(svc).connection_made(late)  # type: ignore[arg-type]
+    assert not late.closed
+    for p in protos:
+        if p.state != CLOSED:
+            p.connection_lost(None)

@@ -1,0 +1,163 @@
+"""The routing decision, table-driven: which route a first flight reaches."""
+
+from __future__ import annotations
+
+import ssl
+from typing import Any
+
+import pytest
+
+from refractium.config import parse_config
+from refractium.protocols.base import Verdict
+from refractium.routing import Decision, build_tables
+
+
+def client_hello(sni: str | None, alpn: list[str] | None = None) -> bytes:
+    """A real ClientHello from this Python's ssl module."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    if alpn:
+        ctx.set_alpn_protocols(alpn)
+    conn = ctx.wrap_bio(ssl.MemoryBIO(), out := ssl.MemoryBIO(), server_hostname=sni)
+    with pytest.raises(ssl.SSLWantReadError):
+        conn.do_handshake()
+    return out.read()
+
+
+def tables(*routes: dict[str, Any], **server: Any) -> Any:
+    config = parse_config({"server": server, "protocols": list(routes)}, source="test")
+    return build_tables(config)
+
+
+
+def target(table: Any, data: bytes, final: bool = False) -> str | None:
+    """The first backend of the chosen route, or None when nothing matched."""
+    decision = table.decide(data, final)
+    assert isinstance(decision, Decision), f"expected a decision, got {decision}"
+    if decision.route is None:
+        return None
+    return str(decision.route.pool.members[0])
+
+
+TLS_ROUTES = (
+    {"name": "https", "sni": "*.example.org", "forward_to": "127.0.0.1:1001"},
+    {"name": "https", "sni": ["api.example.org"], "forward_to": "127.0.0.1:1002"},
+    {"name": "https", "sni": ["*.deep.example.org"], "forward_to": "127.0.0.1:1003"},
+    {"name": "tls", "alpn": ["h2"], "forward_to": "127.0.0.1:1004"},
+    {"name": "tls", "sni": "a.test", "alpn": ["h2"], "forward_to": "127.0.0.1:1005"},
+    {"name": "tls", "sni": "a.test", "forward_to": "127.0.0.1:1006"},
+    {"name": "https", "forward_to": "127.0.0.1:1007"},
+)
+
+
+@pytest.mark.parametrize(
+    ("sni", "alpn", "expected"),
+    [
+        ("api.example.org", None, "127.0.0.1:1002"),  # exact beats an earlier wildcard
+        ("API.Example.ORG", None, "127.0.0.1:1002"),  # case-insensitive
+        ("www.example.org", None, "127.0.0.1:1001"),  # wildcard
+        ("x.y.example.org", None, "127.0.0.1:1001"),  # wildcards match any depth
+        ("x.deep.example.org", None, "127.0.0.1:1003"),  # longer wildcard wins
+        ("example.org", None, "127.0.0.1:1007"),  # the bare domain is not *.example.org
+        ("a.test", ["h2"], "127.0.0.1:1005"),  # SNI + ALPN beats SNI alone
+        ("a.test", ["http/1.1"], "127.0.0.1:1006"),
+        ("b.test", ["h2"], "127.0.0.1:1004"),  # ALPN alone
+        ("b.test", ["http/1.1"], "127.0.0.1:1007"),  # no filter matched: plain route
+        (None, None, "127.0.0.1:1007"),  # no SNI at all
+    ],
+)
+def test_tls_specificity(sni: str | None, alpn: list[str] | None, expected: str) -> None:
+    table = tables(*TLS_ROUTES).tcp
+    assert target(table, client_hello(sni, alpn)) == expected
+
+
+def test_file_order_breaks_ties() -> None:
+    table = tables(
+        {"name": "mine", "patterns": ["HELLO"], "forward_to": "127.0.0.1:1"},
+        {"name": "anything", "regex": "^HEL", "forward_to": "127.0.0.1:2"},
+    ).tcp
+    assert target(table, b"HELLO world") == "127.0.0.1:1"
+
+
+def test_unmatched_filters_fall_to_fallback_route() -> None:
+    t = tables(
+        {"name": "https", "sni": "only.test", "forward_to": "127.0.0.1:1"},
+        fallback_tcp="127.0.0.1:9",
+    ).tcp
+    decision = t.decide(client_hello("other.test"), False)
+    assert isinstance(decision, Decision)
+    assert decision.route is None
+    assert t.fallback is not None and str(t.fallback.pool.members[0]) == "127.0.0.1:9"
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        (b"GET / HTTP/1.1\r\n\r\n", "127.0.0.1:1"),
+        (b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", "127.0.0.1:1"),
+        (b"SSH-2.0-OpenSSH_9.2\r\n", "127.0.0.1:2"),
+        (b"\x01\x02\x03rest", "127.0.0.1:3"),
+        (b"HELLO 42\n", "127.0.0.1:4"),
+        (b"\x00garbage", None),
+    ],
+)
+def test_each_probe_reaches_its_route(data: bytes, expected: str | None) -> None:
+    table = tables(
+        {"name": "http", "forward_to": "127.0.0.1:1"},
+        {"name": "ssh", "forward_to": "127.0.0.1:2"},
+        {"name": "mine", "patterns": ["\\x01\\x02\\x03"], "forward_to": "127.0.0.1:3"},
+        {"name": "hello", "regex": "^HELLO [0-9]+", "forward_to": "127.0.0.1:4"},
+    ).tcp
+    assert target(table, data) == expected
+    # Fed one byte at a time: undecided until the deciding byte, then the same route.
+    for end in range(1, len(data)):
+        decision = table.decide(data[:end], False)
+        if decision is not Verdict.NEED_MORE:
+            assert isinstance(decision, Decision)
+            assert (str(decision.route.pool.members[0]) if decision.route else None) == expected
+            break
+
+
+def test_waits_while_an_earlier_route_may_still_match() -> None:
+    table = tables(
+        {"name": "special", "patterns": ["GET /special"], "forward_to": "127.0.0.1:1"},
+        {"name": "http", "forward_to": "127.0.0.1:2"},
+    ).tcp
+    assert table.decide(b"GET /spe", False) is Verdict.NEED_MORE
+    assert target(table, b"GET /spe", final=True) == "127.0.0.1:2"
+    assert target(table, b"GET /special/x") == "127.0.0.1:1"
+    assert target(table, b"GET /other") == "127.0.0.1:2"
+
+
+def test_does_not_wait_for_a_route_that_cannot_win() -> None:
+    table = tables(
+        {"name": "http", "forward_to": "127.0.0.1:1"},
+        {"name": "later", "patterns": ["GET /later"], "forward_to": "127.0.0.1:2"},
+    ).tcp
+    assert target(table, b"GET /") == "127.0.0.1:1"
+
+
+def test_on_timeout_defaults_to_ssh_route() -> None:
+    t = tables(
+        {"name": "http", "forward_to": "127.0.0.1:1"},
+        {"name": "ssh", "forward_to": "127.0.0.1:2"},
+    )
+    assert t.tcp.on_timeout is not None and t.tcp.on_timeout.name == "ssh"
+    t = tables({"name": "http", "forward_to": "127.0.0.1:1"})
+    assert t.tcp.on_timeout is None
+    t = tables(
+        {"name": "ftpish", "patterns": ["220 "], "forward_to": "127.0.0.1:3"},
+        {"name": "ssh", "forward_to": "127.0.0.1:2"},
+        on_timeout="ftpish",
+    )
+    assert t.tcp.on_timeout is not None and t.tcp.on_timeout.name == "ftpish"
+
+
+def test_udp_only_routes_stay_out_of_the_tcp_table() -> None:
+    t = tables(
+        {"name": "http", "forward_to": "127.0.0.1:1"},
+        {"name": "mine", "patterns": ["X"], "transport": "udp", "forward_to": "127.0.0.1:2"},
+    )
+    assert [r.name for r in t.tcp.routes] == ["http"]
+    assert [r.name for r in t.udp.routes] == ["mine"]
