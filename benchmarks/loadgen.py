@@ -193,8 +193,8 @@ def run_connrate(tool: str, host: str, port: int, seconds: float, concurrency: i
     url = f"http://{host}:{port}/"
     if tool == "wrk":
         # wrk takes whole seconds only.
-        secs = max(1, round(seconds))
-        cmd = ["wrk", "-t1", f"-c{concurrency}", f"-d{secs}s", "-H", "Connection: close", url]
+        whole = max(1, round(seconds))
+        cmd = ["wrk", "-t1", f"-c{concurrency}", f"-d{whole}s", "-H", "Connection: close", url]
         out = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 30).stdout
         m = re.search(r"(\d+) requests in ([\d.]+)(m?s)", out)
         if not m:

@@ -159,8 +159,8 @@ class Suite:
             )
             for d in ("up", "down")
         }
-        tagger = Tagger(TAG)
         with (
+            Tagger(TAG) as tagger,
             Backend("bulk") as backend,
             self.running("bulk", backend.port, tagger.port, smoke_bulk) as up,
         ):
@@ -179,7 +179,6 @@ class Suite:
                         speed.add(target.name, res["bytes"] * 8 / res["seconds"] / 1e9)
                         if target.pids():
                             cpu.add(target.name, used / (res["bytes"] / GIB))
-        tagger.close()
 
     def connrate(self) -> None:
         s = self.s
@@ -193,8 +192,11 @@ class Suite:
         rate = self.figure("conn_per_s", "connections/s", "conn/s", True, "direct")
         cpu = self.figure("conn_cpu_us", "  proxy CPU µs/connection", "µs", False, "haproxy")
         errors: dict[str, int] = {}
-        tagger = Tagger(TAG)
-        with backend, self.running("connrate", backend.port, tagger.port, smoke_http10) as up:
+        with (
+            Tagger(TAG) as tagger,
+            backend,
+            self.running("connrate", backend.port, tagger.port, smoke_http10) as up,
+        ):
             for target in up:  # warm-up (and TIME_WAIT state like in the measured runs)
                 with contextlib.suppress(Exception):
                     loadgen.run_connrate(tool, HOST, target.port, s.conn_warmup, s.conn_concurrency)
@@ -213,7 +215,6 @@ class Suite:
                     rate.add(target.name, res.per_second)
                     if target.pids() and res.connections:
                         cpu.add(target.name, used / res.connections * 1e6)
-        tagger.close()
         for name, count in errors.items():
             if count:
                 rate.notes[name] = f"{count} errors"
@@ -227,8 +228,8 @@ class Suite:
         )
         rate = self.figure("rtt_per_s", "round trips/s", "rt/s", True, "direct")
         cpu = self.figure("rtt_cpu_us", "  proxy CPU µs/round trip", "µs", False, "haproxy")
-        tagger = Tagger(TAG)
         with (
+            Tagger(TAG) as tagger,
             Backend("echo") as backend,
             self.running("rtt", backend.port, tagger.port, smoke_echo) as up,
         ):
@@ -247,14 +248,13 @@ class Suite:
                     if target.pids():
                         # The CPU window also holds the 200 warm-up round trips.
                         cpu.add(target.name, used / (res["round_trips"] + 200) * 1e6)
-        tagger.close()
 
     def idle(self) -> None:
         s = self.s
         self.describe(f"idle: {s.idle_connections} identified idle connections per target")
         mem = self.figure("idle_kib", "proxy KiB/idle connection", "KiB", False, "haproxy")
-        tagger = Tagger(TAG)
         with (
+            Tagger(TAG) as tagger,
             Backend("hold") as backend,
             self.running("idle", backend.port, tagger.port, smoke_nothing) as up,
         ):
@@ -270,7 +270,6 @@ class Suite:
                 mem.add(target.name, kib)
                 if n != s.idle_connections:
                     mem.notes[target.name] = f"N={n}"
-        tagger.close()
 
     def ident(self) -> None:
         s = self.s
@@ -638,7 +637,10 @@ def main(argv: list[str] | None = None) -> int:
             suite.targets.append(target)
 
     started = time.monotonic()
-    print(f"pinned to CPU {args.cpu}; targets: {', '.join(t.label for t in suite.targets)}")
+    print(
+        f"pinned to CPU {args.cpu}; targets: {', '.join(t.label for t in suite.targets)}",
+        file=sys.stderr,
+    )
     for name in sections:
         t0 = time.monotonic()
         getattr(suite, name)()

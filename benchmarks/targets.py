@@ -276,6 +276,12 @@ class Tagger:
             self.sock.shutdown(socket.SHUT_RDWR)
         self.sock.close()
 
+    def __enter__(self) -> Tagger:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
 
 # -- targets -----------------------------------------------------------------
 

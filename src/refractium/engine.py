@@ -19,6 +19,7 @@ in one process.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 from collections.abc import Mapping, Sequence
@@ -139,38 +140,53 @@ class Refractium:
 
     # -- reloading --------------------------------------------------------
 
-    def reload_routes(self, config: Config | str | os.PathLike[str] | None = None) -> None:
+    def reload_routes(
+        self,
+        config: Config | str | os.PathLike[str] | Sequence[Mapping[str, Any]] | None = None,
+    ) -> None:
         """Swap the whole route table atomically; open connections keep their backend.
 
         Args:
-            config: the new configuration, a path to read it from, or None
-                to re-read the file the current one came from.
+            config: a whole new configuration; a path to read one from; a
+                list of routes (``[[protocols]]`` tables as dicts) replacing
+                the current routes only; or None to re-read the file the
+                current configuration came from.
 
         Raises:
             ConfigError: the new configuration is invalid; the running table
                 is kept.
         """
-        if config is None:
-            if self._config.source is None:
-                raise RefractiumError("reload: this engine has no config file to re-read")
-            config = self._config.source
-        if not isinstance(config, Config):
-            config = load_file(config)
-        tables = build_tables(config, self._probes)
-        old = self._config.server
-        new = config.server
+        new_config = self._resolve_reload(config)
+        tables = build_tables(new_config, self._probes)
+        old, new = self._config.server, new_config.server
         if (old.bind, old.port) != (new.bind, new.port):
             log.warning(
                 "reload: listener change (bind/port) needs a restart; still on %s port %d",
                 ",".join(old.bind),
                 old.port,
             )
-        self._config = config
+        self._config = new_config
         self._tables = tables
         if self._tcp is not None:
             self._tcp.tables = tables
             self._tcp.apply(new)
         log.info("routes reloaded: %d route(s)", len(tables.routes))
+
+    def _resolve_reload(
+        self, config: Config | str | os.PathLike[str] | Sequence[Mapping[str, Any]] | None
+    ) -> Config:
+        if isinstance(config, Config):
+            return config
+        if config is None:
+            if self._config.source is None or self._config.source == "builder":
+                raise RefractiumError("reload: this engine has no config file to re-read")
+            return load_file(self._config.source, extra_protocols=self._probes.keys())
+        if isinstance(config, (str, os.PathLike)):
+            return load_file(config, extra_protocols=self._probes.keys())
+        routes = parse_config(
+            {"protocols": list(config)}, source="reload_routes", extra_protocols=self._probes.keys()
+        )
+        return dataclasses.replace(self._config, protocols=routes.protocols)
 
 
 class RefractiumBuilder:
@@ -226,7 +242,7 @@ class RefractiumBuilder:
         else:
             name = protocol.name
             self._probes[name] = protocol
-        pool = [forward_to] if isinstance(forward_to, str) else list(forward_to)
+        pool = forward_to if isinstance(forward_to, str) else list(forward_to)
         self._routes.append({"name": name, "forward_to": pool, **options})
         return self
 
@@ -245,8 +261,6 @@ class RefractiumBuilder:
 
 def _merge(base: Config, extra: Config, server_keys: Mapping[str, Any]) -> Config:
     """``base`` with the builder's routes appended and its server keys applied."""
-    import dataclasses
-
     server = dataclasses.replace(base.server, **{k: getattr(extra.server, k) for k in server_keys})
     offset = len(base.protocols)
     routes = base.protocols + tuple(

@@ -244,8 +244,10 @@ forward_to = "{banner.address}"
 
 
 async def test_zero_config_ssh_is_the_default_on_timeout_route() -> None:
-    async with sshd_backend() as sshd, http_backend("web") as web:
-        async with running_proxy(
+    async with (
+        sshd_backend() as sshd,
+        http_backend("web") as web,
+        running_proxy(
             "tcp",
             "-b",
             "127.0.0.1",
@@ -255,13 +257,14 @@ async def test_zero_config_ssh_is_the_default_on_timeout_route() -> None:
             f"http={web.address}",
             "-f",
             f"ssh={sshd.address}",
-        ) as proxy:
-            reader, writer = await open_nodelay(proxy.port)
-            # sshd speaks first: a client that only listens gets its banner
-            # once peek_timeout_ms (3 s by default) has passed.
-            async with asyncio.timeout(10):
-                assert (await reader.readline()).startswith(b"SSH-2.0-OpenSSH")
-            writer.close()
+        ) as proxy,
+    ):
+        reader, writer = await open_nodelay(proxy.port)
+        # sshd speaks first: a client that only listens gets its banner
+        # once peek_timeout_ms (3 s by default) has passed.
+        async with asyncio.timeout(10):
+            assert (await reader.readline()).startswith(b"SSH-2.0-OpenSSH")
+        writer.close()
 
 
 async def test_garbage_goes_to_fallback_or_is_closed() -> None:

@@ -39,12 +39,12 @@ async def test_256_mib_each_way_arrives_intact(loop: str) -> None:
 
 
 async def test_half_closed_client_gets_the_whole_reply() -> None:
-    async with echo_backend() as echo:
-        async with running_proxy(
-            "tcp", "-b", "127.0.0.1", "-p", "0", config=routes_to(echo.address)
-        ) as proxy:
-            payload = b"BULK" + random.randbytes(3 * MiB)
-            assert await exchange(proxy.port, payload) == payload
+    async with (
+        echo_backend() as echo,
+        running_proxy("tcp", "-b", "127.0.0.1", "-p", "0", config=routes_to(echo.address)) as proxy,
+    ):
+        payload = b"BULK" + random.randbytes(3 * MiB)
+        assert await exchange(proxy.port, payload) == payload
 
 
 async def test_sixth_connection_from_one_ip_is_refused_while_five_work() -> None:
@@ -58,8 +58,12 @@ async def test_sixth_connection_from_one_ip_is_refused_while_five_work() -> None
                     assert await reader.readline() == b"BULK %d\n" % i
             reader, writer = await open_nodelay(proxy.port)
             writer.write(b"BULK 6\n")
+            # Closed unanswered: an EOF, or a reset when our bytes were still unread.
             async with asyncio.timeout(5):
-                assert await reader.read() == b"", "the sixth connection is closed unanswered"
+                try:
+                    assert await reader.read() == b""
+                except ConnectionResetError:
+                    pass
             await close(writer)
             for i, (reader, writer) in enumerate(conns):
                 writer.write(b"still %d\n" % i)
@@ -86,7 +90,7 @@ async def test_sigterm_lets_a_transfer_in_flight_finish_and_exits_0() -> None:
             proxy.send_signal(signal.SIGTERM)
             await proxy.wait_for("draining 1 connection")
             # New connections are no longer accepted...
-            with pytest.raises(OSError):
+            with pytest.raises(ConnectionRefusedError):
                 socket.create_connection(("127.0.0.1", proxy.port), timeout=2).close()
             # ...while the one in flight completes, both ways.
             writer.write(b"u" * MiB)
@@ -123,11 +127,11 @@ async def test_half_close_under_load_survives(loop: str) -> None:
             writer.close()
 
     server = await asyncio.start_server(backend, "127.0.0.1", 0)
-    address = "127.0.0.1:%d" % server.sockets[0].getsockname()[1]
+    address = f"127.0.0.1:{server.sockets[0].getsockname()[1]}"
     config = f"""
 [server]
 max_connections_per_ip = 0
-max_connections = 100000
+max_connections = 10000
 
 [[protocols]]
 name = "http"

@@ -62,7 +62,7 @@ def no_dial(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
         await asyncio.Event().wait()
 
     monkeypatch.setattr(ClientProtocol, "_connect", parked)
-    yield
+    return
 
 
 async def service(**server: Any) -> TcpService:

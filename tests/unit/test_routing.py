@@ -30,7 +30,6 @@ def tables(*routes: dict[str, Any], **server: Any) -> Any:
     return build_tables(config)
 
 
-
 def target(table: Any, data: bytes, final: bool = False) -> str | None:
     """The first backend of the chosen route, or None when nothing matched."""
     decision = table.decide(data, final)
