@@ -520,7 +520,7 @@ def client_hello(server_name: str) -> bytes:
 
 def identification(batch: int, rounds: int) -> tuple[dict[str, dict[str, float]], dict[str, str]]:
     from refractium.config import parse_config
-    from refractium.routing import Decision, build_tables
+    from refractium.routing import NEED_MORE, build_tables
 
     protocols: list[dict[str, Any]] = [
         {"name": "http", "forward_to": "127.0.0.1:8080"},
@@ -552,7 +552,7 @@ def identification(batch: int, rounds: int) -> tuple[dict[str, dict[str, float]]
     routes: dict[str, str] = {}
     for label, data in list(inputs.items()):
         decision = decide(data, False)
-        route = decision.route if isinstance(decision, Decision) else None
+        route = None if decision is NEED_MORE else decision[0]  # type: ignore[index]
         got = (route.name, str(route.pool.members[0])) if route else None
         if got != expect[label]:
             raise RuntimeError(f"identification of {label}: expected {expect[label]}, got {got}")

@@ -138,6 +138,11 @@ class Refractium:
             await self._tcp.shutdown(grace / 1000)
         self._stopped.set()
 
+    def abort_connections(self) -> None:
+        """Cut every open connection now (a second stop signal)."""
+        if self._tcp is not None:
+            self._tcp.abort_all()
+
     # -- reloading --------------------------------------------------------
 
     def reload_routes(

@@ -70,9 +70,12 @@ async def serve(engine: Refractium, *, transport: str = "both") -> None:
     tasks: set[asyncio.Task[Any]] = set()
 
     def stop(signame: str) -> None:
+        if tasks:
+            # A second signal while draining: cut the grace period short.
+            log.info("%s received again: closing open connections now", signame)
+            engine.abort_connections()
+            return
         log.info("%s received: stopping", signame)
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.remove_signal_handler(sig)
         spawn(engine.shutdown(), name="shutdown", owner=tasks)
 
     def reload() -> None:

@@ -9,8 +9,9 @@ as received and relays both ways.
 Flow control is crosswise: when one side's write buffer passes its high-water
 mark, reading from the other side pauses until it drains, so a slow reader
 bounds the memory a fast sender can make us hold. Half-close is forwarded:
-an EOF from one side becomes ``write_eof()`` on the other, and the
-connection is closed once both directions have ended.
+an EOF from one side becomes a FIN to the other once what was sent before
+it has been written (see :mod:`refractium.halfclose`), and the connection
+is closed once both directions have ended.
 
 Everything here runs in the event loop thread; nothing blocks.
 """
@@ -22,8 +23,10 @@ import logging
 import random
 from typing import TYPE_CHECKING, cast
 
+from refractium.halfclose import buffer_empty, shutdown_write, when_drained
 from refractium.logs import RateLimitedLog
-from refractium.protocols.base import Match, Verdict
+from refractium.protocols.base import Match
+from refractium.routing import NEED_MORE
 
 if TYPE_CHECKING:
     from refractium.routing import Route, RouteTable
@@ -44,6 +47,8 @@ class ClientProtocol(asyncio.Protocol):
         "_connector",
         "_eof_from_backend",
         "_eof_from_client",
+        "_eof_to_backend",
+        "_eof_to_client",
         "_service",
         "_timer",
         "backend",
@@ -67,6 +72,9 @@ class ClientProtocol(asyncio.Protocol):
         self._connector: asyncio.Task[None] | None = None
         self._eof_from_client = False
         self._eof_from_backend = False
+        # An EOF owed to that side once its write buffer has drained.
+        self._eof_to_backend = False
+        self._eof_to_client = False
         self.client_addr: tuple[str, int] = ("", 0)
         self.session_id = random.getrandbits(64)
         self.route: Route | None = None
@@ -105,9 +113,10 @@ class ClientProtocol(asyncio.Protocol):
     def eof_received(self) -> bool:
         self._eof_from_client = True
         if self.state == RELAYING:
-            self._forward_eof(self.backend)
             if self._eof_from_backend:
                 self._close_both()
+            else:
+                self._eof_to_backend = self._send_eof(self.backend)
             return True
         if self.state == PEEKING:
             if not self._buf:
@@ -135,6 +144,8 @@ class ClientProtocol(asyncio.Protocol):
             self.backend.pause_reading()
 
     def resume_writing(self) -> None:
+        if self._eof_to_client:
+            self._eof_to_client = self._send_eof(self.transport)
         if self.backend is not None and not self.backend.is_closing():
             self.backend.resume_reading()
 
@@ -152,14 +163,13 @@ class ClientProtocol(asyncio.Protocol):
     def _decide(self, data: bytes, final: bool) -> None:
         table = self._service.tables.tcp
         decision = table.decide(data, final)
-        if decision is Verdict.NEED_MORE:
+        if decision is NEED_MORE:
             return
-        assert not isinstance(decision, Verdict)
-        route = decision.route or table.fallback
+        route, self.match = decision  # type: ignore[misc]
+        route = route or table.fallback
         if route is None:
             self._close_unrouted("no route matched")
             return
-        self.match = decision.match
         self._dial(route, table)
 
     def _peek_timed_out(self) -> None:
@@ -239,15 +249,16 @@ class ClientProtocol(asyncio.Protocol):
             self.bytes_in += len(early)
             backend.write(bytes(early))
         if self._eof_from_client:
-            self._forward_eof(backend)
+            self._eof_to_backend = self._send_eof(backend)
 
     # -- the backend's side -----------------------------------------------
 
     def _backend_eof(self) -> bool:
         self._eof_from_backend = True
-        self._forward_eof(self.transport)
         if self._eof_from_client:
             self._close_both()
+        else:
+            self._eof_to_client = self._send_eof(self.transport)
         return True
 
     def _backend_lost(self) -> None:
@@ -258,9 +269,18 @@ class ClientProtocol(asyncio.Protocol):
     # -- ending -----------------------------------------------------------
 
     @staticmethod
-    def _forward_eof(transport: asyncio.Transport | None) -> None:
-        if transport is not None and not transport.is_closing() and transport.can_write_eof():
-            transport.write_eof()
+    def _send_eof(transport: asyncio.Transport | None) -> bool:
+        """Half-close ``transport`` now, or once drained; True while still owed.
+
+        See :mod:`refractium.halfclose` for why not ``write_eof()``.
+        """
+        if transport is None or transport.is_closing():
+            return False
+        if buffer_empty(transport):
+            shutdown_write(transport)
+            return False
+        when_drained(transport)
+        return True
 
     def _close_both(self) -> None:
         if self.transport is not None:
@@ -322,6 +342,9 @@ class BackendProtocol(asyncio.Protocol):
         self.client_transport.pause_reading()  # type: ignore[union-attr]
 
     def resume_writing(self) -> None:
+        client = self.client
+        if client._eof_to_backend:
+            client._eof_to_backend = client._send_eof(client.backend)
         transport = self.client_transport
         if transport is not None and not transport.is_closing():
             transport.resume_reading()

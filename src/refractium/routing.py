@@ -15,13 +15,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Final
 
 from refractium.addr import Address
 from refractium.balancing import Pool
 from refractium.config import Config, RouteConfig
 from refractium.errors import ConfigError
 from refractium.protocols import registry
-from refractium.protocols.base import Match, Probe, Transport, Verdict
+from refractium.protocols.base import Match, Probe, Transport, Verdict, first_bytes
 from refractium.protocols.custom import CustomProbe
 
 # Score weights: an exact SNI outranks any wildcard (whose score grows with
@@ -70,10 +71,13 @@ class Route:
             if sni in self.sni_exact:
                 score = _EXACT_SNI
             else:
-                longest = max((len(s) for s in self.sni_suffixes if sni.endswith(s)), default=-1)
-                if longest < 0:
+                # Suffixes are sorted longest first: the first hit is the best.
+                for suffix in self.sni_suffixes:
+                    if sni.endswith(suffix):
+                        score = _WILDCARD_SNI + len(suffix)
+                        break
+                else:
                     return _NO_KEY
-                score = _WILDCARD_SNI + longest
         if self.alpn:
             if not self.alpn.intersection(match.alpn):
                 return _NO_KEY
@@ -90,21 +94,25 @@ class Route:
         return " ".join(parts)
 
 
-@dataclass(frozen=True, slots=True)
-class Decision:
-    """Where a connection goes: ``route`` is None when nothing matched."""
+#: What :meth:`RouteTable.decide` returns once it can: the route (None when
+#: nothing matched) and the match that chose it. A tuple, not a dataclass:
+#: this is built once per connection on the hot path.
+Decision = tuple[Route | None, Match | None]
 
-    route: Route | None
-    match: Match | None
+NEED_MORE: Final = Verdict.NEED_MORE
+_NO: Final = Verdict.NO
 
-
-NEED_MORE = Verdict.NEED_MORE
+_Group = tuple[Probe, tuple[Route, ...]]
 
 
 class RouteTable:
-    """The routes of one transport, grouped by probe so each probe runs once."""
+    """The routes of one transport, grouped by probe so each probe runs once.
 
-    __slots__ = ("_groups", "fallback", "on_timeout", "routes", "transport")
+    Probes are also indexed by the first byte they can start with, so for a
+    given first byte only the probes that could match are called.
+    """
+
+    __slots__ = ("_by_first_byte", "fallback", "on_timeout", "routes", "transport")
 
     def __init__(
         self,
@@ -122,7 +130,14 @@ class RouteTable:
         for route in self.routes:
             if route.probe is not None:
                 groups.setdefault(id(route.probe), (route.probe, []))[1].append(route)
-        self._groups = tuple((p, tuple(rs)) for p, rs in groups.values())
+        grouped = [(probe, tuple(rs)) for probe, rs in groups.values()]
+        starts = [first_bytes(probe) for probe, _ in grouped]
+        self._by_first_byte: tuple[tuple[_Group, ...], ...] = tuple(
+            tuple(
+                g for g, start in zip(grouped, starts, strict=True) if start is None or b in start
+            )
+            for b in range(256)
+        )
 
     def decide(self, data: bytes, final: bool) -> Decision | Verdict:
         """Route ``data`` (the client's bytes so far).
@@ -133,29 +148,27 @@ class RouteTable:
                 probes that still need more count as "no".
 
         Returns:
-            ``Verdict.NEED_MORE`` to wait for more bytes, else a Decision.
+            ``Verdict.NEED_MORE`` to wait for more bytes, else ``(route,
+            match)``, route None when no route matched.
         """
         best: Route | None = None
         best_match: Match | None = None
         best_key = _NO_KEY
         waiting_key = _NO_KEY
-        for probe, routes in self._groups:
+        for probe, routes in self._by_first_byte[data[0]]:
             result = probe.probe(data)
             if result is NEED_MORE:
                 for route in routes:
                     if route.best_key > waiting_key:
                         waiting_key = route.best_key
-                continue
-            if result is Verdict.NO:
-                continue
-            assert isinstance(result, Match)
-            for route in routes:
-                key = route.key(result)
-                if key > best_key:
-                    best_key, best, best_match = key, route, result
+            elif result is not _NO:
+                for route in routes:
+                    key = route.key(result)  # type: ignore[arg-type]
+                    if key > best_key:
+                        best_key, best, best_match = key, route, result  # type: ignore[assignment]
         if waiting_key > best_key and not final:
             return NEED_MORE
-        return Decision(best, best_match)
+        return best, best_match
 
 
 @dataclass(frozen=True, slots=True)

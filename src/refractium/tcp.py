@@ -150,6 +150,11 @@ class TcpService:
 
     # -- stopping ---------------------------------------------------------
 
+    def abort_all(self) -> None:
+        """Cut every connection at once."""
+        for conn in list(self.connections):
+            conn.abort()
+
     async def shutdown(self, grace_s: float) -> None:
         """Stop accepting, let relaying connections finish for ``grace_s``, cut the rest."""
         self._closing = True
@@ -163,8 +168,7 @@ class TcpService:
                     await self._idle.wait()
             except TimeoutError:
                 log.warning("grace period over: closing %d connection(s)", len(self.connections))
-                for conn in list(self.connections):
-                    conn.abort()
+                self.abort_all()
         for task in list(self._tasks):
             task.cancel()
         await asyncio.sleep(0)

@@ -24,6 +24,8 @@ class FakeTransport:
         self.closed = False
         self.aborted = False
         self.peer = peer
+        self.buffered = 0  # what the test pretends is still queued
+        self.limits: tuple[int | None, int | None] | None = None
 
     def get_extra_info(self, name: str, default: Any = None) -> Any:
         return self.peer if name == "peername" else default
@@ -34,6 +36,12 @@ class FakeTransport:
 
     def can_write_eof(self) -> bool:
         return True
+
+    def get_write_buffer_size(self) -> int:
+        return self.buffered
+
+    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
+        self.limits = (high, low)
 
     def write_eof(self) -> None:
         self.eof_written = True
@@ -135,7 +143,7 @@ async def test_half_close_each_way_then_close() -> None:
     bp.data_received(b"HTTP/1.1 200 OK\r\n\r\nreply")
     assert bp.eof_received() is True
     assert bytes(client.written) == b"HTTP/1.1 200 OK\r\n\r\nreply"
-    assert client.eof_written
+    # Both directions ended: close() flushes and sends the FIN itself.
     assert client.closed and backend.closed
 
 
@@ -192,3 +200,19 @@ async def test_per_ip_cap_refuses_and_counts() -> None:
     for p in protos:
         if p.state != CLOSED:
             p.connection_lost(None)
+
+
+@pytest.mark.usefixtures("no_dial")
+async def test_eof_waits_for_the_buffer_to_drain() -> None:
+    """A FIN may not overtake data still queued; it is sent once drained."""
+    svc = await service()
+    proto, client = await connected(svc, b"GET / HTTP/1.1\r\n\r\n")
+    bp, backend = backend_up(proto)
+    backend.buffered = 70_000
+    proto.eof_received()
+    assert not backend.eof_written
+    assert backend.limits == (0, 0), "asks to be told when the buffer is empty"
+    backend.buffered = 0
+    bp.resume_writing()
+    assert backend.eof_written
+    assert not client.paused

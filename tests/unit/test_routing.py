@@ -9,7 +9,7 @@ import pytest
 
 from refractium.config import parse_config
 from refractium.protocols.base import Verdict
-from refractium.routing import Decision, build_tables
+from refractium.routing import build_tables
 
 
 def client_hello(sni: str | None, alpn: list[str] | None = None) -> bytes:
@@ -33,10 +33,9 @@ def tables(*routes: dict[str, Any], **server: Any) -> Any:
 def target(table: Any, data: bytes, final: bool = False) -> str | None:
     """The first backend of the chosen route, or None when nothing matched."""
     decision = table.decide(data, final)
-    assert isinstance(decision, Decision), f"expected a decision, got {decision}"
-    if decision.route is None:
-        return None
-    return str(decision.route.pool.members[0])
+    assert decision is not Verdict.NEED_MORE, "expected a decision"
+    route, _match = decision
+    return None if route is None else str(route.pool.members[0])
 
 
 TLS_ROUTES = (
@@ -84,9 +83,7 @@ def test_unmatched_filters_fall_to_fallback_route() -> None:
         {"name": "https", "sni": "only.test", "forward_to": "127.0.0.1:1"},
         fallback_tcp="127.0.0.1:9",
     ).tcp
-    decision = t.decide(client_hello("other.test"), False)
-    assert isinstance(decision, Decision)
-    assert decision.route is None
+    assert t.decide(client_hello("other.test"), False) == (None, None)
     assert t.fallback is not None and str(t.fallback.pool.members[0]) == "127.0.0.1:9"
 
 
@@ -111,10 +108,8 @@ def test_each_probe_reaches_its_route(data: bytes, expected: str | None) -> None
     assert target(table, data) == expected
     # Fed one byte at a time: undecided until the deciding byte, then the same route.
     for end in range(1, len(data)):
-        decision = table.decide(data[:end], False)
-        if decision is not Verdict.NEED_MORE:
-            assert isinstance(decision, Decision)
-            assert (str(decision.route.pool.members[0]) if decision.route else None) == expected
+        if table.decide(data[:end], False) is not Verdict.NEED_MORE:
+            assert target(table, data[:end]) == expected
             break
 
 

@@ -312,6 +312,11 @@ def _parse_body(b: bytes, p: int, end: int) -> HelloFields:
             seen_alpn = True
             alpn = _parse_alpn(b, p, q)
         p = q
+        if seen_sni and seen_alpn:
+            # All we route on is known: skip the rest (about half the parse).
+            # A duplicate further on cannot mislead a backend: RFC 8446 4.2
+            # makes its TLS stack abort a hello that repeats an extension.
+            break
     return sni, alpn
 
 

@@ -61,6 +61,9 @@ class HttpProbe:
 
     __slots__ = ("_match", "name", "transport")
 
+    #: What a request can start with (see ``base.first_bytes``).
+    first_bytes: Final = frozenset(t[0] for t in _TOKENS)
+
     name: str
     transport: Transport
 

@@ -24,6 +24,9 @@ class SshProbe:
 
     __slots__ = ("_match", "name", "transport")
 
+    #: What a banner can start with (see ``base.first_bytes``).
+    first_bytes: Final = frozenset(_PREFIX[:1])
+
     name: str
     transport: Transport
 

@@ -37,6 +37,9 @@ class TlsProbe:
 
     __slots__ = ("name", "transport")
 
+    #: A handshake record (see ``base.first_bytes``).
+    first_bytes: Final = frozenset({_CONTENT_HANDSHAKE})
+
     name: str
     transport: Transport
 

@@ -373,3 +373,17 @@ def test_corrupted_lengths_never_raise_anything_else(
             for data in (bad, bad[: len(bad) // 2], bad + bytes(64)):
                 result = outcome(data)
                 assert result in (Incomplete, Malformed) or isinstance(result, ClientHello)
+
+
+def test_parse_stops_once_sni_and_alpn_are_known(samples: S) -> None:
+    """A later duplicate is the backend's to refuse (RFC 8446 4.2); the first SNI routes."""
+    hello = samples.frame(
+        samples.handshake(
+            [
+                samples.sni_extension(b"first.example"),
+                samples.alpn_extension(b"h2"),
+                samples.sni_extension(b"second.example"),
+            ]
+        )
+    )
+    assert parse_client_hello(hello) == ClientHello("first.example", ("h2",))
