@@ -197,37 +197,57 @@ class ClientProtocol(asyncio.Protocol):
         self.route = route
         assert self.transport is not None
         self.transport.pause_reading()
-        self._connector = self._service.spawn(
-            self._connect(route, table), name=f"dial-{self.session_id:016x}"
-        )
+        self._connector = self._service.start(self._connect(route, table))
 
     async def _connect(self, route: Route, table: RouteTable) -> None:
+        """Dial the route's pool in the balancer's order, then the fallback."""
         service = self._service
         loop = service.loop
         fallback = table.fallback
-        attempts = [route] if fallback is None or fallback is route else [route, fallback]
-        for target in attempts:
+        targets = (route,) if fallback is None or fallback is route else (route, fallback)
+        for target in targets:
             for address in target.pool.candidates():
+                self.route = target
+                # A timer that cancels this task, cheaper than asyncio.timeout()
+                # on a path taken once per connection.
+                self._timer = loop.call_later(service.connect_timeout_s, self._dial_timed_out)
                 try:
-                    async with asyncio.timeout(service.connect_timeout_s):
-                        await loop.create_connection(self._make_backend, address.host, address.port)
-                except (OSError, TimeoutError) as exc:
-                    service.stats.dial_failures += 1
-                    events.log(
-                        logging.WARNING,
-                        f"dial:{address}",
-                        "route %s: cannot connect to %s: %s",
-                        target.name,
-                        address,
-                        exc or "timed out",
-                    )
-                    if self.state == CLOSED:
-                        return
-                    continue
-                if target is not route:
-                    self.route = target
-                return
+                    await loop.create_connection(self._make_backend, address.host, address.port)
+                    return
+                except OSError as exc:
+                    failure: object = exc
+                except asyncio.CancelledError:
+                    if not self._dial_expired():
+                        raise  # the client left or the server is stopping
+                    task = asyncio.current_task()
+                    if task is not None:
+                        task.uncancel()
+                    failure = "timed out"
+                finally:
+                    if self._timer is not None:
+                        self._timer.cancel()
+                        self._timer = None
+                service.stats.dial_failures += 1
+                events.log(
+                    logging.WARNING,
+                    f"dial:{address}",
+                    "route %s: cannot connect to %s: %s",
+                    target.name,
+                    address,
+                    failure,
+                )
+                if self.state == CLOSED:
+                    return
         self._give_up(f"route {route.name}: no backend reachable")
+
+    def _dial_expired(self) -> bool:
+        """True when the pending cancellation came from the dial timer."""
+        return self._timer is None
+
+    def _dial_timed_out(self) -> None:
+        self._timer = None  # tells _connect the cancellation is ours
+        if self._connector is not None:
+            self._connector.cancel()
 
     def _make_backend(self) -> BackendProtocol:
         return BackendProtocol(self)

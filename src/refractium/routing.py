@@ -163,9 +163,9 @@ class RouteTable:
                         waiting_key = route.best_key
             elif result is not _NO:
                 for route in routes:
-                    key = route.key(result)  # type: ignore[arg-type]
+                    key = route.key(result)
                     if key > best_key:
-                        best_key, best, best_match = key, route, result  # type: ignore[assignment]
+                        best_key, best, best_match = key, route, result
         if waiting_key > best_key and not final:
             return NEED_MORE
         return best, best_match

@@ -23,7 +23,6 @@ from refractium.logs import RateLimitedLog
 from refractium.relay import PEEKING, ClientProtocol
 from refractium.routing import Tables
 from refractium.stats import TcpStats
-from refractium.tasks import spawn
 
 log = logging.getLogger(__name__)
 refusals = RateLimitedLog(log)
@@ -145,8 +144,16 @@ class TcpService:
         if state == PEEKING and log.isEnabledFor(logging.DEBUG):
             log.debug("[%016x] client left while identifying", conn.session_id)
 
-    def spawn(self, coro: Coroutine[Any, Any, None], *, name: str) -> asyncio.Task[None]:
-        return spawn(coro, name=name, owner=self._tasks)
+    def start(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        """Run a connection's coroutine as a task held until it finishes.
+
+        Not :func:`refractium.tasks.spawn`: this runs once per connection and
+        skips its name formatting and loop lookup.
+        """
+        task = self.loop.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
 
     # -- stopping ---------------------------------------------------------
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import signal
 import socket
@@ -60,10 +61,8 @@ async def test_sixth_connection_from_one_ip_is_refused_while_five_work() -> None
             writer.write(b"BULK 6\n")
             # Closed unanswered: an EOF, or a reset when our bytes were still unread.
             async with asyncio.timeout(5):
-                try:
+                with contextlib.suppress(ConnectionResetError):
                     assert await reader.read() == b""
-                except ConnectionResetError:
-                    pass
             await close(writer)
             for i, (reader, writer) in enumerate(conns):
                 writer.write(b"still %d\n" % i)
@@ -181,3 +180,43 @@ forward_to = "{address}"
     assert outcomes["full-short"] == 0
     assert outcomes["full-ok"] + outcomes["reset"] == 3000
     assert "Traceback" not in proxy.stderr and "Fatal" not in proxy.stderr, proxy.stderr
+
+
+async def test_dead_and_silent_backends_fail_over_within_connect_timeout() -> None:
+    """A refused dial and a dial that hangs both move on to the next backend."""
+    with socket.socket() as refused:
+        refused.bind(("127.0.0.1", 0))
+        refused_address = f"127.0.0.1:{refused.getsockname()[1]}"  # bound, not listening
+    # A listener whose accept queue is full drops further SYNs: dials hang.
+    hanging = socket.socket()
+    hanging.bind(("127.0.0.1", 0))
+    hanging.listen(0)
+    fillers = []
+    for _ in range(3):
+        filler = socket.socket()
+        filler.setblocking(False)
+        with contextlib.suppress(BlockingIOError):
+            filler.connect(hanging.getsockname())
+        fillers.append(filler)
+    hanging_address = f"127.0.0.1:{hanging.getsockname()[1]}"
+    try:
+        async with echo_backend() as echo:
+            config = f"""
+[server]
+connect_timeout_ms = 300
+
+[[protocols]]
+name = "bulk"
+patterns = ["BULK"]
+forward_to = ["{hanging_address}", "{refused_address}", "{echo.address}"]
+"""
+            async with running_proxy("tcp", "-b", "127.0.0.1", "-p", "0", config=config) as p:
+                loop = asyncio.get_running_loop()
+                started = loop.time()
+                assert await exchange(p.port, b"BULK one") == b"BULK one"
+                assert 0.25 < loop.time() - started < 5
+                await p.wait_for(f"cannot connect to {hanging_address}: timed out")
+                await p.wait_for(f"cannot connect to {refused_address}: .*refused")
+    finally:
+        for sock in [hanging, *fillers]:
+            sock.close()
