@@ -122,7 +122,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     logs.configure(args.log_level, args.log_format)
     engine = Refractium(load_config(args))
     transport = {"run": "both", "tcp": "tcp", "udp": "udp"}[args.command]
-    run(lambda: serve(engine, transport=transport), loop=args.loop)
+    run(
+        lambda: serve(engine, transport=transport, reload_config=lambda: load_config(args)),
+        loop=args.loop,
+    )
     return 0
 
 
@@ -198,6 +201,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # stdout closed early (`refractium check | head`): not an error of ours.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 1
     except asyncio.CancelledError:
         return 1
 

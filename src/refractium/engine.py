@@ -245,7 +245,8 @@ class RefractiumBuilder:
         if isinstance(protocol, str):
             name = protocol
         else:
-            name = protocol.name
+            # Route names are case-insensitive (lower-cased by the config).
+            name = protocol.name.lower()
             self._probes[name] = protocol
         pool = forward_to if isinstance(forward_to, str) else list(forward_to)
         self._routes.append({"name": name, "forward_to": pool, **options})

@@ -15,6 +15,7 @@ import signal
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from refractium.config import Config
 from refractium.engine import Refractium
 from refractium.errors import ConfigError, RefractiumError
 from refractium.tasks import spawn
@@ -57,8 +58,18 @@ def run(main: Callable[[], Awaitable[Any]], loop: str = "auto") -> Any:
         return runner.run(main())  # type: ignore[arg-type]
 
 
-async def serve(engine: Refractium, *, transport: str = "both") -> None:
-    """Start ``engine`` on ``transport`` (tcp/udp/both) and serve until a signal."""
+async def serve(
+    engine: Refractium,
+    *,
+    transport: str = "both",
+    reload_config: Callable[[], Config] | None = None,
+) -> None:
+    """Start ``engine`` on ``transport`` (tcp/udp/both) and serve until a signal.
+
+    Args:
+        reload_config: what SIGHUP loads (the file plus the command line's
+            overrides); by default the engine re-reads its file.
+    """
     loop = asyncio.get_running_loop()
     limit = raise_open_file_limit()
     if limit < engine.config.server.max_connections * 2:
@@ -80,7 +91,7 @@ async def serve(engine: Refractium, *, transport: str = "both") -> None:
 
     def reload() -> None:
         try:
-            engine.reload_routes()
+            engine.reload_routes(reload_config() if reload_config else None)
         except (ConfigError, RefractiumError) as exc:
             log.error("reload failed, keeping the running routes: %s", exc)
 

@@ -127,7 +127,7 @@ class TcpService:
                 conn.session_id,
                 *conn.client_addr,
                 name,
-                match.protocol if match else "timeout",
+                match.protocol if match else "no match",
                 f" sni={match.sni}" if match and match.sni else "",
             )
 

@@ -301,7 +301,8 @@ def _parse_body(b: bytes, p: int, end: int) -> HelloFields:
         if ext_type == _EXT_SERVER_NAME:
             # RFC 8446 4.2: no two extensions of the same type. A repeated
             # SNI is also a classic way to make a router and the server see
-            # different names, so it is refused outright.
+            # different names, so one seen before the scan stops is refused
+            # (after it, the backend's TLS stack refuses it; see below).
             if seen_sni:
                 raise Malformed("duplicate server_name")
             seen_sni = True
