@@ -19,7 +19,7 @@ _TEXT_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 class JsonFormatter(logging.Formatter):
     """One JSON object per line: time (UTC), level, logger, message (+ exception)."""
 
-    converter = time.gmtime
+    converter = time.gmtime  # type: ignore[assignment]  # the stub wants (float | None)
 
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
