@@ -220,3 +220,88 @@ forward_to = ["{hanging_address}", "{refused_address}", "{echo.address}"]
     finally:
         for sock in [hanging, *fillers]:
             sock.close()
+
+
+def rss_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as status:
+        line = next(line for line in status if line.startswith("VmRSS:"))
+    return int(line.split()[1])
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+async def test_a_backend_that_does_not_read_bounds_the_proxy_memory(loop: str) -> None:
+    """Flow control: the client is paused, not buffered, while the backend stalls."""
+    stalled = asyncio.Event()
+    received = 0
+
+    async def backend(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal received
+        await stalled.wait()  # read nothing until released
+        while chunk := await reader.read(1 << 20):
+            received += len(chunk)
+        writer.close()
+
+    server = await asyncio.start_server(backend, "127.0.0.1", 0)
+    address = f"127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    async with (
+        server,
+        running_proxy(
+            "tcp", "-b", "127.0.0.1", "-p", "0", "--loop", loop, config=routes_to(address)
+        ) as proxy,
+    ):
+        before = rss_kib(proxy.proc.pid)
+        _, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
+        writer.write(b"BULK")
+        total = 4
+        block = b"z" * MiB
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(3):  # the client's writes stall: nobody reads
+                for _ in range(256):
+                    writer.write(block)
+                    total += len(block)
+                    await writer.drain()
+        grown = rss_kib(proxy.proc.pid) - before
+        assert total < 64 * MiB, "the client should have been paused"
+        assert grown < 16 * 1024, f"proxy grew by {grown} KiB while the backend stalled"
+        stalled.set()
+        writer.write_eof()
+        async with asyncio.timeout(30):
+            while received < total:
+                await asyncio.sleep(0.05)
+        assert received == total
+        await close(writer)
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_both_sockets_have_tcp_nodelay(loop: str) -> None:
+    """Both event loops set TCP_NODELAY on accepted and dialled sockets; the relay relies on it."""
+    import uvloop
+
+    from refractium import Refractium
+
+    async def check() -> list[int]:
+        backend = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
+        port = backend.sockets[0].getsockname()[1]
+        engine = (
+            Refractium.builder().bind("127.0.0.1").port(0).route("http", f"127.0.0.1:{port}")
+        ).build()
+        (_, proxy_port), *_ = await engine.start_tcp()
+        _, writer = await asyncio.open_connection("127.0.0.1", proxy_port)
+        writer.write(b"GET / HTTP/1.1\r\n")
+        conns = engine._tcp.connections  # type: ignore[union-attr]  # white-box
+        async with asyncio.timeout(5):
+            while not conns or next(iter(conns)).backend is None:
+                await asyncio.sleep(0.01)
+        conn = next(iter(conns))
+        flags = [
+            t.get_extra_info("socket").getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+            for t in (conn.transport, conn.backend)
+        ]
+        writer.close()
+        await engine.shutdown(grace_ms=0)
+        backend.close()
+        return flags
+
+    factory = uvloop.new_event_loop if loop == "uvloop" else asyncio.new_event_loop
+    with asyncio.Runner(loop_factory=factory) as runner:
+        assert all(runner.run(check()))
