@@ -146,8 +146,11 @@ class ClientProtocol(asyncio.Protocol):
     def resume_writing(self) -> None:
         if self._eof_to_client:
             self._eof_to_client = self._send_eof(self.transport)
-        if self.backend is not None and not self.backend.is_closing():
-            self.backend.resume_reading()
+        # A side that has sent its EOF has nothing more to read; resuming it
+        # would only make some loops report the EOF again.
+        backend = self.backend
+        if backend is not None and not self._eof_from_backend and not backend.is_closing():
+            backend.resume_reading()
 
     # -- identification ---------------------------------------------------
 
@@ -366,5 +369,5 @@ class BackendProtocol(asyncio.Protocol):
         if client._eof_to_backend:
             client._eof_to_backend = client._send_eof(client.backend)
         transport = self.client_transport
-        if transport is not None and not transport.is_closing():
+        if transport is not None and not client._eof_from_client and not transport.is_closing():
             transport.resume_reading()
