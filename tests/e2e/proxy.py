@@ -21,7 +21,12 @@ from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import NamedTuple
 
+from backends import run
+
 LISTEN_RE = re.compile(r"listening on tcp (\S+):(\d+)")
+
+#: ``refractium tcp`` on loopback, any free port: the start of most test command lines.
+LOCAL_TCP = ("tcp", "-b", "127.0.0.1", "-p", "0")
 START_TIMEOUT = 15.0
 _LINE_LIMIT = 1 << 20
 
@@ -240,27 +245,13 @@ async def run_cli(
     timeout: float = 20.0,
 ) -> CliResult:
     """Run ``python -m refractium *args`` to completion; output decoded as UTF-8."""
-    argv = [sys.executable, "-m", "refractium", *args]
-    proc = await asyncio.create_subprocess_exec(
-        *argv,
-        stdin=asyncio.subprocess.PIPE if input is not None else asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
+    data = input.encode() if isinstance(input, str) else input
+    done = await run(
+        [sys.executable, "-m", "refractium", *args],
+        timeout=timeout,
+        input=data,
         env=_environment(env),
         cwd=cwd,
     )
-    data = input.encode() if isinstance(input, str) else input
-    try:
-        async with asyncio.timeout(timeout):
-            stdout, stderr = await proc.communicate(data)
-    except TimeoutError:
-        raise TimeoutError(f"{argv} did not finish within {timeout} s") from None
-    finally:
-        if proc.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                proc.kill()
-            await proc.wait()
-    assert proc.returncode is not None
-    return CliResult(
-        proc.returncode, stdout.decode("utf-8", "replace"), stderr.decode("utf-8", "replace")
-    )
+    out, err = (b.decode("utf-8", "replace") for b in (done.stdout, done.stderr))
+    return CliResult(done.returncode, out, err)

@@ -18,7 +18,7 @@ from backends import (
     tls_backend,
 )
 from clients import exchange, open_nodelay, read_all, send, tls_request
-from proxy import running_proxy
+from proxy import LOCAL_TCP, running_proxy
 
 BYTE_DELAY = 0.005
 SSH_CLIENT_BANNER = b"SSH-2.0-OpenSSH_9.2p1 Debian-2+deb12u3\r\n"
@@ -29,11 +29,7 @@ async def test_zero_config_http_and_real_sshd_on_one_port() -> None:
         http_backend("web") as web,
         sshd_backend() as sshd,
         running_proxy(
-            "tcp",
-            "-b",
-            "127.0.0.1",
-            "-p",
-            "0",
+            *LOCAL_TCP,
             "-f",
             f"http={web.address}",
             "-f",
@@ -71,7 +67,7 @@ name = "tls"
 sni = ["*.wild.example"]
 forward_to = "{w.address}"
 """
-        async with running_proxy("tcp", "-b", "127.0.0.1", "-p", "0", config=config) as proxy:
+        async with running_proxy(*LOCAL_TCP, config=config) as proxy:
             for name, backend, tag in (("a.example", a, "A"), ("b.example", b, "B")):
                 curl = await run(
                     [
@@ -126,7 +122,7 @@ name = "tls"
 alpn = "http/1.1"
 forward_to = "{h1.address}"
 """
-        async with running_proxy("tcp", "-b", "127.0.0.1", "-p", "0", config=config) as proxy:
+        async with running_proxy(*LOCAL_TCP, config=config) as proxy:
             for alpn, tag in (("h2", b"H2 "), ("http/1.1", b"H1 ")):
                 reply = await run(
                     [
@@ -182,7 +178,7 @@ name = "hello"
 regex = '^HELLO [0-9]+\\n'
 forward_to = "{regex.address}"
 """
-        async with running_proxy("tcp", "-b", "127.0.0.1", "-p", "0", config=config) as proxy:
+        async with running_proxy(*LOCAL_TCP, config=config) as proxy:
             port = proxy.port
             request = b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n"
             assert await exchange(port, request, byte_delay=byte_delay) == web_reply("web")
@@ -235,7 +231,7 @@ name = "ftpish"
 patterns = ["USER "]
 forward_to = "{banner.address}"
 """
-        async with running_proxy("tcp", "-b", "127.0.0.1", "-p", "0", config=config) as proxy:
+        async with running_proxy(*LOCAL_TCP, config=config) as proxy:
             reader, writer = await open_nodelay(proxy.port)
             async with asyncio.timeout(10):
                 assert await reader.readline() == b"220 speaks first\r\n"
@@ -248,11 +244,7 @@ async def test_zero_config_ssh_is_the_default_on_timeout_route() -> None:
         sshd_backend() as sshd,
         http_backend("web") as web,
         running_proxy(
-            "tcp",
-            "-b",
-            "127.0.0.1",
-            "-p",
-            "0",
+            *LOCAL_TCP,
             "-f",
             f"http={web.address}",
             "-f",
@@ -271,9 +263,9 @@ async def test_garbage_goes_to_fallback_or_is_closed() -> None:
     async with http_backend("web") as web, echo_backend() as fallback:
         routes = f'[[protocols]]\nname = "http"\nforward_to = "{web.address}"\n'
         with_fallback = f'[server]\nfallback_tcp = "{fallback.address}"\n' + routes
-        async with running_proxy("tcp", "-b", "127.0.0.1", "-p", "0", config=with_fallback) as p:
+        async with running_proxy(*LOCAL_TCP, config=with_fallback) as p:
             assert await exchange(p.port, b"\x00\xffgarbage") == b"\x00\xffgarbage"
-        async with running_proxy("tcp", "-b", "127.0.0.1", "-p", "0", config=routes) as p:
+        async with running_proxy(*LOCAL_TCP, config=routes) as p:
             reader, writer = await open_nodelay(p.port)
             writer.write(b"\x00\xffgarbage")
             assert await read_all(reader) == b""  # closed, nothing sent back

@@ -13,7 +13,7 @@ from collections import Counter
 import pytest
 from backends import echo_backend, expected_sha256, sink_source_backend, sink_source_exchange
 from clients import close, exchange, open_nodelay
-from proxy import running_proxy
+from proxy import LOCAL_TCP, running_proxy
 
 MiB = 1 << 20
 LOOPS = ["uvloop", "asyncio"]
@@ -30,9 +30,7 @@ async def test_256_mib_each_way_arrives_intact(loop: str) -> None:
     async with sink_source_backend() as backend:
         config = f'[server]\nfallback_tcp = "{backend.address}"\n'
         config += '[[protocols]]\nname = "http"\nforward_to = "127.0.0.1:9"\n'
-        async with running_proxy(
-            "tcp", "-b", "127.0.0.1", "-p", "0", "--loop", loop, config=config
-        ) as proxy:
+        async with running_proxy(*LOCAL_TCP, "--loop", loop, config=config) as proxy:
             # The sink/source header is binary: it reaches the backend as fallback
             # traffic, and the client shuts down writing before reading the reply.
             result = await sink_source_exchange(proxy.port, upload=256 * MiB, download=256 * MiB)
@@ -42,7 +40,7 @@ async def test_256_mib_each_way_arrives_intact(loop: str) -> None:
 async def test_half_closed_client_gets_the_whole_reply() -> None:
     async with (
         echo_backend() as echo,
-        running_proxy("tcp", "-b", "127.0.0.1", "-p", "0", config=routes_to(echo.address)) as proxy,
+        running_proxy(*LOCAL_TCP, config=routes_to(echo.address)) as proxy,
     ):
         payload = b"BULK" + random.randbytes(3 * MiB)
         assert await exchange(proxy.port, payload) == payload
@@ -51,7 +49,7 @@ async def test_half_closed_client_gets_the_whole_reply() -> None:
 async def test_sixth_connection_from_one_ip_is_refused_while_five_work() -> None:
     async with echo_backend() as echo:
         config = routes_to(echo.address, max_connections_per_ip=5)
-        async with running_proxy("tcp", "-b", "127.0.0.1", "-p", "0", config=config) as proxy:
+        async with running_proxy(*LOCAL_TCP, config=config) as proxy:
             conns = [await open_nodelay(proxy.port) for _ in range(5)]
             for i, (reader, writer) in enumerate(conns):
                 writer.write(b"BULK %d\n" % i)
@@ -81,7 +79,7 @@ async def test_sigterm_lets_a_transfer_in_flight_finish_and_exits_0() -> None:
     async with sink_source_backend() as backend:
         config = f'[server]\nfallback_tcp = "{backend.address}"\nshutdown_grace_ms = 20000\n'
         config += '[[protocols]]\nname = "http"\nforward_to = "127.0.0.1:9"\n'
-        async with running_proxy("tcp", "-b", "127.0.0.1", "-p", "0", config=config) as proxy:
+        async with running_proxy(*LOCAL_TCP, config=config) as proxy:
             size = 64 * MiB
             reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
             writer.write(struct.pack(">Q", size) + b"u" * MiB)
@@ -158,11 +156,7 @@ forward_to = "{address}"
     async with (
         server,
         running_proxy(
-            "tcp",
-            "-b",
-            "127.0.0.1",
-            "-p",
-            "0",
+            *LOCAL_TCP,
             "--loop",
             loop,
             config=config,
@@ -210,7 +204,7 @@ name = "bulk"
 patterns = ["BULK"]
 forward_to = ["{hanging_address}", "{refused_address}", "{echo.address}"]
 """
-            async with running_proxy("tcp", "-b", "127.0.0.1", "-p", "0", config=config) as p:
+            async with running_proxy(*LOCAL_TCP, config=config) as p:
                 loop = asyncio.get_running_loop()
                 started = loop.time()
                 assert await exchange(p.port, b"BULK one") == b"BULK one"
@@ -245,9 +239,7 @@ async def test_a_backend_that_does_not_read_bounds_the_proxy_memory(loop: str) -
     address = f"127.0.0.1:{server.sockets[0].getsockname()[1]}"
     async with (
         server,
-        running_proxy(
-            "tcp", "-b", "127.0.0.1", "-p", "0", "--loop", loop, config=routes_to(address)
-        ) as proxy,
+        running_proxy(*LOCAL_TCP, "--loop", loop, config=routes_to(address)) as proxy,
     ):
         before = rss_kib(proxy.proc.pid)
         _, writer = await asyncio.open_connection("127.0.0.1", proxy.port)

@@ -6,7 +6,7 @@ import signal
 from pathlib import Path
 
 from backends import http_backend, run
-from proxy import running_proxy
+from proxy import LOCAL_TCP, running_proxy
 
 
 async def curl(port: int) -> bytes:
@@ -20,9 +20,7 @@ async def test_sighup_swaps_routes_and_keeps_them_on_a_bad_file(tmp_path: Path) 
     async with http_backend("one") as one, http_backend("two") as two:
         route = '[[protocols]]\nname = "http"\nforward_to = "{}"\n'
         path.write_text(route.format(one.address))
-        async with running_proxy(
-            "tcp", "-b", "127.0.0.1", "-p", "0", "-c", str(path), "--log-level", "info"
-        ) as proxy:
+        async with running_proxy(*LOCAL_TCP, "-c", str(path), "--log-level", "info") as proxy:
             assert await curl(proxy.port) == b"one\n"
             path.write_text(route.format(two.address))
             proxy.send_signal(signal.SIGHUP)
