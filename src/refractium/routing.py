@@ -102,14 +102,17 @@ Decision = tuple[Route | None, Match | None]
 NEED_MORE: Final = Verdict.NEED_MORE
 _NO: Final = Verdict.NO
 
-_Group = tuple[Probe, tuple[Route, ...]]
+# A probe, the routes that use it, and the best key any of them can reach.
+_Group = tuple[Probe, tuple[Route, ...], int]
 
 
 class RouteTable:
     """The routes of one transport, grouped by probe so each probe runs once.
 
     Probes are also indexed by the first byte they can start with, so for a
-    given first byte only the probes that could match are called.
+    given first byte only the probes that could match are called; and they
+    are called best-possible-route first, so that once a match is better
+    than anything a remaining probe could give, the rest are not called.
     """
 
     __slots__ = ("_by_first_byte", "fallback", "on_timeout", "routes", "transport")
@@ -130,8 +133,11 @@ class RouteTable:
         for route in self.routes:
             if route.probe is not None:
                 groups.setdefault(id(route.probe), (route.probe, []))[1].append(route)
-        grouped = [(probe, tuple(rs)) for probe, rs in groups.values()]
-        starts = [first_bytes(probe) for probe, _ in grouped]
+        grouped: list[_Group] = [
+            (probe, tuple(rs), max(r.best_key for r in rs)) for probe, rs in groups.values()
+        ]
+        grouped.sort(key=lambda group: group[2], reverse=True)
+        starts = [first_bytes(probe) for probe, _, _ in grouped]
         self._by_first_byte: tuple[tuple[_Group, ...], ...] = tuple(
             tuple(
                 g for g, start in zip(grouped, starts, strict=True) if start is None or b in start
@@ -155,7 +161,9 @@ class RouteTable:
         best_match: Match | None = None
         best_key = _NO_KEY
         waiting_key = _NO_KEY
-        for probe, routes in self._by_first_byte[data[0]]:
+        for probe, routes, top in self._by_first_byte[data[0]]:
+            if top < best_key:
+                break  # neither this probe nor any after it can do better
             result = probe.probe(data)
             if result is NEED_MORE:
                 for route in routes:

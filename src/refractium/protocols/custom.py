@@ -35,6 +35,11 @@ from typing import TYPE_CHECKING, Final
 
 from refractium.protocols.base import Match, ProbeResult, Transport, Verdict
 
+# Enum members bound once: attribute lookups on an Enum class cost ~0.1 us
+# in CPython 3.11, more than the rest of a probe's early exits.
+_NO: Final = Verdict.NO
+_NEED_MORE: Final = Verdict.NEED_MORE
+
 if TYPE_CHECKING:
     # ``regex`` is imported lazily: it costs ~20 ms and only configurations
     # with a custom regex need it.
@@ -166,4 +171,4 @@ class CustomProbe:
                 if not found.partial:
                     return self._match
                 need_more = True
-        return Verdict.NEED_MORE if need_more else Verdict.NO
+        return _NEED_MORE if need_more else _NO

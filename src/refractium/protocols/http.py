@@ -21,6 +21,11 @@ from typing import Final
 
 from refractium.protocols.base import Match, ProbeResult, Transport, Verdict
 
+# Enum members bound once: attribute lookups on an Enum class cost ~0.1 us
+# in CPython 3.11, more than the rest of a probe's early exits.
+_NO: Final = Verdict.NO
+_NEED_MORE: Final = Verdict.NEED_MORE
+
 __all__ = ["METHODS", "PREFACE", "HttpProbe"]
 
 METHODS: Final = frozenset(
@@ -80,10 +85,10 @@ class HttpProbe:
         """Identify ``data`` as (a prefix of) an HTTP request. Never raises."""
         # The length guard keeps a long buffer from being hashed for nothing.
         if len(data) <= _LONGEST_PREFIX and data in _PREFIXES:
-            return Verdict.NEED_MORE
+            return _NEED_MORE
         space = data.find(b" ", 0, _SPACE_BY)
         if space > 0 and data[:space] in METHODS:
             return self._match
         if data.startswith(PREFACE):
             return self._match
-        return Verdict.NO
+        return _NO

@@ -14,6 +14,11 @@ from typing import Final
 
 from refractium.protocols.base import Match, ProbeResult, Transport, Verdict
 
+# Enum members bound once: attribute lookups on an Enum class cost ~0.1 us
+# in CPython 3.11, more than the rest of a probe's early exits.
+_NO: Final = Verdict.NO
+_NEED_MORE: Final = Verdict.NEED_MORE
+
 __all__ = ["SshProbe"]
 
 _PREFIX: Final = b"SSH-"
@@ -45,5 +50,5 @@ class SshProbe:
             return self._match
         # Covers the empty input too: b"SSH-".startswith(b"") is true.
         if _PREFIX.startswith(data):
-            return Verdict.NEED_MORE
-        return Verdict.NO
+            return _NEED_MORE
+        return _NO

@@ -23,6 +23,11 @@ from typing import Final
 from refractium.protocols.base import Match, ProbeResult, Transport, Verdict
 from refractium.protocols.clienthello import Incomplete, Malformed, scan_client_hello
 
+# Enum members bound once: attribute lookups on an Enum class cost ~0.1 us
+# in CPython 3.11, more than the rest of a probe's early exits.
+_NO: Final = Verdict.NO
+_NEED_MORE: Final = Verdict.NEED_MORE
+
 __all__ = ["TlsProbe"]
 
 _CONTENT_HANDSHAKE: Final = 0x16
@@ -53,15 +58,15 @@ class TlsProbe:
     def probe(self, data: bytes) -> ProbeResult:
         """Identify ``data`` as (a prefix of) a TLS ClientHello. Never raises."""
         if not data:
-            return Verdict.NEED_MORE
+            return _NEED_MORE
         # One byte decides most non-TLS traffic (and SSLv2's high-bit header)
         # before the parser is even called.
         if data[0] != _CONTENT_HANDSHAKE:
-            return Verdict.NO
+            return _NO
         try:
             sni, alpn = scan_client_hello(data)
         except Incomplete:
-            return Verdict.NEED_MORE
+            return _NEED_MORE
         except Malformed:
-            return Verdict.NO
+            return _NO
         return Match(self.name, sni, alpn)
