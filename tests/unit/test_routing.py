@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from refractium.config import parse_config
-from refractium.protocols.base import Verdict
+from refractium.protocols.base import Match, Transport, Verdict
 from refractium.routing import build_tables
 
 
@@ -155,3 +155,34 @@ def test_udp_only_routes_stay_out_of_the_tcp_table() -> None:
     )
     assert [r.name for r in t.tcp.routes] == ["http"]
     assert [r.name for r in t.udp.routes] == ["mine"]
+
+
+class CountingProbe:
+    """Matches anything starting with G, and counts its calls."""
+
+    name = "counting"
+    transport = Transport.TCP
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def probe(self, data: bytes) -> Match | Verdict:
+        self.calls += 1
+        return Match("counting") if data.startswith(b"G") else Verdict.NO
+
+
+@pytest.mark.parametrize(
+    ("counting_first", "calls", "winner"), [(False, 0, "http"), (True, 1, "counting")]
+)
+def test_probes_that_cannot_win_are_not_called(
+    counting_first: bool, calls: int, winner: str
+) -> None:
+    counting = CountingProbe()
+    routes = [{"name": "http", "forward_to": "127.0.0.1:1"}]
+    mine = {"name": "counting", "forward_to": "127.0.0.1:2"}
+    routes.insert(0 if counting_first else 1, mine)
+    config = parse_config({"protocols": routes}, source="t", extra_protocols={"counting"})
+    table = build_tables(config, {"counting": counting}).tcp
+    route, _ = table.decide(b"GET / HTTP/1.1\r\n", False)  # type: ignore[misc]
+    assert route.name == winner
+    assert counting.calls == calls
