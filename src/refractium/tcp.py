@@ -60,7 +60,11 @@ class TcpService:
     # -- listening --------------------------------------------------------
 
     async def listen(self, binds: tuple[str, ...], port: int, backlog: int = 1024) -> None:
-        """Open one listener per bind address; raise RefractiumError if one can't."""
+        """Open one listener per bind address; raise RefractiumError if one can't.
+
+        With port 0 the first listener picks a free port and the others use
+        the same one, so every address answers on one port.
+        """
         for host in binds:
             try:
                 server = await self.loop.create_server(
@@ -74,6 +78,8 @@ class TcpService:
                 await self.stop_listening()
                 raise RefractiumError(_listen_error(host, port, exc)) from None
             self._servers.append(server)
+            if port == 0:
+                port = server.sockets[0].getsockname()[1]
             for sock in server.sockets:
                 addr = sock.getsockname()
                 log.info("listening on tcp %s:%d", _host(addr[0]), addr[1])

@@ -271,3 +271,14 @@ async def test_garbage_goes_to_fallback_or_is_closed() -> None:
             assert await read_all(reader) == b""  # closed, nothing sent back
             writer.close()
         assert fallback.accepted == 1 and web.accepted == 0
+
+
+async def test_ipv6_and_ipv4_listeners_together() -> None:
+    async with (
+        http_backend("web") as web,
+        running_proxy("tcp", "-b", "::1,127.0.0.1", "-p", "0", "-f", f"http={web.address}") as p,
+    ):
+        assert len(p.listeners) == 2
+        for url in (f"http://[::1]:{p.port}/", f"http://127.0.0.1:{p.port}/"):
+            curl = await run(["curl", "-s", "-g", "--max-time", "10", url])
+            assert (curl.returncode, curl.stdout) == (0, b"web\n"), url
