@@ -19,6 +19,7 @@ from refractium.config import Config
 from refractium.engine import Refractium
 from refractium.errors import ConfigError, RefractiumError
 from refractium.tasks import spawn
+from refractium.watch import watch_file
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +82,7 @@ async def serve(
     tasks: set[asyncio.Task[Any]] = set()
 
     def stop(signame: str) -> None:
-        if tasks:
+        if any(task.get_name() == "shutdown" for task in tasks):
             # A second signal while draining: cut the grace period short.
             log.info("%s received again: closing open connections now", signame)
             engine.abort_connections()
@@ -98,6 +99,7 @@ async def serve(
     if transport == "udp":
         await engine.run_udp()
         return
+    watching = asyncio.Event()  # set to stop the file watcher
     # Handlers first: a signal that comes while the listeners open still
     # means a clean stop.
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -106,8 +108,12 @@ async def serve(
     await engine.start_tcp()
     if transport == "both":
         engine.report_udp_skipped()
+    source = engine.config.source
+    if engine.config.server.hot_reload and source is not None and source != "builder":
+        spawn(watch_file(source, reload, watching), name="watch-config", owner=tasks)
     try:
         await engine.wait_stopped()
     finally:
+        watching.set()
         loop.remove_signal_handler(signal.SIGHUP)
     log.info("stopped")
