@@ -27,6 +27,7 @@ from typing import Any, Self
 
 from refractium.config import Config, load_file, parse_config
 from refractium.errors import RefractiumError
+from refractium.health import HealthChecker, checks_for
 from refractium.protocols.base import Probe, Transport
 from refractium.routing import Tables, build_tables
 from refractium.stats import TcpStats
@@ -48,6 +49,7 @@ class Refractium:
         self._config = config
         self._tables: Tables = build_tables(config, self._probes)
         self._tcp: TcpService | None = None
+        self._health = HealthChecker()
         self._stopped = asyncio.Event()
 
     @staticmethod
@@ -76,6 +78,11 @@ class Refractium:
         return self._tcp.addresses if self._tcp else []
 
     @property
+    def health(self) -> dict[str, bool]:
+        """Backend ``host:port`` -> up, as the health checker sees it now."""
+        return {str(address): up for address, up in self._health.snapshot().items()}
+
+    @property
     def tcp_stats(self) -> TcpStats:
         """Counters of the TCP side."""
         if self._tcp is None:
@@ -93,8 +100,9 @@ class Refractium:
         if self._tcp is not None:
             raise RefractiumError("the TCP listener is already running")
         server = self._config.server
-        service = TcpService(server, self._tables)
+        service = TcpService(server, self._tables, self._health)
         await service.listen(server.bind, server.port)
+        self._health.configure(checks_for(self._config))
         self._tcp = service
         return service.addresses
 
@@ -136,6 +144,7 @@ class Refractium:
         grace = self._config.server.shutdown_grace_ms if grace_ms is None else grace_ms
         if self._tcp is not None:
             await self._tcp.shutdown(grace / 1000)
+        await self._health.close()
         self._stopped.set()
 
     def abort_connections(self) -> None:
@@ -175,6 +184,8 @@ class Refractium:
         if self._tcp is not None:
             self._tcp.tables = tables
             self._tcp.apply(new)
+            # Backends that stay keep their health; new ones start up.
+            self._health.configure(checks_for(new_config))
         log.info("routes reloaded: %d route(s)", len(tables.routes))
 
     def _resolve_reload(

@@ -29,6 +29,7 @@ from refractium.protocols.base import Match
 from refractium.routing import NEED_MORE
 
 if TYPE_CHECKING:
+    from refractium.addr import Address
     from refractium.routing import Route, RouteTable
     from refractium.tcp import TcpService
 
@@ -52,6 +53,7 @@ class ClientProtocol(asyncio.Protocol):
         "_service",
         "_timer",
         "backend",
+        "backend_addr",
         "bytes_in",
         "bytes_out",
         "client_addr",
@@ -67,6 +69,7 @@ class ClientProtocol(asyncio.Protocol):
         self.state = PEEKING
         self.transport: asyncio.Transport | None = None
         self.backend: asyncio.Transport | None = None
+        self.backend_addr: Address | None = None  # the backend dialled (last tried)
         self._buf = bytearray()
         self._timer: asyncio.TimerHandle | None = None
         self._connector: asyncio.Task[None] | None = None
@@ -89,7 +92,11 @@ class ClientProtocol(asyncio.Protocol):
         transport = cast(asyncio.Transport, transport)
         self.transport = transport
         peer = transport.get_extra_info("peername")
-        self.client_addr = (peer[0], peer[1]) if peer else ("", 0)
+        if peer:
+            host = peer[0]
+            if host.startswith("::ffff:") and "." in host:
+                host = host[7:]  # an IPv4 client on a dual-stack socket: one client, one key
+            self.client_addr = (host, peer[1])
         service = self._service
         if not service.admit(self):
             self.state = CLOSED
@@ -206,16 +213,24 @@ class ClientProtocol(asyncio.Protocol):
         """Dial the route's pool in the balancer's order, then the fallback."""
         service = self._service
         loop = service.loop
+        health = service.health
+        client_ip = self.client_addr[0]
         fallback = table.fallback
         targets = (route,) if fallback is None or fallback is route else (route, fallback)
         for target in targets:
-            for address in target.pool.candidates():
+            # Healthy members only, the balancer's choice first; none up: the fallback.
+            candidates = target.pool.candidates(
+                client_ip, is_up=health.is_up, active=service.active
+            )
+            for address in candidates:
                 self.route = target
+                self.backend_addr = address
                 # A timer that cancels this task, cheaper than asyncio.timeout()
                 # on a path taken once per connection.
                 self._timer = loop.call_later(service.connect_timeout_s, self._dial_timed_out)
                 try:
                     await loop.create_connection(self._make_backend, address.host, address.port)
+                    health.report_success(address)
                     return
                 except OSError as exc:
                     failure: object = exc
@@ -231,6 +246,7 @@ class ClientProtocol(asyncio.Protocol):
                         self._timer.cancel()
                         self._timer = None
                 service.stats.dial_failures += 1
+                health.report_failure(address, str(failure))
                 events.log(
                     logging.WARNING,
                     f"dial:{address}",
@@ -263,7 +279,9 @@ class ClientProtocol(asyncio.Protocol):
             return
         self.backend = backend
         self.state = RELAYING
-        self._service.routed(self)
+        service = self._service
+        service.active[self.backend_addr] += 1  # type: ignore[index]
+        service.routed(self)
         early = self._buf
         self._buf = bytearray()
         if not self._eof_from_client:

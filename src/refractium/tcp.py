@@ -13,11 +13,14 @@ import asyncio
 import errno
 import logging
 import socket
+from collections import Counter
 from collections.abc import Coroutine
 from typing import Any
 
+from refractium.addr import Address
 from refractium.config import ServerConfig
 from refractium.errors import RefractiumError
+from refractium.health import HealthChecker
 from refractium.limits import ConnectionLimits, Refusal
 from refractium.logs import RateLimitedLog
 from refractium.relay import PEEKING, ClientProtocol
@@ -37,9 +40,12 @@ _REFUSAL_TEXT = {
 class TcpService:
     """The TCP side of the proxy: listeners plus the connections they accepted."""
 
-    def __init__(self, server: ServerConfig, tables: Tables) -> None:
+    def __init__(self, server: ServerConfig, tables: Tables, health: HealthChecker) -> None:
         self.loop = asyncio.get_running_loop()
         self.tables = tables
+        self.health = health
+        # Open relaying connections per backend, for least_connections.
+        self.active: Counter[Address] = Counter()
         self.stats = TcpStats()
         self.limits = ConnectionLimits(server.max_connections, server.max_connections_per_ip)
         self.connections: set[ClientProtocol] = set()
@@ -143,6 +149,12 @@ class TcpService:
             return
         self.connections.discard(conn)
         self.limits.release(conn.client_addr[0])
+        if conn.backend is not None and conn.backend_addr is not None:
+            left = self.active[conn.backend_addr] - 1
+            if left:
+                self.active[conn.backend_addr] = left
+            else:
+                del self.active[conn.backend_addr]
         self.stats.bytes_in += conn.bytes_in
         self.stats.bytes_out += conn.bytes_out
         if not self.connections:

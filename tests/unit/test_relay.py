@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from refractium.config import parse_config
+from refractium.health import HealthChecker
 from refractium.relay import CLOSED, CONNECTING, RELAYING, BackendProtocol, ClientProtocol
 from refractium.routing import build_tables
 from refractium.tcp import TcpService
@@ -84,7 +85,7 @@ async def service(**server: Any) -> TcpService:
         },
         source="test",
     )
-    return TcpService(config.server, build_tables(config))
+    return TcpService(config.server, build_tables(config), HealthChecker())
 
 
 async def connected(svc: TcpService, first: bytes) -> tuple[ClientProtocol, FakeTransport]:
