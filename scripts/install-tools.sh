@@ -9,9 +9,9 @@ declare -A want=(
   [ssh-keyscan]=openssh-client
   [sshd]=openssh-server
   [nc]=netcat-openbsd
+  [haproxy]=haproxy      # tests/unit/test_proxy_protocol.py; also a benchmark target
 )
 if [[ "${BENCH_TOOLS:-}" == 1 ]]; then
-  want[haproxy]=haproxy
   want[sslh]=sslh
   want[wrk]=wrk          # the connections/s client
   want[nginx]=nginx-light  # the connections/s backend
