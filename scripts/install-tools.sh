@@ -10,11 +10,11 @@ declare -A want=(
   [sshd]=openssh-server
   [nc]=netcat-openbsd
   [haproxy]=haproxy      # tests/unit/test_proxy_protocol.py; also a benchmark target
+  [nginx]=nginx-light    # a PROXY protocol consumer in the tests; the connections/s backend
 )
 if [[ "${BENCH_TOOLS:-}" == 1 ]]; then
   want[sslh]=sslh
   want[wrk]=wrk          # the connections/s client
-  want[nginx]=nginx-light  # the connections/s backend
 fi
 
 missing=()

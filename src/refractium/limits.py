@@ -32,19 +32,40 @@ class ConnectionLimits:
         self.by_ip: dict[str, int] = {}
 
     def admit(self, ip: str) -> Refusal | None:
-        """Count a new connection from ``ip``, or say why it is refused."""
+        """Count a new connection from ``ip``, or say why it is refused.
+
+        ``ip = ""`` counts toward the global cap only: a trusted proxy's
+        connection, until its PROXY header names the real client.
+        """
         if self.total >= self.max_total:
             return Refusal.GLOBAL_LIMIT
-        held = self.by_ip.get(ip, 0)
-        if self.max_per_ip and held >= self.max_per_ip:
+        if ip and self._over(ip):
             return Refusal.PER_IP_LIMIT
         self.total += 1
-        self.by_ip[ip] = held + 1
+        if ip:
+            self.by_ip[ip] = self.by_ip.get(ip, 0) + 1
+        return None
+
+    def rekey(self, old: str, new: str) -> Refusal | None:
+        """Count a connection under ``new`` instead of ``old``, or refuse it (unchanged)."""
+        if new and self._over(new):
+            return Refusal.PER_IP_LIMIT
+        self._forget(old)
+        if new:
+            self.by_ip[new] = self.by_ip.get(new, 0) + 1
         return None
 
     def release(self, ip: str) -> None:
-        """Forget one connection from ``ip`` (admitted earlier)."""
+        """Forget one connection counted under ``ip``."""
         self.total -= 1
+        self._forget(ip)
+
+    def _over(self, ip: str) -> bool:
+        return bool(self.max_per_ip) and self.by_ip.get(ip, 0) >= self.max_per_ip
+
+    def _forget(self, ip: str) -> None:
+        if not ip:
+            return
         held = self.by_ip[ip] - 1
         if held:
             self.by_ip[ip] = held

@@ -160,6 +160,9 @@ class Malformed:
     reason: str
 
 
+#: A v2 header with the LOCAL command and no addresses: what a sender says
+#: when it has no client address to give (the spec's "health check" form).
+LOCAL_V2: Final = V2_SIGNATURE + b"\x20\x00\x00\x00"
 NEED_MORE: Final = NeedMore()
 NOT_PROXY: Final = NotProxy()
 

@@ -23,6 +23,7 @@ import logging
 import random
 from typing import TYPE_CHECKING, cast
 
+from refractium import proxy_protocol
 from refractium.halfclose import buffer_empty, shutdown_write, when_drained
 from refractium.logs import RateLimitedLog
 from refractium.protocols.base import Match
@@ -38,6 +39,8 @@ events = RateLimitedLog(log)
 
 # Connection states, in order. Plain ints: compared on every chunk.
 PEEKING, CONNECTING, RELAYING, CLOSED = range(4)
+# What accept_proxy_protocol expects first on a connection.
+NO_HEADER, HEADER_REQUIRED, HEADER_FORBIDDEN = range(3)
 
 
 class ClientProtocol(asyncio.Protocol):
@@ -57,11 +60,14 @@ class ClientProtocol(asyncio.Protocol):
         "bytes_in",
         "bytes_out",
         "client_addr",
+        "limit_key",
+        "local_addr",
         "match",
         "route",
         "session_id",
         "state",
         "transport",
+        "upstream",
     )
 
     def __init__(self, service: TcpService) -> None:
@@ -79,6 +85,12 @@ class ClientProtocol(asyncio.Protocol):
         self._eof_to_backend = False
         self._eof_to_client = False
         self.client_addr: tuple[str, int] = ("", 0)
+        # The key the connection is counted under for max_connections_per_ip:
+        # the client's IP, or "" for a trusted proxy until its header arrives.
+        self.limit_key = ""
+        # The address the client connected to, when an upstream PROXY header said.
+        self.local_addr: tuple[str, int] | None = None
+        self.upstream = NO_HEADER
         self.session_id = random.getrandbits(64)
         self.route: Route | None = None
         self.match: Match | None = None
@@ -98,6 +110,13 @@ class ClientProtocol(asyncio.Protocol):
                 host = host[7:]  # an IPv4 client on a dual-stack socket: one client, one key
             self.client_addr = (host, peer[1])
         service = self._service
+        self.limit_key = self.client_addr[0]
+        if service.accept_proxy_protocol:
+            if service.trusted(self.client_addr[0]):
+                self.upstream = HEADER_REQUIRED
+                self.limit_key = ""  # counted per IP once the header names the client
+            else:
+                self.upstream = HEADER_FORBIDDEN
         if not service.admit(self):
             self.state = CLOSED
             transport.close()
@@ -126,6 +145,9 @@ class ClientProtocol(asyncio.Protocol):
                 self._eof_to_backend = self._send_eof(self.backend)
             return True
         if self.state == PEEKING:
+            if self.upstream == HEADER_REQUIRED:
+                self._refuse_upstream("closed before its PROXY header was complete")
+                return False
             if not self._buf:
                 self._close_unrouted("closed before sending anything")
                 return False
@@ -168,7 +190,51 @@ class ClientProtocol(asyncio.Protocol):
             data = bytes(buf)
         else:
             buf += data
+        if self.upstream:
+            rest = self._read_upstream_header(data)
+            if rest is None:
+                return
+            data = rest
         self._decide(data, final=len(data) >= self._service.peek_buffer_size)
+
+    def _read_upstream_header(self, data: bytes) -> bytes | None:
+        """Check and strip a PROXY header (``accept_proxy_protocol``).
+
+        Returns the bytes after it, or None to wait for more (or when the
+        connection was refused). Trusted upstreams must send a header;
+        anyone else must not.
+        """
+        result = proxy_protocol.parse(data)
+        if result is proxy_protocol.NEED_MORE:
+            return None
+        if self.upstream == HEADER_FORBIDDEN:
+            if result is proxy_protocol.NOT_PROXY:
+                self.upstream = NO_HEADER
+                return data
+            self._refuse_upstream("a PROXY header from an untrusted address")
+            return None
+        if not isinstance(result, proxy_protocol.ProxyHeader):
+            why = result.reason if isinstance(result, proxy_protocol.Malformed) else "none sent"
+            self._refuse_upstream(f"no valid PROXY header from a trusted proxy: {why}")
+            return None
+        self.upstream = NO_HEADER
+        if result.source is not None:  # None: LOCAL, the upstream's own health check
+            refusal = self._service.limits.rekey(self.limit_key, result.source[0])
+            if refusal is not None:
+                self._refuse_upstream(f"{result.source[0]}: max_connections_per_ip reached")
+                return None
+            self.limit_key = result.source[0]
+            self.client_addr = result.source
+            self.local_addr = result.destination
+        del self._buf[: result.length]
+        return bytes(self._buf) or None
+
+    def _refuse_upstream(self, why: str) -> None:
+        self._service.stats.refused["proxy_protocol"] += 1
+        events.log(logging.WARNING, "proxy-header", "refused %s:%d: %s", *self.client_addr, why)
+        self.state = CLOSED
+        if self.transport is not None:
+            self.transport.close()
 
     def _decide(self, data: bytes, final: bool) -> None:
         table = self._service.tables.tcp
@@ -187,6 +253,9 @@ class ClientProtocol(asyncio.Protocol):
         if self.state != PEEKING:
             return
         self._service.stats.peek_timeouts += 1
+        if self.upstream == HEADER_REQUIRED:
+            self._refuse_upstream("no PROXY header before peek_timeout_ms")
+            return
         if self._buf:
             self._decide(bytes(self._buf), final=True)
             return
@@ -286,11 +355,25 @@ class ClientProtocol(asyncio.Protocol):
         self._buf = bytearray()
         if not self._eof_from_client:
             client.resume_reading()
+        route = self.route
+        if route is not None and route.config is not None and route.config.proxy_protocol:
+            backend.write(self._proxy_header(route.config.proxy_protocol, client))
         if early:
             self.bytes_in += len(early)
             backend.write(bytes(early))
         if self._eof_from_client:
             self._eof_to_backend = self._send_eof(backend)
+
+    def _proxy_header(self, version: int, client: asyncio.Transport) -> bytes:
+        """The PROXY header telling the backend who the client really is."""
+        local = self.local_addr or client.get_extra_info("sockname")
+        try:
+            destination = (local[0], local[1])
+            encode = proxy_protocol.encode_v2 if version == 2 else proxy_protocol.encode_v1
+            return encode(self.client_addr, destination)
+        except (TypeError, IndexError, ValueError):
+            # No usable addresses (not an IP socket): say so, as the spec allows.
+            return b"PROXY UNKNOWN\r\n" if version == 1 else proxy_protocol.LOCAL_V2
 
     # -- the backend's side -----------------------------------------------
 

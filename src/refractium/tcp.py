@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import ipaddress
 import logging
 import socket
 from collections import Counter
@@ -59,6 +60,8 @@ class TcpService:
     def apply(self, server: ServerConfig) -> None:
         """Take new timeouts and limits (a reload); open connections keep theirs."""
         self.peek_buffer_size = server.peek_buffer_size
+        self.accept_proxy_protocol = server.accept_proxy_protocol
+        self.trusted_proxies = server.trusted_proxies
         self.peek_timeout_s = server.peek_timeout_ms / 1000
         self.connect_timeout_s = server.connect_timeout_ms / 1000
         self.limits.resize(server.max_connections, server.max_connections_per_ip)
@@ -111,7 +114,7 @@ class TcpService:
 
     def admit(self, conn: ClientProtocol) -> bool:
         """Count ``conn`` against the limits, or refuse it (False)."""
-        refusal = Refusal.SHUTTING_DOWN if self._closing else self.limits.admit(conn.client_addr[0])
+        refusal = Refusal.SHUTTING_DOWN if self._closing else self.limits.admit(conn.limit_key)
         if refusal is not None:
             self.stats.refused[refusal.name.lower()] += 1
             refusals.log(
@@ -148,7 +151,7 @@ class TcpService:
         if conn not in self.connections:
             return
         self.connections.discard(conn)
-        self.limits.release(conn.client_addr[0])
+        self.limits.release(conn.limit_key)
         if conn.backend is not None and conn.backend_addr is not None:
             left = self.active[conn.backend_addr] - 1
             if left:
@@ -161,6 +164,14 @@ class TcpService:
             self._idle.set()
         if state == PEEKING and log.isEnabledFor(logging.DEBUG):
             log.debug("[%016x] client left while identifying", conn.session_id)
+
+    def trusted(self, ip: str) -> bool:
+        """Whether ``ip`` is one of ``trusted_proxies`` (may send a PROXY header)."""
+        try:
+            address = ipaddress.ip_address(ip)
+        except ValueError:
+            return False
+        return any(address in network for network in self.trusted_proxies)
 
     def start(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         """Run a connection's coroutine as a task held until it finishes.
