@@ -27,6 +27,7 @@ lint: $(BIN)/.installed         ## ruff and mypy (strict)
 bench: $(BIN)/.installed tools  ## figures against a direct connection, HAProxy and sslh
 	BENCH_TOOLS=1 scripts/install-tools.sh
 	$(BIN)/python benchmarks/run.py
+	$(BIN)/python benchmarks/pool.py
 
 tools:                          ## the Debian tools the tests drive (apt-get when missing)
 	scripts/install-tools.sh
