@@ -179,6 +179,9 @@ class Refractium:
                 ",".join(old.bind),
                 old.port,
             )
+            # Record what is really listening, not what the file asks for.
+            new = dataclasses.replace(new, bind=old.bind, port=old.port)
+            new_config = dataclasses.replace(new_config, server=new)
         self._config = new_config
         self._tables = tables
         if self._tcp is not None:

@@ -124,3 +124,20 @@ async def test_a_backend_that_dies_and_returns_loses_no_client() -> None:
                 assert asyncio.get_running_loop().time() - started < 3
                 back = Counter([await ask(proxy.port) for _ in range(4)])
                 assert back == {"a": 2, "b": 2}
+
+
+async def test_a_pool_with_every_backend_down_goes_to_the_fallback() -> None:
+    dead = [free_port(), free_port()]  # nothing listens there
+    async with tagged("fallback") as fallback:
+        config = f"""
+[server]
+fallback_tcp = "{address(fallback)}"
+
+[[protocols]]
+name = "http"
+forward_to = ["127.0.0.1:{dead[0]}", "127.0.0.1:{dead[1]}"]
+"""
+        async with running_proxy(*LOCAL_TCP, config=config) as proxy:
+            # First by failing over after the dials, then with both marked down.
+            assert [await ask(proxy.port) for _ in range(3)] == ["fallback"] * 3
+            await proxy.wait_for(rf"backend 127\.0\.0\.1:{dead[1]} down")

@@ -6,7 +6,7 @@ import asyncio
 import signal
 from pathlib import Path
 
-from backends import http_backend, run
+from backends import free_port, http_backend, run
 from proxy import LOCAL_TCP, running_proxy
 
 
@@ -69,3 +69,20 @@ async def test_file_change_reloads_within_3_seconds(tmp_path: Path) -> None:
             line = await proxy.wait_for("reload failed", timeout=3)
             assert "invalid TOML" in line.string
             assert await curl(proxy.port) == b"two\n"
+
+
+async def test_a_listener_change_is_reported_not_applied(tmp_path: Path) -> None:
+    path = tmp_path / "refractium.toml"
+    first, second = free_port(), free_port()
+    async with http_backend("one") as one:
+        text = '[server]\nbind = "127.0.0.1"\nport = {}\n[[protocols]]\nname = "http"\n'
+        text += f'forward_to = "{one.address}"\n'
+        path.write_text(text.format(first))
+        async with running_proxy("tcp", "-c", str(path)) as proxy:
+            assert proxy.port == first
+            path.write_text(text.format(second))
+            proxy.send_signal(signal.SIGHUP)
+            await proxy.wait_for(
+                f"listener change .* needs a restart; still on 127.0.0.1 port {first}"
+            )
+            assert await curl(first) == b"one\n"
