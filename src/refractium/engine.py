@@ -184,7 +184,7 @@ class Refractium:
             new_config = dataclasses.replace(new_config, server=new)
         self._config = new_config
         self._tables = tables
-        if self._tcp is not None:
+        if self._tcp is not None and not self._stopped.is_set():
             self._tcp.tables = tables
             self._tcp.apply(new)
             # Backends that stay keep their health; new ones start up.

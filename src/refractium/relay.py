@@ -221,7 +221,9 @@ class ClientProtocol(asyncio.Protocol):
         if result.source is not None:  # None: LOCAL, the upstream's own health check
             refusal = self._service.limits.rekey(self.limit_key, result.source[0])
             if refusal is not None:
-                self._refuse_upstream(f"{result.source[0]}: max_connections_per_ip reached")
+                self._refuse_upstream(
+                    f"{result.source[0]}: max_connections_per_ip reached", counter="per_ip_limit"
+                )
                 return None
             self.limit_key = result.source[0]
             self.client_addr = result.source
@@ -229,8 +231,8 @@ class ClientProtocol(asyncio.Protocol):
         del self._buf[: result.length]
         return bytes(self._buf) or None
 
-    def _refuse_upstream(self, why: str) -> None:
-        self._service.stats.refused["proxy_protocol"] += 1
+    def _refuse_upstream(self, why: str, counter: str = "proxy_protocol") -> None:
+        self._service.stats.refused[counter] += 1
         events.log(logging.WARNING, "proxy-header", "refused %s:%d: %s", *self.client_addr, why)
         self.state = CLOSED
         if self.transport is not None:
@@ -302,7 +304,8 @@ class ClientProtocol(asyncio.Protocol):
                     health.report_success(address)
                     return
                 except OSError as exc:
-                    failure: object = exc
+                    # "connection refused", as the health checks word it.
+                    failure: object = exc.strerror.lower() if exc.strerror else exc
                 except asyncio.CancelledError:
                     if not self._dial_expired():
                         raise  # the client left or the server is stopping
