@@ -28,6 +28,8 @@ from typing import Any, Self
 from refractium.config import Config, load_file, parse_config
 from refractium.errors import RefractiumError
 from refractium.health import HealthChecker, checks_for
+from refractium.hooks.dispatch import HookStats
+from refractium.hooks.loader import HookCache
 from refractium.protocols.base import Probe, Transport
 from refractium.routing import Tables, build_tables
 from refractium.stats import TcpStats
@@ -47,7 +49,8 @@ class Refractium:
         """
         self._probes = dict(probes or {})
         self._config = config
-        self._tables: Tables = build_tables(config, self._probes)
+        self._hooks = HookCache()  # hook instances outlive reloads that keep them
+        self._tables: Tables = build_tables(config, self._probes, self._hooks)
         self._tcp: TcpService | None = None
         self._health = HealthChecker()
         self._stopped = asyncio.Event()
@@ -81,6 +84,13 @@ class Refractium:
     def health(self) -> dict[str, bool]:
         """Backend ``host:port`` -> up, as the health checker sees it now."""
         return {str(address): up for address, up in self._health.snapshot().items()}
+
+    @property
+    def hook_stats(self) -> HookStats:
+        """Packets, bytes, drops and errors per packet hook (by name)."""
+        if self._tcp is None:
+            raise RefractiumError("the TCP listener is not running")
+        return self._tcp.hook_stats
 
     @property
     def tcp_stats(self) -> TcpStats:
@@ -145,6 +155,7 @@ class Refractium:
         if self._tcp is not None:
             await self._tcp.shutdown(grace / 1000)
         await self._health.close()
+        self._hooks.close()
         self._stopped.set()
 
     def abort_connections(self) -> None:
@@ -171,7 +182,7 @@ class Refractium:
                 is kept.
         """
         new_config = self._resolve_reload(config)
-        tables = build_tables(new_config, self._probes)
+        tables = build_tables(new_config, self._probes, self._hooks)
         old, new = self._config.server, new_config.server
         if (old.bind, old.port) != (new.bind, new.port):
             log.warning(

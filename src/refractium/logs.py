@@ -59,8 +59,11 @@ class RateLimitedLog:
         # key -> [window start, messages logged in window, suppressed since last log]
         self._windows: dict[str, list[float]] = {}
 
-    def log(self, level: int, key: str, msg: str, *args: object) -> None:
-        """Log ``msg % args`` unless ``key`` has used up its burst this period."""
+    def log(self, level: int, key: str, msg: str, *args: object, exc_info: bool = False) -> None:
+        """Log ``msg % args`` unless ``key`` has used up its burst this period.
+
+        ``exc_info`` adds the exception being handled (its traceback).
+        """
         if not self._logger.isEnabledFor(level):
             return
         now = time.monotonic()
@@ -75,4 +78,4 @@ class RateLimitedLog:
             window[2] += 1
             return
         window[1] += 1
-        self._logger.log(level, msg, *args)
+        self._logger.log(level, msg, *args, exc_info=exc_info)

@@ -402,3 +402,18 @@ def _as_ipv6(address: _IP) -> ipaddress.IPv6Address:
     if isinstance(address, ipaddress.IPv6Address):
         return address
     return ipaddress.IPv6Address(b"\x00" * 10 + b"\xff\xff" + address.packed)
+
+
+def header_for(version: int, source: Endpoint, destination: object) -> bytes:
+    """The header of ``version`` (1 or 2) for a connection, whatever its addresses.
+
+    ``destination`` is the socket's ``sockname`` (or None). Addresses that are
+    not IP (a UNIX socket, no address at all) give the spec's "unknown"
+    forms: ``PROXY UNKNOWN`` for v1, the LOCAL command for v2.
+    """
+    try:
+        local = (destination[0], destination[1])  # type: ignore[index]
+        encode = encode_v2 if version == 2 else encode_v1
+        return encode(source, local)
+    except (TypeError, IndexError, ValueError):
+        return b"PROXY UNKNOWN\r\n" if version == 1 else LOCAL_V2

@@ -25,6 +25,8 @@ from typing import TYPE_CHECKING, cast
 
 from refractium import proxy_protocol
 from refractium.halfclose import buffer_empty, shutdown_write, when_drained
+from refractium.hooks.api import Direction, HookContext
+from refractium.hooks.dispatch import Dispatcher
 from refractium.logs import RateLimitedLog
 from refractium.protocols.base import Match
 from refractium.routing import NEED_MORE
@@ -41,6 +43,10 @@ events = RateLimitedLog(log)
 PEEKING, CONNECTING, RELAYING, CLOSED = range(4)
 # What accept_proxy_protocol expects first on a connection.
 NO_HEADER, HEADER_REQUIRED, HEADER_FORBIDDEN = range(3)
+# Why a side's reading is paused: its peer's send buffer is full; the
+# backend is being dialled; the packet hooks are behind (overflow = block).
+PAUSE_FLOW, PAUSE_DIAL, PAUSE_HOOKS = 1, 2, 4
+INBOUND, OUTBOUND = Direction.INBOUND, Direction.OUTBOUND
 
 
 class ClientProtocol(asyncio.Protocol):
@@ -53,6 +59,8 @@ class ClientProtocol(asyncio.Protocol):
         "_eof_from_client",
         "_eof_to_backend",
         "_eof_to_client",
+        "_paused_backend",
+        "_paused_client",
         "_service",
         "_timer",
         "backend",
@@ -60,6 +68,7 @@ class ClientProtocol(asyncio.Protocol):
         "bytes_in",
         "bytes_out",
         "client_addr",
+        "hooks",
         "limit_key",
         "local_addr",
         "match",
@@ -91,6 +100,10 @@ class ClientProtocol(asyncio.Protocol):
         # The address the client connected to, when an upstream PROXY header said.
         self.local_addr: tuple[str, int] | None = None
         self.upstream = NO_HEADER
+        # Why reading of each side is paused (PAUSE_* bits); resumed at 0.
+        self._paused_client = 0
+        self._paused_backend = 0
+        self.hooks: Dispatcher | None = None
         self.session_id = random.getrandbits(64)
         self.route: Route | None = None
         self.match: Match | None = None
@@ -127,6 +140,8 @@ class ClientProtocol(asyncio.Protocol):
         if self.state == RELAYING:
             self.bytes_in += len(data)
             self.backend.write(data)  # type: ignore[union-attr]
+            if self.hooks is not None:
+                self.hooks.push(INBOUND, data)
         elif self.state == PEEKING:
             self._peek(data)
         elif self.state == CONNECTING:
@@ -166,20 +181,50 @@ class ClientProtocol(asyncio.Protocol):
             # close(), not abort(): what the client sent before leaving is
             # still delivered.
             self.backend.close()
+        if self.hooks is not None:
+            self.hooks.end()
         self._service.release(self, was)
 
     def pause_writing(self) -> None:
-        if self.backend is not None:
-            self.backend.pause_reading()
+        self._pause_backend(PAUSE_FLOW)
 
     def resume_writing(self) -> None:
         if self._eof_to_client:
             self._eof_to_client = self._send_eof(self.transport)
-        # A side that has sent its EOF has nothing more to read; resuming it
-        # would only make some loops report the EOF again.
-        backend = self.backend
-        if backend is not None and not self._eof_from_backend and not backend.is_closing():
-            backend.resume_reading()
+        self._resume_backend(PAUSE_FLOW)
+
+    # -- pausing reading, for several reasons at once ----------------------
+
+    def _pause_client(self, why: int) -> None:
+        if not self._paused_client and self.transport is not None:
+            self.transport.pause_reading()
+        self._paused_client |= why
+
+    def _resume_client(self, why: int) -> None:
+        if self._paused_client:
+            self._paused_client &= ~why
+            if not self._paused_client:
+                _resume_reading(self.transport, self._eof_from_client)
+
+    def _pause_backend(self, why: int) -> None:
+        if not self._paused_backend and self.backend is not None:
+            self.backend.pause_reading()
+        self._paused_backend |= why
+
+    def _resume_backend(self, why: int) -> None:
+        if self._paused_backend:
+            self._paused_backend &= ~why
+            if not self._paused_backend:
+                _resume_reading(self.backend, self._eof_from_backend)
+
+    def _hooks_full(self) -> None:
+        """``overflow = "block"``: stop reading until the hooks catch up."""
+        self._pause_client(PAUSE_HOOKS)
+        self._pause_backend(PAUSE_HOOKS)
+
+    def _hooks_drained(self) -> None:
+        self._resume_client(PAUSE_HOOKS)
+        self._resume_backend(PAUSE_HOOKS)
 
     # -- identification ---------------------------------------------------
 
@@ -277,7 +322,7 @@ class ClientProtocol(asyncio.Protocol):
         self.state = CONNECTING
         self.route = route
         assert self.transport is not None
-        self.transport.pause_reading()
+        self._pause_client(PAUSE_DIAL)
         self._connector = self._service.start(self._connect(route, table))
 
     async def _connect(self, route: Route, table: RouteTable) -> None:
@@ -356,27 +401,47 @@ class ClientProtocol(asyncio.Protocol):
         service.routed(self)
         early = self._buf
         self._buf = bytearray()
-        if not self._eof_from_client:
-            client.resume_reading()
+        self._resume_client(PAUSE_DIAL)
         route = self.route
         if route is not None and route.config is not None and route.config.proxy_protocol:
-            backend.write(self._proxy_header(route.config.proxy_protocol, client))
+            local = self.local_addr or client.get_extra_info("sockname")
+            header = proxy_protocol.header_for(route.config.proxy_protocol, self.client_addr, local)
+            backend.write(header)
+        if route is not None and route.hooks:
+            self._start_hooks(route, client)
         if early:
             self.bytes_in += len(early)
-            backend.write(bytes(early))
+            first = bytes(early)
+            backend.write(first)
+            if self.hooks is not None:
+                self.hooks.push(INBOUND, first)
         if self._eof_from_client:
             self._eof_to_backend = self._send_eof(backend)
 
-    def _proxy_header(self, version: int, client: asyncio.Transport) -> bytes:
-        """The PROXY header telling the backend who the client really is."""
+    def _start_hooks(self, route: Route, client: asyncio.Transport) -> None:
+        """Start this connection's packet-hook task (the route has hooks)."""
+        match = self.match
         local = self.local_addr or client.get_extra_info("sockname")
-        try:
-            destination = (local[0], local[1])
-            encode = proxy_protocol.encode_v2 if version == 2 else proxy_protocol.encode_v1
-            return encode(self.client_addr, destination)
-        except (TypeError, IndexError, ValueError):
-            # No usable addresses (not an IP socket): say so, as the spec allows.
-            return b"PROXY UNKNOWN\r\n" if version == 1 else proxy_protocol.LOCAL_V2
+        backend = self.backend_addr
+        ctx = HookContext(
+            client_addr=self.client_addr,
+            protocol=route.name,
+            session_id=self.session_id,
+            sni=match.sni if match else None,
+            alpn=match.alpn if match else (),
+            backend_addr=(backend.host, backend.port) if backend else None,
+            local_addr=(local[0], local[1]) if local else None,
+        )
+        service = self._service
+        self.hooks = Dispatcher(
+            ctx,
+            route.hooks,
+            service.hook_stats,
+            block=route.block_hooks,
+            on_full=self._hooks_full,
+            on_drained=self._hooks_drained,
+        )
+        service.start(self.hooks.run())
 
     # -- the backend's side -----------------------------------------------
 
@@ -443,6 +508,13 @@ class ClientProtocol(asyncio.Protocol):
             self.backend.abort()
 
 
+def _resume_reading(transport: asyncio.Transport | None, eof_seen: bool) -> None:
+    # A side that has sent its EOF has nothing more to read; resuming it
+    # would only make some loops report the EOF again.
+    if transport is not None and not eof_seen and not transport.is_closing():
+        transport.resume_reading()
+
+
 class BackendProtocol(asyncio.Protocol):
     """Our connection to a backend; forwards to its :class:`ClientProtocol`."""
 
@@ -456,8 +528,11 @@ class BackendProtocol(asyncio.Protocol):
         self.client._backend_up(cast(asyncio.Transport, transport))
 
     def data_received(self, data: bytes) -> None:
-        self.client.bytes_out += len(data)
+        client = self.client
+        client.bytes_out += len(data)
         self.client_transport.write(data)  # type: ignore[union-attr]
+        if client.hooks is not None:
+            client.hooks.push(OUTBOUND, data)
 
     def eof_received(self) -> bool:
         return self.client._backend_eof()
@@ -466,12 +541,10 @@ class BackendProtocol(asyncio.Protocol):
         self.client._backend_lost()
 
     def pause_writing(self) -> None:
-        self.client_transport.pause_reading()  # type: ignore[union-attr]
+        self.client._pause_client(PAUSE_FLOW)
 
     def resume_writing(self) -> None:
         client = self.client
         if client._eof_to_backend:
             client._eof_to_backend = client._send_eof(client.backend)
-        transport = self.client_transport
-        if transport is not None and not client._eof_from_client and not transport.is_closing():
-            transport.resume_reading()
+        client._resume_client(PAUSE_FLOW)

@@ -19,8 +19,10 @@ from typing import Final
 
 from refractium.addr import Address
 from refractium.balancing import Pool
-from refractium.config import Config, RouteConfig
+from refractium.config import Config, Overflow, RouteConfig
 from refractium.errors import ConfigError
+from refractium.hooks.api import ProtocolHook
+from refractium.hooks.loader import HookCache
 from refractium.protocols import registry
 from refractium.protocols.base import Match, Probe, Transport, Verdict, first_bytes
 from refractium.protocols.custom import CustomProbe
@@ -48,6 +50,9 @@ class Route:
     sni_exact: frozenset[str] = frozenset()
     sni_suffixes: tuple[str, ...] = ()
     alpn: frozenset[str] = frozenset()
+    # Packet hooks on this route's connections; block: overflow = "block".
+    hooks: tuple[ProtocolHook, ...] = ()
+    block_hooks: bool = False
     # The best key this route can ever reach, for "is it worth waiting for?".
     best_key: int = field(default=0, init=False)
 
@@ -215,15 +220,24 @@ def probe_for(route: RouteConfig, probes: Mapping[str, Probe]) -> Probe:
     return probe
 
 
-def build_tables(config: Config, probes: Mapping[str, Probe] | None = None) -> Tables:
-    """Resolve a validated config into route tables (pure; raises ConfigError).
+def build_tables(
+    config: Config,
+    probes: Mapping[str, Probe] | None = None,
+    hooks: HookCache | None = None,
+) -> Tables:
+    """Resolve a validated config into route tables (raises ConfigError).
+
+    Pure but for importing the packet hooks a route names.
 
     Args:
         config: the validated configuration.
         probes: protocol objects given in code (the builder API), by name;
             they take precedence over the built-in probes of the same name.
+        hooks: where hook instances are kept across reloads (a new cache
+            when None).
     """
     probes = probes or {}
+    hooks = hooks if hooks is not None else HookCache()
     shared: dict[str, Probe] = {}
     routes: list[Route] = []
     for rc in config.protocols:
@@ -243,6 +257,11 @@ def build_tables(config: Config, probes: Mapping[str, Probe] | None = None) -> T
                 sni_exact=exact,
                 sni_suffixes=suffixes,
                 alpn=frozenset(rc.alpn),
+                hooks=(
+                    *getattr(probe, "hooks", ()),
+                    *(hooks.get(spec, config.source) for spec in rc.hooks),
+                ),
+                block_hooks=rc.overflow is Overflow.BLOCK,
             )
         )
     server = config.server

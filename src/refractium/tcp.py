@@ -22,6 +22,7 @@ from refractium.addr import Address
 from refractium.config import ServerConfig
 from refractium.errors import RefractiumError
 from refractium.health import HealthChecker
+from refractium.hooks.dispatch import HookStats
 from refractium.limits import ConnectionLimits, Refusal
 from refractium.logs import RateLimitedLog
 from refractium.relay import PEEKING, ClientProtocol
@@ -47,6 +48,7 @@ class TcpService:
         self.health = health
         # Open relaying connections per backend, for least_connections.
         self.active: Counter[Address] = Counter()
+        self.hook_stats = HookStats()
         self.stats = TcpStats()
         self.limits = ConnectionLimits(server.max_connections, server.max_connections_per_ip)
         self.connections: set[ClientProtocol] = set()
