@@ -32,6 +32,9 @@ from refractium.stats import TcpStats
 log = logging.getLogger(__name__)
 refusals = RateLimitedLog(log)
 
+# How long shutdown waits for packet hooks to take what was queued for them.
+HOOK_DRAIN_S = 2.0
+
 _REFUSAL_TEXT = {
     Refusal.GLOBAL_LIMIT: "max_connections reached",
     Refusal.PER_IP_LIMIT: "max_connections_per_ip reached",
@@ -207,6 +210,11 @@ class TcpService:
             except TimeoutError:
                 log.warning("grace period over: closing %d connection(s)", len(self.connections))
                 self.abort_all()
+        # Hook tasks end once their connection's queue is delivered: give
+        # them a moment, then cancel what is left (and any dial still going).
+        pending = [task for task in self._tasks if not task.done()]
+        if pending:
+            await asyncio.wait(pending, timeout=HOOK_DRAIN_S)
         for task in list(self._tasks):
             task.cancel()
         await asyncio.sleep(0)

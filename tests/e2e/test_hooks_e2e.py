@@ -1,0 +1,156 @@
+"""Packet hooks end to end: exact bytes, order, slow and failing hooks."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import random
+import struct
+from pathlib import Path
+
+from backends import echo_backend, expected_sha256, sink_source_backend, sink_source_exchange
+from clients import close, open_nodelay
+from proxy import LOCAL_TCP, running_proxy
+
+HERE = Path(__file__).resolve().parent
+ENV = {"PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")])}
+MiB = 1 << 20
+
+
+def merged(order: str) -> list[tuple[str, int]]:
+    """The order file with consecutive reads of one direction merged."""
+    runs: list[tuple[str, int]] = []
+    for line in order.splitlines():
+        side, size = line.split()
+        if runs and runs[-1][0] == side:
+            runs[-1] = (side, runs[-1][1] + int(size))
+        else:
+            runs.append((side, int(size)))
+    return runs
+
+
+async def test_recorder_sees_every_byte_once_in_read_order(tmp_path: Path) -> None:
+    async with echo_backend() as echo:
+        config = f"""
+[[protocols]]
+name = "mine"
+patterns = ["ROUND"]
+hooks = [{{ use = "hookmods:Recorder", dir = "{tmp_path}" }}]
+forward_to = "{echo.address}"
+"""
+        chunks = [b"ROUND" + random.randbytes(random.randint(1, 30_000)) for _ in range(60)]
+        async with running_proxy(*LOCAL_TCP, config=config, env=ENV) as proxy:
+            reader, writer = await open_nodelay(proxy.port)
+            for chunk in chunks:  # an interleaved exchange: one chunk, its echo, ...
+                writer.write(chunk)
+                async with asyncio.timeout(10):
+                    assert await reader.readexactly(len(chunk)) == chunk
+            await close(writer)
+            async with asyncio.timeout(10):
+                while not list(tmp_path.glob("*.closed")):
+                    await asyncio.sleep(0.05)
+        (session,) = [p.stem for p in tmp_path.glob("*.closed")]
+        sent = b"".join(chunks)
+        assert (tmp_path / f"{session}.in").read_bytes() == sent
+        assert (tmp_path / f"{session}.out").read_bytes() == sent
+        runs = merged((tmp_path / f"{session}.order").read_text())
+        expected = [(side, len(c)) for c in chunks for side in ("in", "out")]
+        assert runs == expected, "the hooks saw the reads in the order the proxy made them"
+        assert (tmp_path / f"{session}.closed").read_text() == "mine"
+
+
+def bulk_config(backend: str, hooks: str = "", overflow: str = "drop") -> str:
+    return f"""
+[server]
+fallback_tcp = "127.0.0.1:9"
+
+[[protocols]]
+name = "bulk"
+patterns = ["\\\\x00\\\\x00\\\\x00\\\\x00"]
+overflow = "{overflow}"
+hooks = [{hooks}]
+forward_to = "{backend}"
+"""
+
+
+async def timed_download(port: int, size: int) -> float:
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    result = await sink_source_exchange(port, upload=0, download=size)
+    result.check(upload=0, download=size)
+    return loop.time() - started
+
+
+async def test_a_slow_hook_does_not_slow_the_relay_and_drops_are_counted(tmp_path: Path) -> None:
+    size = 64 * MiB
+    slow = f'{{ use = "hookmods:SlowDigest", dir = "{tmp_path}", delay_ms = 20 }}'
+    async with sink_source_backend() as backend:
+        async with running_proxy(*LOCAL_TCP, config=bulk_config(backend.address), env=ENV) as p:
+            plain = await timed_download(p.port, size)
+        async with running_proxy(
+            *LOCAL_TCP, config=bulk_config(backend.address, slow), env=ENV
+        ) as p:
+            hooked = await timed_download(p.port, size)
+            await p.wait_for("hook queue full .* dropping packets for slow")
+    # The relay does not wait for the hook (loose bound: this machine is noisy).
+    assert hooked <= 1.5 * max(plain, 0.5), (plain, hooked)
+
+
+async def test_block_mode_delivers_every_byte_to_a_slow_hook(tmp_path: Path) -> None:
+    size = 64 * MiB
+    slow = f'{{ use = "hookmods:SlowDigest", dir = "{tmp_path}", delay_ms = 20 }}'
+    async with (
+        sink_source_backend() as backend,
+        running_proxy(*LOCAL_TCP, config=bulk_config(backend.address, slow, "block"), env=ENV) as p,
+    ):
+        result = await sink_source_exchange(p.port, upload=0, download=size, timeout=300)
+        result.check(upload=0, download=size)
+        async with asyncio.timeout(60):
+            while not list(tmp_path.glob("*.digest")):
+                await asyncio.sleep(0.1)
+        assert "dropping" not in p.stderr
+    (digest,) = tmp_path.glob("*.digest")
+    inbound, outbound = digest.read_text().split()
+    assert inbound == hashlib.sha256(struct.pack(">Q", size)).hexdigest()
+    trailer = f"sha256={expected_sha256(0)} bytes=0\n".encode()
+    assert outbound == _sha256_of_download(size, trailer)
+
+
+def _sha256_of_download(size: int, trailer: bytes) -> str:
+    from backends import pattern_chunks
+
+    digest = hashlib.sha256()
+    for piece in pattern_chunks(size):
+        digest.update(piece)
+    digest.update(trailer)
+    return digest.hexdigest()
+
+
+async def test_a_raising_hook_leaves_the_connection_intact() -> None:
+    async with sink_source_backend() as backend:
+        config = bulk_config(backend.address, '"hookmods:Raiser"')
+        async with running_proxy(*LOCAL_TCP, config=config, env=ENV) as p:
+            result = await sink_source_exchange(p.port, upload=8 * MiB, download=8 * MiB)
+            result.check(upload=8 * MiB, download=8 * MiB)
+            await p.wait_for("hook raiser raised in on_packet")
+            assert "this hook always fails" in p.stderr  # with its traceback
+
+
+async def test_a_bad_hook_is_a_config_error_before_listening(tmp_path: Path) -> None:
+    from proxy import run_cli
+
+    cases = [
+        ('"nosuchmodule:Hook"', "cannot import 'nosuchmodule'"),
+        ('"hookmods:Missing"', "module 'hookmods' has no attribute 'Missing'"),
+        ('{ use = "hookmods:Recorder", wrong = 1 }', "hookmods:Recorder:"),
+        ('{ use = "hookmods:Raiser", x = 1 }', "Raiser() takes no arguments"),
+    ]
+    for hooks, fragment in cases:  # one line each: file, key, what is wrong
+        (tmp_path / "refractium.toml").write_text(
+            f'[[protocols]]\nname = "http"\nhooks = [{hooks}]\nforward_to = "127.0.0.1:9"\n'
+        )
+        code, _, stderr = await run_cli("check", cwd=tmp_path, env=ENV)
+        assert code == 1, stderr
+        assert stderr.startswith("refractium: refractium.toml: protocols[0].hooks[0]: "), stderr
+        assert fragment in stderr and "Traceback" not in stderr
