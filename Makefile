@@ -28,6 +28,7 @@ bench: $(BIN)/.installed tools  ## figures against a direct connection, HAProxy 
 	BENCH_TOOLS=1 scripts/install-tools.sh
 	$(BIN)/python benchmarks/run.py
 	$(BIN)/python benchmarks/pool.py
+	$(BIN)/python benchmarks/hooks.py
 
 tools:                          ## the Debian tools the tests drive (apt-get when missing)
 	scripts/install-tools.sh
