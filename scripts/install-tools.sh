@@ -11,6 +11,7 @@ declare -A want=(
   [nc]=netcat-openbsd
   [haproxy]=haproxy      # tests/unit/test_proxy_protocol.py; also a benchmark target
   [nginx]=nginx-light    # a PROXY protocol consumer in the tests; the connections/s backend
+  [tshark]=tshark        # tests/unit/test_pcap.py reads the captures back
 )
 if [[ "${BENCH_TOOLS:-}" == 1 ]]; then
   want[sslh]=sslh

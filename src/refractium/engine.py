@@ -155,7 +155,7 @@ class Refractium:
         if self._tcp is not None:
             await self._tcp.shutdown(grace / 1000)
         await self._health.close()
-        self._hooks.close()
+        await self._hooks.aclose()
         self._stopped.set()
 
     def abort_connections(self) -> None:

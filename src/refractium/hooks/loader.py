@@ -11,6 +11,7 @@ The working directory is importable, as it is for uvicorn's ``module:app``:
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import os
 import sys
@@ -42,12 +43,19 @@ class HookCache:
     def all(self) -> list[ProtocolHook]:
         return list(self._by_spec.values())
 
-    def close(self) -> None:
-        """Let hooks that hold resources (files, threads) release them."""
+    async def aclose(self) -> None:
+        """Let hooks that hold resources (files, threads) release them.
+
+        A hook's ``aclose()`` is awaited; a plain ``close()`` may block (a
+        writer thread joining), so it runs in a worker thread.
+        """
         for hook in self._by_spec.values():
+            aclose = getattr(hook, "aclose", None)
             close = getattr(hook, "close", None)
-            if callable(close):
-                close()
+            if callable(aclose):
+                await aclose()
+            elif callable(close):
+                await asyncio.to_thread(close)
 
 
 def load_hook(spec: HookSpec, source: str | None) -> ProtocolHook:
