@@ -154,3 +154,40 @@ async def test_a_bad_hook_is_a_config_error_before_listening(tmp_path: Path) -> 
         assert code == 1, stderr
         assert stderr.startswith("refractium: refractium.toml: protocols[0].hooks[0]: "), stderr
         assert fragment in stderr and "Traceback" not in stderr
+
+
+async def test_mirror_copies_traffic_and_a_dead_mirror_costs_nothing(tmp_path: Path) -> None:
+    from backends import free_port
+
+    copied = bytearray()
+    done = asyncio.Event()
+
+    async def receiver(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        copied.extend(await reader.read())
+        done.set()
+        writer.close()
+
+    mirror = await asyncio.start_server(receiver, "127.0.0.1", 0)
+    live = f"127.0.0.1:{mirror.sockets[0].getsockname()[1]}"
+    dead = f"127.0.0.1:{free_port()}"
+    async with mirror, echo_backend() as echo:
+        for to in (live, dead):
+            config = f"""
+[[protocols]]
+name = "mine"
+patterns = ["HELLO"]
+hooks = [{{ use = "refractium.hooks.mirror:Mirror", to = "{to}" }}]
+forward_to = "{echo.address}"
+"""
+            async with running_proxy(*LOCAL_TCP, config=config) as proxy:
+                reader, writer = await open_nodelay(proxy.port)
+                for line in (b"HELLO one\n", b"two\n"):
+                    writer.write(line)
+                    async with asyncio.timeout(5):
+                        assert await reader.readline() == line
+                await close(writer)
+                if to == live:
+                    async with asyncio.timeout(5):
+                        await done.wait()
+    # Both directions, in the order the proxy read them.
+    assert bytes(copied) == b"HELLO one\nHELLO one\ntwo\ntwo\n"
