@@ -154,7 +154,7 @@ async def test_every_probe_reaches_its_route(byte_delay: float | None) -> None:
     ):
         config = f"""
 [server]
-peek_timeout_ms = 10000
+peek_timeout_ms = 60000
 
 [[protocols]]
 name = "http"
