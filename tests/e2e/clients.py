@@ -11,6 +11,8 @@ import contextlib
 import socket
 import ssl
 
+from backends import Completed, run
+
 HOST = "127.0.0.1"
 
 
@@ -101,3 +103,10 @@ async def tls_request(
             return bytes(response)
     finally:
         await close(writer)
+
+
+async def openssl_get(port: int, server_name: str, alpn: str | None = None) -> Completed:
+    """``openssl s_client`` with SNI ``server_name`` (and ALPN), sending one HTTP request."""
+    cmd = ["openssl", "s_client", "-quiet", "-connect", f"{HOST}:{port}"]
+    cmd += ["-servername", server_name, *(["-alpn", alpn] if alpn else [])]
+    return await run(cmd, input=f"GET / HTTP/1.1\r\nHost: {server_name}\r\n\r\n".encode())

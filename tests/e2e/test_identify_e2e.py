@@ -17,7 +17,7 @@ from backends import (
     sshd_backend,
     tls_backend,
 )
-from clients import exchange, open_nodelay, read_all, send, tls_request
+from clients import exchange, open_nodelay, openssl_get, read_all, send, tls_request
 from proxy import LOCAL_TCP, running_proxy
 
 BYTE_DELAY = 0.005
@@ -90,18 +90,7 @@ forward_to = "{w.address}"
                 ("b.Example", "B"),
                 ("deep.x.wild.example", "W"),
             ):
-                reply = await run(
-                    [
-                        "openssl",
-                        "s_client",
-                        "-quiet",
-                        "-connect",
-                        f"127.0.0.1:{proxy.port}",
-                        "-servername",
-                        server_name,
-                    ],
-                    input=f"GET / HTTP/1.1\r\nHost: {server_name}\r\n\r\n".encode(),
-                )
+                reply = await openssl_get(proxy.port, server_name)
                 assert f"{tag} sni=".encode() in reply.stdout, (server_name, reply)
             assert (a.accepted, b.accepted, w.accepted) == (2, 2, 1)
 
@@ -124,20 +113,7 @@ forward_to = "{h1.address}"
 """
         async with running_proxy(*LOCAL_TCP, config=config) as proxy:
             for alpn, tag in (("h2", b"H2 "), ("http/1.1", b"H1 ")):
-                reply = await run(
-                    [
-                        "openssl",
-                        "s_client",
-                        "-quiet",
-                        "-connect",
-                        f"127.0.0.1:{proxy.port}",
-                        "-servername",
-                        "alpn.example",
-                        "-alpn",
-                        alpn,
-                    ],
-                    input=b"GET / HTTP/1.1\r\nHost: alpn.example\r\n\r\n",
-                )
+                reply = await openssl_get(proxy.port, "alpn.example", alpn)
                 assert tag in reply.stdout, (alpn, reply)
                 assert f"alpn={alpn}".encode() in reply.stdout
         assert (h2.accepted, h1.accepted) == (1, 1)

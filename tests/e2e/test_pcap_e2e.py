@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from backends import http_backend, run, tls_backend
+from clients import openssl_get
 from proxy import LOCAL_TCP, running_proxy
 
 
@@ -34,18 +35,7 @@ forward_to = "{tls.address}"
         async with running_proxy(*LOCAL_TCP, config=config) as proxy:
             curl = await run(["curl", "-s", f"http://127.0.0.1:{proxy.port}/captured/path?q=1"])
             assert curl.stdout == b"web\n"
-            reply = await run(
-                [
-                    "openssl",
-                    "s_client",
-                    "-quiet",
-                    "-connect",
-                    f"127.0.0.1:{proxy.port}",
-                    "-servername",
-                    "capture.example",
-                ],
-                input=b"GET / HTTP/1.1\r\nHost: capture.example\r\n\r\n",
-            )
+            reply = await openssl_get(proxy.port, "capture.example")
             assert b"T sni=capture.example" in reply.stdout
             assert await proxy.stop() == 0  # closes the capture file
     assert await tshark(capture, "http.request", "http.request.uri") == ["/captured/path?q=1"]
