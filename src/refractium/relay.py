@@ -419,7 +419,7 @@ class ClientProtocol(asyncio.Protocol):
             self._eof_to_backend = self._send_eof(backend)
 
     def _start_hooks(self, route: Route, client: asyncio.Transport) -> None:
-        """Start this connection's packet-hook task (the route has hooks)."""
+        """Start this connection's packet-hook queue (the route has hooks)."""
         match = self.match
         local = self.local_addr or client.get_extra_info("sockname")
         backend = self.backend_addr
@@ -440,8 +440,9 @@ class ClientProtocol(asyncio.Protocol):
             block=route.block_hooks,
             on_full=self._hooks_full,
             on_drained=self._hooks_drained,
+            spawn=service.start,
+            inline=route.plain_hooks,
         )
-        service.start(self.hooks.run())
 
     # -- the backend's side -----------------------------------------------
 

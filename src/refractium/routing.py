@@ -21,7 +21,7 @@ from refractium.addr import Address
 from refractium.balancing import Pool
 from refractium.config import Config, Overflow, RouteConfig
 from refractium.errors import ConfigError
-from refractium.hooks.api import ProtocolHook
+from refractium.hooks.api import ProtocolHook, is_async_hook
 from refractium.hooks.loader import HookCache
 from refractium.protocols import registry
 from refractium.protocols.base import Match, Probe, Transport, Verdict, first_bytes
@@ -53,6 +53,8 @@ class Route:
     # Packet hooks on this route's connections; block: overflow = "block".
     hooks: tuple[ProtocolHook, ...] = ()
     block_hooks: bool = False
+    # Whether every hook is a plain function (called at once, no hook task).
+    plain_hooks: bool = field(default=True, init=False)
     # The best key this route can ever reach, for "is it worth waiting for?".
     best_key: int = field(default=0, init=False)
 
@@ -65,6 +67,7 @@ class Route:
         if self.alpn:
             top += _ALPN
         object.__setattr__(self, "best_key", top * _INDEX_SPAN - self.index)
+        object.__setattr__(self, "plain_hooks", not any(map(is_async_hook, self.hooks)))
 
     def key(self, match: Match) -> int:
         """This route's rank for ``match``, or ``_NO_KEY`` if a filter rejects it."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 from pathlib import Path
+from typing import Any
 
 from refractium.hooks import Direction, HookContext, ProtocolHook
 
@@ -31,6 +32,38 @@ class Recorder(ProtocolHook):
 
     def on_close(self, ctx: HookContext) -> None:
         (self.dir / f"{ctx.session_id:016x}.closed").write_text(ctx.protocol)
+
+
+class AsyncRecorder(Recorder):
+    """The recorder as a coroutine hook: its connections get a hook task."""
+
+    name = "async-recorder"
+
+    async def on_packet(  # type: ignore[override]
+        self, ctx: HookContext, direction: Direction, packet: bytes
+    ) -> None:
+        await asyncio.sleep(0)
+        super().on_packet(ctx, direction, packet)
+
+
+class SometimesAsyncRecorder(Recorder):
+    """A plain method that returns an awaitable from its 3rd packet on."""
+
+    name = "sometimes-async-recorder"
+
+    def __init__(self, dir: str) -> None:
+        super().__init__(dir)
+        self.seen: dict[int, int] = {}
+
+    def on_packet(self, ctx: HookContext, direction: Direction, packet: bytes) -> Any:
+        count = self.seen[ctx.session_id] = self.seen.get(ctx.session_id, 0) + 1
+        if count < 3:
+            return super().on_packet(ctx, direction, packet)
+        return self._later(ctx, direction, packet)
+
+    async def _later(self, ctx: HookContext, direction: Direction, packet: bytes) -> None:
+        await asyncio.sleep(0.001)
+        super().on_packet(ctx, direction, packet)
 
 
 class SlowDigest(ProtocolHook):

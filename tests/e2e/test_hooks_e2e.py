@@ -9,6 +9,7 @@ import random
 import struct
 from pathlib import Path
 
+import pytest
 from backends import echo_backend, expected_sha256, sink_source_backend, sink_source_exchange
 from clients import close, open_nodelay
 from proxy import LOCAL_TCP, running_proxy
@@ -30,13 +31,19 @@ def merged(order: str) -> list[tuple[str, int]]:
     return runs
 
 
-async def test_recorder_sees_every_byte_once_in_read_order(tmp_path: Path) -> None:
+# Plain hooks are drained by a loop callback, coroutine hooks by a task, and a
+# plain hook that returns an awaitable moves its connection to a task midway.
+RECORDERS = ["Recorder", "AsyncRecorder", "SometimesAsyncRecorder"]
+
+
+@pytest.mark.parametrize("recorder", RECORDERS)
+async def test_recorder_sees_every_byte_once_in_read_order(tmp_path: Path, recorder: str) -> None:
     async with echo_backend() as echo:
         config = f"""
 [[protocols]]
 name = "mine"
 patterns = ["ROUND"]
-hooks = [{{ use = "hookmods:Recorder", dir = "{tmp_path}" }}]
+hooks = [{{ use = "hookmods:{recorder}", dir = "{tmp_path}" }}]
 forward_to = "{echo.address}"
 """
         chunks = [b"ROUND" + random.randbytes(random.randint(1, 30_000)) for _ in range(60)]

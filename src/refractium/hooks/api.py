@@ -1,7 +1,8 @@
 """The packet-hook interface: what a hook is given and how it is declared.
 
 A packet hook sees every chunk of a connection's traffic, in the order the
-proxy read it, with its direction, in a task of its own (see
+proxy read it, with its direction: plain hooks as each chunk is relayed,
+coroutine hooks from a task of the connection's own (see
 :mod:`refractium.hooks.dispatch`). It observes: it cannot change, delay or
 drop what is relayed (except that ``overflow = "block"`` lets a slow hook
 slow the connection down instead of losing packets).
@@ -68,8 +69,9 @@ class ProtocolHook:
     """Base class for packet hooks; override :meth:`on_packet`.
 
     ``on_packet`` may be a plain method or a coroutine. It is called once
-    per chunk, in order, from the connection's own hook task: a slow hook
-    delays only its own queue, never the relay. A hook that raises is
+    per chunk, in order: a plain method right after the relay has passed the
+    chunk on, a coroutine from the connection's own hook task (a slow
+    coroutine delays only its own queue, never the relay). A hook that raises is
     logged (rate-limited) and keeps receiving the packets that follow.
     The same hook object serves every connection of its routes: keep
     per-connection state keyed by ``ctx.session_id``.
@@ -85,6 +87,16 @@ class ProtocolHook:
     def on_close(self, ctx: HookContext) -> PacketResult:
         """The connection has ended and every one of its packets was delivered."""
         return None
+
+
+def is_async_hook(hook: ProtocolHook) -> bool:
+    """Whether ``hook`` declares a coroutine ``on_packet`` or ``on_close``."""
+    if getattr(hook, "is_async", False):  # define_hook's FunctionHook
+        return True
+    return any(
+        inspect.iscoroutinefunction(getattr(hook, method, None))
+        for method in ("on_packet", "on_close")
+    )
 
 
 PacketFunction = Callable[[HookContext, Direction, bytes], PacketResult]

@@ -1,12 +1,28 @@
-"""Running packet hooks: one task per hooked connection, fed by one queue.
+"""Running packet hooks: one queue per hooked connection, drained in order.
 
 The relay appends each chunk it reads, from either side, to the
-connection's queue and returns at once; the connection's hook task takes
-chunks off in the same order and calls every hook of the route on each. So
-hooks see every chunk exactly once, in the order the proxy read them across
-both directions, and a slow hook delays only its own queue.
+connection's queue and returns at once; the chunks are taken off later, in
+the same order, and every hook of the route is called on each. So hooks see
+every chunk exactly once, in the order the proxy read them across both
+directions, and a slow hook delays only its own queue, never the relay.
 
-The queue is bounded in bytes (:data:`QUEUE_LIMIT`). When it is full:
+How the hooks are called depends on them:
+
+* if every hook of the route is a plain function (the built-in logger and
+  pcap writer, most audit hooks), they are called on each chunk right
+  after the relay has passed it on, in the relay's own callback. A plain
+  hook runs on the event loop whenever it runs: queueing its calls would
+  not save the relay a microsecond, but would keep every chunk alive a
+  loop turn longer (a bulk read is up to 32 chunks of 256 KiB per turn)
+  and cost a wake-up per chunk. Called at once, plain hooks never fall
+  behind, so nothing is ever dropped for them.
+* if any hook is a coroutine function, the connection gets a task of its
+  own fed by a queue, and each call is awaited in turn. A plain hook that
+  returns an awaitable anyway moves its connection to such a task for good,
+  without reordering anything.
+
+The queue of a hook task is bounded in bytes (:data:`QUEUE_LIMIT`). When
+it is full:
 
 * ``overflow = "drop"`` (the default) drops the chunk for the hooks (never
   for the relay), counts it and warns (rate-limited);
@@ -20,17 +36,20 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import defaultdict, deque
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
+from typing import Any
 
-from refractium.hooks.api import Direction, HookContext, ProtocolHook
+from refractium.hooks.api import Direction, HookContext, ProtocolHook, is_async_hook
 from refractium.logs import RateLimitedLog
 
 log = logging.getLogger(__name__)
 events = RateLimitedLog(log)
 
-#: Bytes a connection's hook queue may hold before ``overflow`` applies.
-QUEUE_LIMIT = 4 << 20
+#: Bytes a connection's hook queue may hold before ``overflow`` applies. A
+#: bulk read on uvloop is up to 32 reads of 256 KiB in one loop turn, before
+#: the hook task gets a turn: the queue must take that without dropping.
+QUEUE_LIMIT = 16 << 20
 
 
 @dataclass(slots=True)
@@ -51,22 +70,29 @@ class HookStats(defaultdict[str, HookCounters]):
         super().__init__(HookCounters)
 
 
+Spawn = Callable[[Coroutine[Any, Any, None]], object]
+
+
+def _nothing() -> None:
+    pass
+
+
 class Dispatcher:
-    """The hook queue and task of one connection."""
+    """The packet hooks of one connection: called at once, or through a task."""
 
     __slots__ = (
         "_block",
-        "_counters",
         "_ctx",
         "_ended",
-        "_hooks",
+        "_inline",
         "_limit",
-        "_loop",
         "_on_drained",
         "_on_full",
+        "_pairs",
         "_paused",
         "_queue",
         "_queued",
+        "_spawn",
         "_waiter",
         "dropped",
     )
@@ -80,27 +106,37 @@ class Dispatcher:
         block: bool,
         on_full: Callable[[], None],
         on_drained: Callable[[], None],
+        spawn: Spawn,
+        inline: bool | None = None,
         limit: int = QUEUE_LIMIT,
     ) -> None:
+        """``inline``: whether every hook is plain (worked out when not given)."""
         self._ctx = ctx
-        self._hooks = tuple(hooks)
-        self._counters = tuple(stats[hook.name] for hook in self._hooks)
+        self._pairs = tuple((hook, stats[hook.name]) for hook in hooks)
         self._block = block
         self._on_full = on_full
         self._on_drained = on_drained
+        self._spawn = spawn
         self._limit = limit
-        self._loop = asyncio.get_running_loop()
         self._queue: deque[tuple[Direction, bytes]] = deque()
         self._queued = 0
         self._waiter: asyncio.Future[None] | None = None
         self._ended = False
         self._paused = False
         self.dropped = 0
+        if inline is None:
+            inline = not any(is_async_hook(hook) for hook in hooks)
+        self._inline = inline
+        if not self._inline:
+            spawn(self.run())
 
     # -- the relay's side (hot path) ---------------------------------------
 
     def push(self, direction: Direction, data: bytes) -> None:
-        """Queue one chunk the relay has read; never blocks."""
+        """Give the hooks one chunk the relay has read; never waits for them."""
+        if self._inline:
+            self._call_now(direction, data)
+            return
         size = len(data)
         if self._queued + size > self._limit and not self._block and self._queue:
             self._drop(size)
@@ -116,8 +152,13 @@ class Dispatcher:
             self._on_full()
 
     def end(self) -> None:
-        """The connection is over: deliver what is queued, then stop."""
+        """The connection is over: deliver what is queued, then ``on_close``."""
+        if self._ended:
+            return
         self._ended = True
+        if self._inline:
+            self._close_now()
+            return
         waiter = self._waiter
         if waiter is not None:
             self._waiter = None
@@ -125,7 +166,7 @@ class Dispatcher:
 
     def _drop(self, size: int) -> None:
         self.dropped += 1
-        for counters in self._counters:
+        for _, counters in self._pairs:
             counters.dropped_packets += 1
             counters.dropped_bytes += size
         events.log(
@@ -134,46 +175,125 @@ class Dispatcher:
             "[%016x] hook queue full (%d bytes): dropping packets for %s",
             self._ctx.session_id,
             self._limit,
-            ", ".join(hook.name for hook in self._hooks),
+            ", ".join(hook.name for hook, _ in self._pairs),
         )
 
-    # -- the hook task -----------------------------------------------------
+    def _delivered(self, size: int) -> None:
+        self._queued -= size
+        if self._paused and self._queued <= self._limit // 2:
+            self._paused = False
+            self._on_drained()
+
+    # -- plain hooks: called at once ------------------------------------------
+
+    def _call_now(self, direction: Direction, data: bytes) -> None:
+        ctx = self._ctx
+        size = len(data)
+        for position, (hook, counters) in enumerate(self._pairs):
+            counters.packets += 1
+            counters.bytes += size
+            try:
+                result = hook.on_packet(ctx, direction, data)
+            except Exception:
+                counters.errors += 1
+                self._hook_failed(hook, "on_packet")
+                continue
+            if result is not None:
+                # Not so plain after all: await it, and from now on queue this
+                # connection's chunks for a task, which keeps the order.
+                self._inline = False
+                self._queued += size
+                self._spawn(self._resume(result, position, direction, data))
+                return
+
+    def _close_now(self) -> None:
+        for hook, counters in self._pairs:
+            try:
+                result = hook.on_close(self._ctx)
+            except Exception:
+                counters.errors += 1
+                self._hook_failed(hook, "on_close")
+                continue
+            if result is not None:
+                self._spawn(self._await_close(result, hook, counters))
+        self._pairs = ()  # a read racing the close reaches no hook
+        self._release()
+
+    async def _await_close(
+        self, result: Awaitable[None], hook: ProtocolHook, counters: HookCounters
+    ) -> None:
+        try:
+            await result
+        except Exception:
+            counters.errors += 1
+            self._hook_failed(hook, "on_close")
+
+    async def _resume(
+        self, result: Awaitable[None], position: int, direction: Direction, data: bytes
+    ) -> None:
+        """Finish the packet a plain hook returned an awaitable for, then run()."""
+        hook, counters = self._pairs[position]
+        try:
+            await result
+        except Exception:
+            counters.errors += 1
+            self._hook_failed(hook, "on_packet")
+        for hook, counters in self._pairs[position + 1 :]:
+            counters.packets += 1
+            counters.bytes += len(data)
+            try:
+                later = hook.on_packet(self._ctx, direction, data)
+                if later is not None:
+                    await later
+            except Exception:
+                counters.errors += 1
+                self._hook_failed(hook, "on_packet")
+        self._delivered(len(data))
+        await self.run()
+
+    # -- coroutine hooks: a task per connection ------------------------------
 
     async def run(self) -> None:
         """Deliver queued chunks to the hooks until the connection has ended."""
         queue = self._queue
         ctx = self._ctx
-        pairs = tuple(zip(self._hooks, self._counters, strict=True))
-        while True:
-            while queue:
-                direction, data = queue.popleft()
-                size = len(data)
-                for hook, counters in pairs:
-                    counters.packets += 1
-                    counters.bytes += size
-                    try:
-                        result = hook.on_packet(ctx, direction, data)
-                        if result is not None:
-                            await result
-                    except Exception:
-                        counters.errors += 1
-                        self._hook_failed(hook, "on_packet")
-                self._queued -= size
-                if self._paused and self._queued <= self._limit // 2:
-                    self._paused = False
-                    self._on_drained()
-            if self._ended:
-                break
-            self._waiter = self._loop.create_future()
-            await self._waiter
-        for hook, counters in pairs:
-            try:
-                result = hook.on_close(ctx)
-                if result is not None:
-                    await result
-            except Exception:
-                counters.errors += 1
-                self._hook_failed(hook, "on_close")
+        pairs = self._pairs
+        try:
+            while True:
+                while queue:
+                    direction, data = queue.popleft()
+                    size = len(data)
+                    for hook, counters in pairs:
+                        counters.packets += 1
+                        counters.bytes += size
+                        try:
+                            result = hook.on_packet(ctx, direction, data)
+                            if result is not None:
+                                await result
+                        except Exception:
+                            counters.errors += 1
+                            self._hook_failed(hook, "on_packet")
+                    self._delivered(size)
+                if self._ended:
+                    break
+                self._waiter = asyncio.get_running_loop().create_future()
+                await self._waiter
+            for hook, counters in pairs:
+                try:
+                    result = hook.on_close(ctx)
+                    if result is not None:
+                        await result
+                except Exception:
+                    counters.errors += 1
+                    self._hook_failed(hook, "on_close")
+        finally:
+            self._release()
+
+    def _release(self) -> None:
+        # The callbacks are bound methods of the connection, which holds this
+        # dispatcher: dropping them breaks the cycle, so a finished connection
+        # is freed by reference counting instead of waiting for the GC.
+        self._on_full = self._on_drained = _nothing
 
     def _hook_failed(self, hook: ProtocolHook, method: str) -> None:
         # A hook's bug must not touch the connection: log it and go on.
