@@ -1,13 +1,60 @@
 """Process-wide counters of what the proxy did, refused and dropped.
 
 Plain integers bumped on the data path (an attribute increment costs tens of
-nanoseconds); the admin API exposes them later.
+nanoseconds); the admin API reads them when it is scraped.
 """
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections import Counter
 from dataclasses import dataclass, field
+
+#: Upper bounds (seconds) of the identification-time histogram's buckets:
+#: from one read (tens of microseconds) to a client trickling its first bytes.
+IDENTIFY_BUCKETS = (
+    0.0001,
+    0.00025,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.05,
+    0.1,
+    0.5,
+    1.0,
+    5.0,
+)
+
+
+class Histogram:
+    """Fixed buckets, Prometheus style: ``counts[i]`` observations <= ``bounds[i]``.
+
+    Not cumulative here (one increment per observation); the exporter sums.
+    The last count is for observations above every bound (``+Inf``).
+    """
+
+    __slots__ = ("bounds", "count", "counts", "sum")
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)
+        self.sum = 0.0
+        self.count = 0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect_left(self.bounds, value)] += 1
+        self.sum += value
+        self.count += 1
+
+
+# How a connection ended, for connections_total{route, outcome}.
+RELAYED = "relayed"  # reached a backend and relayed until one side closed
+REJECTED = "rejected"  # an endpoint hook rejected it (or ignored it)
+UNROUTED = "unrouted"  # no route, or closed before it could be identified
+FAILED = "failed"  # no backend of its route (nor the fallback) could be dialled
+REFUSED = "refused"  # a limit or a bad PROXY header refused it
 
 
 @dataclass(slots=True)
@@ -22,3 +69,10 @@ class TcpStats:
     dial_failures: int = 0
     bytes_in: int = 0  # client -> backend
     bytes_out: int = 0  # backend -> client
+    # Ended connections by (route name, outcome); route "" when none was chosen.
+    closed: Counter[tuple[str, str]] = field(default_factory=Counter)
+    # Endpoint-hook rejections by error code; on_incoming Ignore counted apart.
+    rejected: Counter[int] = field(default_factory=Counter)
+    ignored: int = 0
+    # From a connection's first byte to its route decision.
+    identify_seconds: Histogram = field(default_factory=lambda: Histogram(IDENTIFY_BUCKETS))
