@@ -26,11 +26,13 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Self
 
 from refractium.config import Config, load_file, parse_config
+from refractium.endpoint_chain import EndpointChain, load_endpoint_hook
 from refractium.errors import RefractiumError
 from refractium.health import HealthChecker, checks_for
 from refractium.hooks.dispatch import HookStats
 from refractium.hooks.loader import HookCache
 from refractium.protocols.base import Probe, Transport
+from refractium.remotes import RemoteMap
 from refractium.routing import Tables, build_tables
 from refractium.stats import TcpStats
 from refractium.tcp import TcpService
@@ -41,16 +43,30 @@ log = logging.getLogger(__name__)
 class Refractium:
     """One proxy instance: its configuration, route tables and listeners."""
 
-    def __init__(self, config: Config, probes: Mapping[str, Probe] | None = None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        probes: Mapping[str, Probe] | None = None,
+        endpoint_hooks: Sequence[object] = (),
+    ) -> None:
         """Validate ``config`` and resolve its routes; nothing listens yet.
 
+        Args:
+            config: the configuration.
+            probes: protocol probes given in code, by route name.
+            endpoint_hooks: endpoint hooks given in code; they run after the
+                ones ``[endpoint] hooks`` names, in this order.
+
         Raises:
-            ConfigError: a route cannot be resolved.
+            ConfigError: a route or a hook cannot be resolved.
         """
         self._probes = dict(probes or {})
         self._config = config
         self._hooks = HookCache()  # hook instances outlive reloads that keep them
         self._tables: Tables = build_tables(config, self._probes, self._hooks)
+        self._code_endpoint_hooks = tuple(endpoint_hooks)
+        self._endpoint_hooks = HookCache(load_endpoint_hook)
+        self._endpoint = self._endpoint_chain(config)
         self._tcp: TcpService | None = None
         self._health = HealthChecker()
         self._stopped = asyncio.Event()
@@ -99,6 +115,36 @@ class Refractium:
             raise RefractiumError("the TCP listener is not running")
         return self._tcp.stats
 
+    @property
+    def endpoint_hooks(self) -> tuple[object, ...]:
+        """The endpoint hooks in force, in the order they run."""
+        return self._endpoint.hooks
+
+    @property
+    def remote_map(self) -> RemoteMap | None:
+        """The first :class:`~refractium.remotes.RemoteMap` among the endpoint hooks."""
+        for hook in self._endpoint.hooks:
+            if isinstance(hook, RemoteMap):
+                return hook
+        return None
+
+    def _endpoint_chain(self, config: Config) -> EndpointChain:
+        source = config.source
+        from_file = [self._endpoint_hooks.get(spec, source) for spec in config.endpoint.hooks]
+        return EndpointChain([*from_file, *self._code_endpoint_hooks])
+
+    @property
+    def open_connections(self) -> int:
+        """TCP connections open now (being identified, dialled or relayed)."""
+        return len(self._tcp.connections) if self._tcp is not None else 0
+
+    @property
+    def active_by_backend(self) -> dict[str, int]:
+        """Backend ``host:port`` -> connections relaying to it now."""
+        if self._tcp is None:
+            return {}
+        return {str(address): n for address, n in self._tcp.active.items()}
+
     # -- running ----------------------------------------------------------
 
     async def start_tcp(self) -> list[tuple[str, int]]:
@@ -111,6 +157,7 @@ class Refractium:
             raise RefractiumError("the TCP listener is already running")
         server = self._config.server
         service = TcpService(server, self._tables, self._health)
+        service.endpoint = self._endpoint or None
         await service.listen(server.bind, server.port)
         self._health.configure(checks_for(self._config))
         self._tcp = service
@@ -156,6 +203,7 @@ class Refractium:
             await self._tcp.shutdown(grace / 1000)
         await self._health.close()
         await self._hooks.aclose()
+        await self._endpoint_hooks.aclose()
         self._stopped.set()
 
     def abort_connections(self) -> None:
@@ -183,6 +231,7 @@ class Refractium:
         """
         new_config = self._resolve_reload(config)
         tables = build_tables(new_config, self._probes, self._hooks)
+        endpoint = self._endpoint_chain(new_config)
         old, new = self._config.server, new_config.server
         if (old.bind, old.port) != (new.bind, new.port):
             log.warning(
@@ -195,8 +244,10 @@ class Refractium:
             new_config = dataclasses.replace(new_config, server=new)
         self._config = new_config
         self._tables = tables
+        self._endpoint = endpoint
         if self._tcp is not None and not self._stopped.is_set():
             self._tcp.tables = tables
+            self._tcp.endpoint = endpoint or None
             self._tcp.apply(new)
             # Backends that stay keep their health; new ones start up.
             self._health.configure(checks_for(new_config))
@@ -226,6 +277,7 @@ class RefractiumBuilder:
         self._server: dict[str, Any] = {}
         self._routes: list[dict[str, Any]] = []
         self._probes: dict[str, Probe] = {}
+        self._endpoint_hooks: list[object] = []
         self._base: Config | None = None
 
     def config(self, config: Config) -> Self:
@@ -251,6 +303,14 @@ class RefractiumBuilder:
     def fallback_tcp(self, address: str) -> Self:
         """Where unidentified TCP connections go."""
         self._server["fallback_tcp"] = address
+        return self
+
+    def hooks(self, *hooks: object) -> Self:
+        """Add endpoint hooks (may repeat); they run in the order added.
+
+        Hooks named in the file's ``[endpoint] hooks`` run first.
+        """
+        self._endpoint_hooks.extend(hooks)
         return self
 
     def route(
@@ -287,7 +347,7 @@ class RefractiumBuilder:
         config = parse_config(data, source="builder", extra_protocols=self._probes.keys())
         if self._base is not None:
             config = _merge(self._base, config, self._server)
-        return Refractium(config, self._probes)
+        return Refractium(config, self._probes, self._endpoint_hooks)
 
 
 def _merge(base: Config, extra: Config, server_keys: Mapping[str, Any]) -> Config:

@@ -21,18 +21,35 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from typing import TYPE_CHECKING, cast
+import time
+from typing import TYPE_CHECKING, Any, cast
 
-from refractium import proxy_protocol
+from refractium import proxy_protocol, rejection
+from refractium.endpoint import (
+    Accept,
+    ConnectionInfo,
+    ConnectionRecord,
+    ConnectionStats,
+    EventKind,
+    Ignore,
+    Outcome,
+    Reject,
+    Side,
+    Verdict,
+)
 from refractium.halfclose import buffer_empty, shutdown_write, when_drained
 from refractium.hooks.api import Direction, HookContext
 from refractium.hooks.dispatch import Dispatcher
 from refractium.logs import RateLimitedLog
 from refractium.protocols.base import Match
 from refractium.routing import NEED_MORE
+from refractium.stats import FAILED, REFUSED, REJECTED, RELAYED, UNROUTED
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable
+
     from refractium.addr import Address
+    from refractium.endpoint_chain import EndpointChain
     from refractium.routing import Route, RouteTable
     from refractium.tcp import TcpService
 
@@ -53,14 +70,21 @@ class ClientProtocol(asyncio.Protocol):
     """An accepted client connection: peek, route, dial, relay."""
 
     __slots__ = (
+        "__weakref__",  # endpoint hooks' views refer to the connection weakly
+        "_backend_early",
         "_buf",
+        "_chain",
         "_connector",
+        "_dial_started",
         "_eof_from_backend",
         "_eof_from_client",
         "_eof_to_backend",
         "_eof_to_client",
+        "_first_at",
+        "_gated",
         "_paused_backend",
         "_paused_client",
+        "_rejected_with",
         "_service",
         "_timer",
         "backend",
@@ -72,6 +96,10 @@ class ClientProtocol(asyncio.Protocol):
         "limit_key",
         "local_addr",
         "match",
+        "outcome",
+        "packets_in",
+        "packets_out",
+        "record",
         "route",
         "session_id",
         "state",
@@ -109,6 +137,21 @@ class ClientProtocol(asyncio.Protocol):
         self.match: Match | None = None
         self.bytes_in = 0  # client -> backend
         self.bytes_out = 0  # backend -> client
+        self.packets_in = 0  # reads relayed client -> backend
+        self.packets_out = 0
+        # How it ended, when not plain from the state (see stats.RELAYED...).
+        self.outcome: str | None = None
+        self._first_at = 0.0  # loop time of the first byte, for identify_seconds
+        self._dial_started = 0.0
+        # Endpoint hooks: the engine's chain when the connection came in, the
+        # record their ConnectionInfo views read, and whether on_incoming is
+        # still deciding (bytes wait in _buf meanwhile).
+        self._chain: EndpointChain | None = None
+        self.record: ConnectionRecord | None = None
+        self._gated = False
+        self._rejected_with: Verdict | None = None
+        # Backend bytes (and EOF, as None) held until after_handshake accepts.
+        self._backend_early: list[bytes | None] | None = None
 
     # -- the client's side ------------------------------------------------
 
@@ -135,10 +178,45 @@ class ClientProtocol(asyncio.Protocol):
             transport.close()
             return
         self._timer = service.loop.call_later(service.peek_timeout_s, self._peek_timed_out)
+        chain = service.endpoint
+        if chain is not None:
+            self._start_endpoint(chain, transport)
+
+    def _start_endpoint(self, chain: EndpointChain, transport: asyncio.Transport) -> None:
+        self._chain = chain
+        if chain.needs_record:
+            local = self.local_addr or transport.get_extra_info("sockname")
+            self.record = ConnectionRecord(
+                self, self.session_id, self.client_addr, (local[0], local[1]) if local else None
+            )
+        # Behind a trusted proxy the client is known once its header is read.
+        if chain.incoming and self.upstream != HEADER_REQUIRED:
+            self._check_incoming(chain)
+
+    def _check_incoming(self, chain: EndpointChain) -> None:
+        verdict = chain.run(chain.incoming, self.client_addr, where="on_incoming")
+        if verdict is Accept:
+            return
+        if isinstance(verdict, (Outcome, Reject)):
+            self._reject(verdict, "on_incoming")
+            return
+        self._gated = True
+        self._service.start(self._await_incoming(verdict))
+
+    async def _await_incoming(self, pending: Awaitable[Verdict]) -> None:
+        verdict = await pending
+        if self.state == CLOSED:
+            return
+        self._gated = False
+        if verdict is not Accept:
+            self._reject(verdict, "on_incoming")
+        elif self._buf and self.state == PEEKING:
+            self._peek(b"")
 
     def data_received(self, data: bytes) -> None:
         if self.state == RELAYING:
             self.bytes_in += len(data)
+            self.packets_in += 1
             self.backend.write(data)  # type: ignore[union-attr]
             if self.hooks is not None:
                 self.hooks.push(INBOUND, data)
@@ -184,6 +262,37 @@ class ClientProtocol(asyncio.Protocol):
         if self.hooks is not None:
             self.hooks.end()
         self._service.release(self, was)
+        if self.record is not None:
+            self._end_record()
+
+    def _end_record(self) -> None:
+        """Final figures for the record's views, then every on_close hook."""
+        record, chain = self.record, self._chain
+        assert record is not None and chain is not None
+        route = self.route
+        stats = ConnectionStats(
+            bytes_in=self.bytes_in,
+            bytes_out=self.bytes_out,
+            packets_in=self.packets_in,
+            packets_out=self.packets_out,
+            duration_s=max(0.0, time.time() - record.started_at),
+            connect_s=record.connect_s,
+            outcome=self.final_outcome(),
+            route=route.name if route is not None else None,
+            error_code=self._rejected_code(),
+            reason=self._rejected_reason(),
+        )
+        record.end(stats)
+        if chain.closes:
+            chain.closed(ConnectionInfo(record, Side.SERVER), stats, self._service.start)
+
+    def final_outcome(self) -> str:
+        """How the connection ended: relayed, rejected, unrouted, failed, refused."""
+        if self.outcome is not None:
+            return self.outcome
+        if self.backend is not None:
+            return RELAYED
+        return UNROUTED if self.route is None else FAILED
 
     def pause_writing(self) -> None:
         self._pause_backend(PAUSE_FLOW)
@@ -235,6 +344,11 @@ class ClientProtocol(asyncio.Protocol):
             data = bytes(buf)
         else:
             buf += data
+            self._first_at = self._service.loop.time()
+        if self._gated:  # on_incoming has not decided yet
+            if len(buf) > 2 * self._service.peek_buffer_size:
+                self._give_up("client sent too much before on_incoming decided")
+            return
         if self.upstream:
             rest = self._read_upstream_header(data)
             if rest is None:
@@ -274,10 +388,20 @@ class ClientProtocol(asyncio.Protocol):
             self.client_addr = result.source
             self.local_addr = result.destination
         del self._buf[: result.length]
+        chain = self._chain
+        if chain is not None:
+            if self.record is not None:
+                self.record.client_addr = self.client_addr
+                self.record.local_addr = self.local_addr or self.record.local_addr
+            if chain.incoming:
+                self._check_incoming(chain)
+                if self._gated or self.state == CLOSED:
+                    return None
         return bytes(self._buf) or None
 
     def _refuse_upstream(self, why: str, counter: str = "proxy_protocol") -> None:
         self._service.stats.refused[counter] += 1
+        self.outcome = REFUSED
         events.log(logging.WARNING, "proxy-header", "refused %s:%d: %s", *self.client_addr, why)
         self.state = CLOSED
         if self.transport is not None:
@@ -289,6 +413,7 @@ class ClientProtocol(asyncio.Protocol):
         if decision is NEED_MORE:
             return
         route, self.match = decision  # type: ignore[misc]
+        self._service.stats.identify_seconds.observe(self._service.loop.time() - self._first_at)
         route = route or table.fallback
         if route is None:
             self._close_unrouted("no route matched")
@@ -298,6 +423,10 @@ class ClientProtocol(asyncio.Protocol):
     def _peek_timed_out(self) -> None:
         self._timer = None
         if self.state != PEEKING:
+            return
+        if self._gated:  # on_incoming is still deciding: its time is not the client's
+            service = self._service
+            self._timer = service.loop.call_later(service.peek_timeout_s, self._peek_timed_out)
             return
         self._service.stats.peek_timeouts += 1
         if self.upstream == HEADER_REQUIRED:
@@ -330,6 +459,14 @@ class ClientProtocol(asyncio.Protocol):
         service = self._service
         loop = service.loop
         health = service.health
+        chain = self._chain
+        record = self.record
+        if record is not None:
+            self._identified(record, route)
+            if chain is not None and chain.after_handshake:
+                info = ConnectionInfo(record, Side.SERVER)
+                if not await self._endpoint_allows(chain.after_handshake, info):
+                    return
         client_ip = self.client_addr[0]
         fallback = table.fallback
         targets = (route,) if fallback is None or fallback is route else (route, fallback)
@@ -341,16 +478,24 @@ class ClientProtocol(asyncio.Protocol):
             for address in candidates:
                 self.route = target
                 self.backend_addr = address
+                if chain is not None and record is not None and chain.before_connect:
+                    record.backend_addr = (address.host, address.port)
+                    remote = (address.host, address.port)
+                    info = ConnectionInfo(record, Side.SERVER)
+                    if not await self._endpoint_allows(chain.before_connect, remote, info):
+                        return
                 # A timer that cancels this task, cheaper than asyncio.timeout()
                 # on a path taken once per connection.
                 self._timer = loop.call_later(service.connect_timeout_s, self._dial_timed_out)
+                self._dial_started = loop.time()
                 try:
-                    await loop.create_connection(self._make_backend, address.host, address.port)
-                    health.report_success(address)
-                    return
+                    backend, _ = await loop.create_connection(
+                        self._make_backend, address.host, address.port
+                    )
+                    failure: object = None
                 except OSError as exc:
                     # "connection refused", as the health checks word it.
-                    failure: object = exc.strerror.lower() if exc.strerror else exc
+                    failure = exc.strerror.lower() if exc.strerror else exc
                 except asyncio.CancelledError:
                     if not self._dial_expired():
                         raise  # the client left or the server is stopping
@@ -362,6 +507,12 @@ class ClientProtocol(asyncio.Protocol):
                     if self._timer is not None:
                         self._timer.cancel()
                         self._timer = None
+                if failure is None:
+                    health.report_success(address)
+                    if self._backend_early is not None:
+                        # Outside the dial timer: the hooks' time is not the dial's.
+                        await self._outgoing_handshake(backend)
+                    return
                 service.stats.dial_failures += 1
                 health.report_failure(address, str(failure))
                 events.log(
@@ -386,7 +537,106 @@ class ClientProtocol(asyncio.Protocol):
             self._connector.cancel()
 
     def _make_backend(self) -> BackendProtocol:
+        chain = self._chain
+        if chain is not None and chain.after_handshake:
+            # The outgoing after_handshake decides before anything flows.
+            self._backend_early = []
+            return HeldBackendProtocol(self)
         return BackendProtocol(self)
+
+    # -- endpoint hooks ---------------------------------------------------
+
+    def _identified(self, record: ConnectionRecord, route: Route) -> None:
+        match = self.match
+        record.client_addr = self.client_addr
+        record.protocol = route.name
+        record.sni = match.sni if match is not None else None
+        record.alpn = match.alpn if match is not None else ()
+        record.emit(EventKind.IDENTIFIED)
+
+    async def _endpoint_allows(self, calls: tuple[Any, ...], *args: object) -> bool:
+        """Run endpoint hooks; on a Reject, reject the client and return False."""
+        chain = self._chain
+        assert chain is not None
+        where = "before_connect" if len(args) == 2 else "after_handshake"
+        verdict = chain.run(calls, *args, where=where)
+        if not isinstance(verdict, (Outcome, Reject)):
+            verdict = await verdict
+        if self.state == CLOSED:  # the client left while the hooks thought
+            return False
+        if verdict is Accept:
+            return True
+        self._reject(verdict, where)
+        return False
+
+    async def _outgoing_handshake(self, backend: asyncio.BaseTransport) -> None:
+        """The backend is connected: its after_handshake (CLIENT side) decides."""
+        transport = cast(asyncio.Transport, backend)
+        record = self.record
+        assert record is not None and self._chain is not None
+        record.backend_addr = self._backend_address()
+        record.connect_s = self._service.loop.time() - self._dial_started
+        info = ConnectionInfo(record, Side.CLIENT)
+        if await self._endpoint_allows(self._chain.after_handshake, info):
+            self._backend_up(transport)
+        else:
+            transport.close()
+
+    def _backend_address(self) -> tuple[str, int] | None:
+        address = self.backend_addr
+        return (address.host, address.port) if address is not None else None
+
+    def _reject(self, verdict: Verdict, where: str) -> None:
+        """Refuse the client in its protocol's terms (see :mod:`refractium.rejection`)."""
+        stats = self._service.stats
+        self.outcome = REJECTED
+        reply = b""
+        if verdict is Ignore:
+            stats.ignored += 1
+        elif isinstance(verdict, Reject):
+            stats.rejected[verdict.error_code] += 1
+            match = self.match
+            reply = rejection.reply_for(
+                match.protocol if match is not None else None,
+                bytes(self._buf),
+                verdict.error_code,
+                verdict.reason,
+            )
+            route = self.route
+            events.log(
+                logging.INFO,
+                f"reject:{verdict.error_code}",
+                "rejected %s:%d (%s, %s): %d %s",
+                *self.client_addr,
+                route.name if route is not None else "not identified",
+                where,
+                verdict.error_code,
+                verdict.reason.decode("utf-8", "replace"),
+            )
+        self._rejected_with = verdict
+        self.state = CLOSED
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self.transport is not None:
+            if reply:
+                self.transport.write(reply)
+            self.transport.close()
+
+    def _rejected_code(self) -> int | None:
+        verdict = self._rejected_with
+        return verdict.error_code if isinstance(verdict, Reject) else None
+
+    def _rejected_reason(self) -> bytes | None:
+        verdict = self._rejected_with
+        return verdict.reason if isinstance(verdict, Reject) else None
+
+    def close_by_hook(self) -> None:
+        """A hook's handle closed the connection: both sides, flushing what was sent."""
+        if self.state == CLOSED:
+            return
+        self.state = CLOSED
+        self._close_both()
 
     def _backend_up(self, backend: asyncio.Transport) -> None:
         """The dial succeeded: hand over the peeked bytes and start relaying."""
@@ -399,6 +649,12 @@ class ClientProtocol(asyncio.Protocol):
         service = self._service
         service.active[self.backend_addr] += 1  # type: ignore[index]
         service.routed(self)
+        record = self.record
+        if record is not None:
+            if record.connect_s is None:
+                record.connect_s = service.loop.time() - self._dial_started
+            record.backend_addr = self._backend_address()
+            record.emit(EventKind.BACKEND_CONNECTED)
         early = self._buf
         self._buf = bytearray()
         self._resume_client(PAUSE_DIAL)
@@ -417,6 +673,22 @@ class ClientProtocol(asyncio.Protocol):
                 self.hooks.push(INBOUND, first)
         if self._eof_from_client:
             self._eof_to_backend = self._send_eof(backend)
+        if self._backend_early is not None:
+            self._release_backend_early()
+
+    def _release_backend_early(self) -> None:
+        """Pass on what the backend sent while after_handshake was deciding."""
+        held, self._backend_early = self._backend_early, None
+        assert held is not None and self.transport is not None
+        for data in held:
+            if data is None:
+                self._backend_eof()
+                return
+            self.bytes_out += len(data)
+            self.packets_out += 1
+            self.transport.write(data)
+            if self.hooks is not None:
+                self.hooks.push(OUTBOUND, data)
 
     def _start_hooks(self, route: Route, client: asyncio.Transport) -> None:
         """Start this connection's packet-hook queue (the route has hooks)."""
@@ -531,6 +803,7 @@ class BackendProtocol(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         client = self.client
         client.bytes_out += len(data)
+        client.packets_out += 1
         self.client_transport.write(data)  # type: ignore[union-attr]
         if client.hooks is not None:
             client.hooks.push(OUTBOUND, data)
@@ -549,3 +822,33 @@ class BackendProtocol(asyncio.Protocol):
         if client._eof_to_backend:
             client._eof_to_backend = client._send_eof(client.backend)
         client._resume_client(PAUSE_FLOW)
+
+
+class HeldBackendProtocol(BackendProtocol):
+    """A backend connection whose outgoing after_handshake has not decided yet.
+
+    ``connection_made`` does not start relaying, and what the backend sends
+    meanwhile (a server that speaks first, an EOF) is held, bounded, until
+    the hooks accept (or dropped with the connection if they reject).
+    """
+
+    __slots__ = ()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.client_transport = self.client.transport
+
+    def data_received(self, data: bytes) -> None:
+        held = self.client._backend_early
+        if held is None:
+            super().data_received(data)
+            return
+        held.append(data)
+        if sum(len(chunk) for chunk in held if chunk) > 2 * self.client._service.peek_buffer_size:
+            self.client._give_up("backend sent too much before after_handshake decided")
+
+    def eof_received(self) -> bool:
+        held = self.client._backend_early
+        if held is None:
+            return super().eof_received()
+        held.append(None)
+        return True

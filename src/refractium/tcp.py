@@ -20,6 +20,7 @@ from typing import Any
 
 from refractium.addr import Address
 from refractium.config import ServerConfig
+from refractium.endpoint_chain import EndpointChain
 from refractium.errors import RefractiumError
 from refractium.health import HealthChecker
 from refractium.hooks.dispatch import HookStats
@@ -27,7 +28,7 @@ from refractium.limits import ConnectionLimits, Refusal
 from refractium.logs import RateLimitedLog
 from refractium.relay import PEEKING, ClientProtocol
 from refractium.routing import Tables
-from refractium.stats import TcpStats
+from refractium.stats import REFUSED, TcpStats
 
 log = logging.getLogger(__name__)
 refusals = RateLimitedLog(log)
@@ -52,6 +53,8 @@ class TcpService:
         # Open relaying connections per backend, for least_connections.
         self.active: Counter[Address] = Counter()
         self.hook_stats = HookStats()
+        # The endpoint hooks (None: there are none, and nothing is spent on them).
+        self.endpoint: EndpointChain | None = None
         self.stats = TcpStats()
         self.limits = ConnectionLimits(server.max_connections, server.max_connections_per_ip)
         self.connections: set[ClientProtocol] = set()
@@ -122,6 +125,7 @@ class TcpService:
         refusal = Refusal.SHUTTING_DOWN if self._closing else self.limits.admit(conn.limit_key)
         if refusal is not None:
             self.stats.refused[refusal.name.lower()] += 1
+            self.stats.closed["", REFUSED] += 1
             refusals.log(
                 logging.WARNING,
                 refusal.name,
@@ -165,6 +169,8 @@ class TcpService:
                 del self.active[conn.backend_addr]
         self.stats.bytes_in += conn.bytes_in
         self.stats.bytes_out += conn.bytes_out
+        route = conn.route
+        self.stats.closed[route.name if route is not None else "", conn.final_outcome()] += 1
         if not self.connections:
             self._idle.set()
         if state == PEEKING and log.isEnabledFor(logging.DEBUG):

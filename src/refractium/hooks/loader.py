@@ -15,7 +15,7 @@ import asyncio
 import importlib
 import os
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from refractium.config import HookSpec
@@ -30,17 +30,19 @@ class HookCache:
     re-creating it on every reload would truncate or reconnect it.
     """
 
-    def __init__(self) -> None:
-        self._by_spec: dict[tuple[str, str], ProtocolHook] = {}
+    def __init__(self, load: Callable[[HookSpec, str | None], Any] | None = None) -> None:
+        """``load``: how to build a hook from its spec (default: a packet hook)."""
+        self._load = load or load_hook
+        self._by_spec: dict[tuple[str, str], Any] = {}
 
-    def get(self, spec: HookSpec, source: str | None) -> ProtocolHook:
+    def get(self, spec: HookSpec, source: str | None) -> Any:
         key = (spec.use, repr(sorted(spec.kwargs.items())))
         hook = self._by_spec.get(key)
         if hook is None:
-            hook = self._by_spec[key] = load_hook(spec, source)
+            hook = self._by_spec[key] = self._load(spec, source)
         return hook
 
-    def all(self) -> list[ProtocolHook]:
+    def all(self) -> list[Any]:
         return list(self._by_spec.values())
 
     async def aclose(self) -> None:
@@ -64,7 +66,7 @@ def load_hook(spec: HookSpec, source: str | None) -> ProtocolHook:
     Raises:
         HookLoadError: naming ``source`` and ``spec.key``.
     """
-    obj = _import(spec, source)
+    obj = import_target(spec, source)
     kwargs: Mapping[str, Any] = spec.kwargs
     if isinstance(obj, type):
         try:
@@ -90,7 +92,8 @@ def load_hook(spec: HookSpec, source: str | None) -> ProtocolHook:
     return hook  # type: ignore[no-any-return]
 
 
-def _import(spec: HookSpec, source: str | None) -> Any:
+def import_target(spec: HookSpec, source: str | None) -> Any:
+    """The object ``spec.use`` (``module:attr``) names; HookLoadError if none."""
     module_name, _, attr_path = spec.use.partition(":")
     cwd = os.getcwd()
     if cwd not in sys.path and "" not in sys.path:

@@ -1,0 +1,207 @@
+"""Calling the endpoint hooks: in order, first Reject wins, failures reject.
+
+The relay asks :class:`EndpointChain` for a verdict at each point of a
+connection's life. Only the methods a hook overrides are called, so a hook
+that only counts closes costs nothing at accept time. A hook may be plain or
+``async``; coroutines are stepped eagerly (see :mod:`refractium.eager`), so
+one that does not actually wait costs no task and no loop turn, and the
+verdict comes back at once. Only when a hook really waits does the caller
+get an awaitable to finish the chain with.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any
+
+from refractium import eager
+from refractium.config import HookSpec
+from refractium.endpoint import (
+    Accept,
+    ConnectionInfo,
+    ConnectionStats,
+    EndpointHooks,
+    Outcome,
+    Reject,
+    Verdict,
+)
+from refractium.errors import HookLoadError
+from refractium.hooks.loader import import_target
+from refractium.logs import RateLimitedLog
+
+log = logging.getLogger("refractium.endpoint")
+failures = RateLimitedLog(log)
+
+METHODS = ("on_incoming", "before_connect", "after_handshake", "on_close")
+#: What a hook that raises (or returns nonsense) amounts to: fail closed.
+FAILED = Reject(error_code=500, reason=b"internal error")
+
+Call = tuple[str, Callable[..., Any]]
+
+
+def _overridden(hook: object, method: str) -> Callable[..., Any] | None:
+    """The hook's own ``method``, or None if it has none or keeps the no-op default."""
+    own = getattr(type(hook), method, None)
+    if own is None or own is getattr(EndpointHooks, method):
+        return None
+    bound = getattr(hook, method)
+    return bound if callable(bound) else None
+
+
+def hook_name(hook: object) -> str:
+    name = getattr(hook, "name", None)
+    return name if isinstance(name, str) else type(hook).__name__
+
+
+class EndpointChain:
+    """The endpoint hooks of an engine, in order, ready to call."""
+
+    __slots__ = ("after_handshake", "before_connect", "closes", "hooks", "incoming", "needs_record")
+
+    def __init__(self, hooks: Sequence[object]) -> None:
+        self.hooks = tuple(hooks)
+        self.incoming = self._calls("on_incoming")
+        self.before_connect = self._calls("before_connect")
+        self.after_handshake = self._calls("after_handshake")
+        self.closes = self._calls("on_close")
+        # Hooks that see a ConnectionInfo need the connection's record.
+        self.needs_record = bool(self.before_connect or self.after_handshake or self.closes)
+
+    def _calls(self, method: str) -> tuple[Call, ...]:
+        calls = []
+        for hook in self.hooks:
+            fn = _overridden(hook, method)
+            if fn is not None:
+                calls.append((hook_name(hook), fn))
+        return tuple(calls)
+
+    def __bool__(self) -> bool:
+        return bool(self.incoming or self.needs_record)
+
+    # -- verdicts -----------------------------------------------------------
+
+    def run(
+        self, calls: tuple[Call, ...], *args: object, where: str
+    ) -> Verdict | Awaitable[Verdict]:
+        """Call ``calls`` in order: a verdict now, or an awaitable giving one."""
+        for index, (name, fn) in enumerate(calls):
+            try:
+                result = fn(*args)
+                if result is not None and not isinstance(result, (Outcome, Reject)):
+                    result = eager.start(result)
+                    if isinstance(result, eager.Suspended):
+                        return self._finish(calls, index, result, args, where)
+            except Exception:
+                return _failed(name, where)
+            verdict = _verdict(result, name, where)
+            if verdict is not Accept:
+                return verdict
+        return Accept
+
+    async def _finish(
+        self,
+        calls: tuple[Call, ...],
+        index: int,
+        waiting: eager.Suspended,
+        args: tuple[object, ...],
+        where: str,
+    ) -> Verdict:
+        name = calls[index][0]
+        try:
+            result = await waiting
+        except Exception:
+            return _failed(name, where)
+        verdict = _verdict(result, name, where)
+        if verdict is not Accept:
+            return verdict
+        rest = self.run(calls[index + 1 :], *args, where=where)
+        if isinstance(rest, (Outcome, Reject)):
+            return rest
+        return await rest
+
+    # -- observing ------------------------------------------------------------
+
+    def closed(
+        self, info: ConnectionInfo, stats: ConnectionStats, spawn: Callable[[Any], object]
+    ) -> None:
+        """Tell every ``on_close`` hook; one that waits finishes in a task of its own."""
+        for name, fn in self.closes:
+            try:
+                result = fn(info, stats)
+                if result is not None:
+                    result = eager.start(result)
+                    if isinstance(result, eager.Suspended):
+                        spawn(_observe(result, name))
+            except Exception:
+                _log_failure(name, "on_close")
+
+
+async def _observe(waiting: eager.Suspended, name: str) -> None:
+    try:
+        await waiting
+    except Exception:
+        _log_failure(name, "on_close")
+
+
+def _verdict(result: object, name: str, where: str) -> Verdict:
+    if result is None:
+        return Accept
+    if isinstance(result, (Outcome, Reject)):
+        return result
+    failures.log(
+        logging.ERROR,
+        f"endpoint-result:{name}",
+        "endpoint hook %s returned %r from %s (not Accept, Reject or Ignore): rejecting",
+        name,
+        result,
+        where,
+    )
+    return FAILED
+
+
+def _failed(name: str, where: str) -> Verdict:
+    _log_failure(name, where)
+    return FAILED
+
+
+def _log_failure(name: str, where: str) -> None:
+    failures.log(
+        logging.ERROR,
+        f"endpoint-error:{name}:{where}",
+        "endpoint hook %s raised in %s%s",
+        name,
+        where,
+        "" if where == "on_close" else " (the connection is rejected)",
+        exc_info=True,
+    )
+
+
+# -- loading from the configuration ----------------------------------------------
+
+
+def load_endpoint_hook(spec: HookSpec, source: str | None) -> object:
+    """Import and build the endpoint hook ``spec`` names ([endpoint] hooks).
+
+    Raises:
+        HookLoadError: naming ``source`` and ``spec.key``.
+    """
+    obj = import_target(spec, source)
+    kwargs: Mapping[str, Any] = spec.kwargs
+    if isinstance(obj, type):
+        try:
+            hook = obj(**kwargs)
+        except Exception as exc:  # the user's constructor: any error is a config error
+            raise HookLoadError(source, spec.key, f"{spec.use}: {exc}") from None
+    elif kwargs:
+        names = ", ".join(sorted(kwargs))
+        raise HookLoadError(
+            source, spec.key, f"{spec.use} is not a class: it takes no arguments ({names})"
+        )
+    else:
+        hook = obj
+    if not any(callable(getattr(hook, method, None)) for method in METHODS):
+        raise HookLoadError(
+            source, spec.key, f"{spec.use} is not an endpoint hook (none of {', '.join(METHODS)})"
+        )
+    return hook
