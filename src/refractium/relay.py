@@ -268,7 +268,8 @@ class ClientProtocol(asyncio.Protocol):
     def _end_record(self) -> None:
         """Final figures for the record's views, then every on_close hook."""
         record, chain = self.record, self._chain
-        assert record is not None and chain is not None
+        assert record is not None
+        assert chain is not None
         route = self.route
         stats = ConnectionStats(
             bytes_in=self.bytes_in,
@@ -573,7 +574,8 @@ class ClientProtocol(asyncio.Protocol):
         """The backend is connected: its after_handshake (CLIENT side) decides."""
         transport = cast(asyncio.Transport, backend)
         record = self.record
-        assert record is not None and self._chain is not None
+        assert record is not None
+        assert self._chain is not None
         record.backend_addr = self._backend_address()
         record.connect_s = self._service.loop.time() - self._dial_started
         info = ConnectionInfo(record, Side.CLIENT)
@@ -679,7 +681,8 @@ class ClientProtocol(asyncio.Protocol):
     def _release_backend_early(self) -> None:
         """Pass on what the backend sent while after_handshake was deciding."""
         held, self._backend_early = self._backend_early, None
-        assert held is not None and self.transport is not None
+        assert held is not None
+        assert self.transport is not None
         for data in held:
             if data is None:
                 self._backend_eof()
