@@ -35,6 +35,9 @@ class Suspended:
                 if waiting_on is None:
                     await asyncio.sleep(0)  # a bare yield: give the loop one turn
                 else:
+                    # The coroutine yielded it as "blocking", for a task to take
+                    # over; a task clears the flag before waiting on it, so do we.
+                    waiting_on._asyncio_future_blocking = False
                     await waiting_on
             except BaseException as exc:
                 try:

@@ -200,6 +200,10 @@ def load_endpoint_hook(spec: HookSpec, source: str | None) -> object:
         )
     else:
         hook = obj
+    if callable(getattr(hook, "on_packet", None)):
+        raise HookLoadError(
+            source, spec.key, f"{spec.use} is a packet hook: list it in a route's hooks"
+        )
     if not any(callable(getattr(hook, method, None)) for method in METHODS):
         raise HookLoadError(
             source, spec.key, f"{spec.use} is not an endpoint hook (none of {', '.join(METHODS)})"

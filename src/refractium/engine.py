@@ -25,6 +25,7 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any, Self
 
+from refractium.admin import AdminServer
 from refractium.config import Config, load_file, parse_config
 from refractium.endpoint_chain import EndpointChain, load_endpoint_hook
 from refractium.errors import RefractiumError
@@ -68,6 +69,7 @@ class Refractium:
         self._endpoint_hooks = HookCache(load_endpoint_hook)
         self._endpoint = self._endpoint_chain(config)
         self._tcp: TcpService | None = None
+        self._admin: AdminServer | None = None
         self._health = HealthChecker()
         self._stopped = asyncio.Event()
 
@@ -159,9 +161,23 @@ class Refractium:
         service = TcpService(server, self._tables, self._health)
         service.endpoint = self._endpoint or None
         await service.listen(server.bind, server.port)
+        admin = self._config.admin
+        if admin.bind is not None:
+            self._admin = AdminServer(self, admin.bind.host, admin.bind.port, admin.token)
+            try:
+                await self._admin.start()
+            except RefractiumError:
+                self._admin = None
+                await service.stop_listening()
+                raise
         self._health.configure(checks_for(self._config))
         self._tcp = service
         return service.addresses
+
+    @property
+    def admin_address(self) -> tuple[str, int] | None:
+        """Where the admin API listens, when ``[admin] bind`` is set and TCP is started."""
+        return self._admin.address if self._admin is not None else None
 
     async def run_tcp(self) -> None:
         """Listen on TCP and serve until :meth:`shutdown`."""
@@ -201,6 +217,9 @@ class Refractium:
         grace = self._config.server.shutdown_grace_ms if grace_ms is None else grace_ms
         if self._tcp is not None:
             await self._tcp.shutdown(grace / 1000)
+        if self._admin is not None:  # after the drain: it can be watched to the end
+            await self._admin.close()
+            self._admin = None
         await self._health.close()
         await self._hooks.aclose()
         await self._endpoint_hooks.aclose()

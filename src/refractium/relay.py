@@ -669,6 +669,7 @@ class ClientProtocol(asyncio.Protocol):
             self._start_hooks(route, client)
         if early:
             self.bytes_in += len(early)
+            self.packets_in += 1
             first = bytes(early)
             backend.write(first)
             if self.hooks is not None:

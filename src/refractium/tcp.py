@@ -93,7 +93,7 @@ class TcpService:
                 )
             except OSError as exc:
                 await self.stop_listening()
-                raise RefractiumError(_listen_error(host, port, exc)) from None
+                raise RefractiumError(listen_error(host, port, exc)) from None
             self._servers.append(server)
             if port == 0:
                 port = server.sockets[0].getsockname()[1]
@@ -230,7 +230,7 @@ def _host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
-def _listen_error(host: str, port: int, exc: OSError) -> str:
+def listen_error(host: str, port: int, exc: OSError) -> str:
     where = f"{_host(host)}:{port}"
     if exc.errno == errno.EADDRINUSE:
         return f"{where}: address already in use"

@@ -11,6 +11,7 @@ import hashlib
 from pathlib import Path
 from typing import Any
 
+from refractium.endpoint import Accept, ConnectionInfo, EndpointHooks, Reject, Side
 from refractium.hooks import Direction, HookContext, ProtocolHook
 
 
@@ -102,3 +103,16 @@ class Raiser(ProtocolHook):
 
 class NoOp(ProtocolHook):
     name = "noop"
+
+
+class DenyRoute(EndpointHooks):
+    """An endpoint hook: rejects every connection identified as ``route``."""
+
+    def __init__(self, route: str, code: int = 403) -> None:
+        self.route = route
+        self.code = code
+
+    def after_handshake(self, conn: ConnectionInfo) -> Any:
+        if conn.side is Side.SERVER and conn.protocol == self.route:
+            return Reject(self.code, f"route {self.route}".encode())
+        return Accept

@@ -1,0 +1,445 @@
+"""The admin HTTP API: metrics, status, remotes and reload on a separate listener.
+
+A small HTTP/1.1 server on an asyncio Protocol, parsed by h11 (no hand-made
+HTTP parsing), for operators and Prometheus rather than for the public:
+
+``GET /metrics``
+    Prometheus text exposition of :class:`refractium.metrics.EngineCollector`.
+``GET /status``
+    Routes, their backends (up, active connections), open connections.
+``GET /remotes``
+    What a ``refractium.remotes:RemoteMap`` endpoint hook has seen.
+``POST /reload``
+    Re-read the configuration file and swap the route table.
+
+Every handler is synchronous (it reads counters or swaps a table), so a
+request is answered in the ``data_received`` call that completes it and a
+connection never has two requests in flight. Keep-alive and pipelining come
+from h11's cycles. Bounds keep a misbehaving client cheap: request heads of
+16 KiB, bodies of 64 KiB (else 413), and :data:`READ_TIMEOUT_S` for each
+request to arrive and for the previous answer to be read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from http import HTTPStatus
+from typing import TYPE_CHECKING, Any, cast
+
+import h11
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+from refractium.errors import ConfigError, RefractiumError
+from refractium.metrics import EngineCollector
+from refractium.tcp import listen_error
+
+if TYPE_CHECKING:
+    from refractium.engine import Refractium
+
+log = logging.getLogger(__name__)
+
+#: Largest request body accepted (413 beyond); no endpoint reads one today.
+MAX_BODY_BYTES = 64 * 1024
+#: Largest request line plus headers (h11 answers 431 beyond).
+MAX_HEAD_BYTES = 16 * 1024
+#: Time a client has to send each request, or to read the previous answer.
+READ_TIMEOUT_S = 10.0
+
+JSON = "application/json"
+NO_REMOTE_MAP = (
+    'no RemoteMap endpoint hook is configured (add "refractium.remotes:RemoteMap" '
+    "to [endpoint] hooks)"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """An HTTP response to send whole."""
+
+    status: int
+    body: bytes
+    content_type: str = JSON
+    headers: tuple[tuple[str, str], ...] = ()
+
+
+def json_reply(status: int, payload: Any, headers: tuple[tuple[str, str], ...] = ()) -> Reply:
+    """``payload`` as compact JSON plus a newline (so ``curl`` output ends its line)."""
+    # default=str: a hook's snapshot holding an IP object or a datetime still
+    # renders instead of turning the whole answer into a 500.
+    text = json.dumps(payload, separators=(",", ":"), default=str)
+    return Reply(status, text.encode() + b"\n", JSON, headers)
+
+
+def error_reply(status: int, message: str, headers: tuple[tuple[str, str], ...] = ()) -> Reply:
+    return json_reply(status, {"error": message}, headers)
+
+
+class AdminServer:
+    """The admin listener of one engine."""
+
+    def __init__(self, engine: Refractium, host: str, port: int, token: str | None = None) -> None:
+        self._engine = engine
+        self._host = host
+        self._port = port
+        self._token = token.encode() if token is not None else None
+        self._registry = CollectorRegistry(auto_describe=False)
+        self._registry.register(EngineCollector(engine))
+        self._server: asyncio.Server | None = None
+        self._connections: set[AdminConnection] = set()
+        self._started = time.monotonic()
+        # path -> (the one method it takes, its handler)
+        self._routes: dict[bytes, tuple[bytes, Callable[[], Reply]]] = {
+            b"/metrics": (b"GET", self._metrics),
+            b"/status": (b"GET", self._status),
+            b"/remotes": (b"GET", self._remotes),
+            b"/reload": (b"POST", self._reload),
+        }
+
+    async def start(self) -> tuple[str, int]:
+        """Listen; return the real ``(host, port)`` (port 0 picks a free one).
+
+        Raises:
+            RefractiumError: the address cannot be listened on, in one line
+                such as ``admin.bind 127.0.0.1:9901: address already in use``.
+        """
+        if self._server is not None:
+            raise RefractiumError("the admin listener is already running")
+        loop = asyncio.get_running_loop()
+        try:
+            self._server = await loop.create_server(
+                lambda: AdminConnection(self), self._host, self._port, reuse_address=True
+            )
+        except OSError as exc:
+            raise RefractiumError(
+                f"admin.bind {listen_error(self._host, self._port, exc)}"
+            ) from None
+        self._started = time.monotonic()
+        address = self.address
+        assert address is not None
+        log.info("admin API listening on http://%s:%d", _url_host(address[0]), address[1])
+        return address
+
+    @property
+    def address(self) -> tuple[str, int] | None:
+        """Where the listener is (its first socket), or None when not listening."""
+        if self._server is None or not self._server.sockets:
+            return None
+        name = self._server.sockets[0].getsockname()
+        return (name[0], name[1])
+
+    async def close(self) -> None:
+        """Stop listening and close the open admin connections."""
+        server, self._server = self._server, None
+        if server is None:
+            return
+        server.close()
+        for conn in list(self._connections):
+            conn.shutdown()
+        await server.wait_closed()
+        # Let the transports' connection_lost callbacks run before returning.
+        await asyncio.sleep(0)
+
+    # -- requests (called by AdminConnection) -------------------------------
+
+    def opened(self, conn: AdminConnection) -> None:
+        self._connections.add(conn)
+
+    def closed(self, conn: AdminConnection) -> None:
+        self._connections.discard(conn)
+
+    def handle(self, request: h11.Request) -> Reply:
+        """The answer to a complete request (its body, if any, is ignored)."""
+        if not self._authorized(request):
+            return error_reply(
+                401, "missing or wrong bearer token", (("WWW-Authenticate", "Bearer"),)
+            )
+        path = request.target.partition(b"?")[0]
+        route = self._routes.get(path)
+        if route is None:
+            return error_reply(404, f"no such endpoint: {path.decode('ascii', 'replace')}")
+        method, handler = route
+        if request.method != method:
+            allowed = method.decode()
+            return error_reply(405, f"use {allowed}", (("Allow", allowed),))
+        try:
+            return handler()
+        except Exception:  # a bug of ours, not the client's: say so, keep serving
+            log.error("admin %s %s failed", method.decode(), path.decode(), exc_info=True)
+            return error_reply(500, "internal error (see the proxy's log)")
+
+    def _authorized(self, request: h11.Request) -> bool:
+        if self._token is None:
+            return True
+        for name, value in request.headers:
+            if name == b"authorization":
+                scheme, _, credentials = value.partition(b" ")
+                # Constant time, so the token cannot be guessed byte by byte.
+                return scheme.lower() == b"bearer" and hmac.compare_digest(
+                    credentials.strip(), self._token
+                )
+        return False
+
+    # -- endpoints ----------------------------------------------------------
+
+    def _metrics(self) -> Reply:
+        return Reply(200, generate_latest(self._registry), CONTENT_TYPE_LATEST)
+
+    def _status(self) -> Reply:
+        return json_reply(200, status(self._engine, time.monotonic() - self._started))
+
+    def _remotes(self) -> Reply:
+        remote_map = self._engine.remote_map
+        if remote_map is None:
+            return error_reply(404, NO_REMOTE_MAP)
+        return json_reply(200, {"remotes": remote_map.snapshot()})
+
+    def _reload(self) -> Reply:
+        try:
+            self._engine.reload_routes(None)
+        except ConfigError as exc:
+            log.warning("admin reload failed, keeping the running routes: %s", exc)
+            return error_reply(400, str(exc))
+        except RefractiumError as exc:
+            # Not the file's fault: there is none to re-read (a builder engine).
+            log.warning("admin reload refused: %s", exc)
+            return error_reply(409, str(exc))
+        return json_reply(200, {"reloaded": True, "routes": len(self._engine.tables.routes)})
+
+
+def status(engine: Refractium, uptime_s: float) -> dict[str, Any]:
+    """The ``/status`` document: routes and backends as the engine sees them now."""
+    health = engine.health
+    active = engine.active_by_backend
+    routes = []
+    for route in engine.tables.routes:
+        backends = []
+        for member in route.pool.members:
+            address = str(member)
+            # Backends the health checker does not know are treated as up.
+            backends.append(
+                {
+                    "address": address,
+                    "up": health.get(address, True),
+                    "active": active.get(address, 0),
+                }
+            )
+        routes.append(
+            {
+                "name": route.name,
+                "transport": route.transport.value,
+                "balance": route.pool.balance.value,
+                "backends": backends,
+            }
+        )
+    return {
+        "routes": routes,
+        "open_connections": engine.open_connections,
+        "config": engine.config.source,
+        "uptime_s": round(uptime_s, 3),
+    }
+
+
+class AdminConnection(asyncio.Protocol):
+    """One client of the admin API: h11 in, whole responses out."""
+
+    def __init__(self, server: AdminServer) -> None:
+        self._server = server
+        self._loop = asyncio.get_running_loop()
+        self._h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD_BYTES)
+        self._transport: asyncio.Transport | None = None
+        self._peer = "?"
+        self._timer: asyncio.TimerHandle | None = None
+        self._request: h11.Request | None = None
+        self._body_size = 0
+        self._write_paused = False
+        self._closing = False
+
+    # -- asyncio callbacks --------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports do not subclass asyncio.Transport: no isinstance.
+        self._transport = cast(asyncio.Transport, transport)
+        peer = transport.get_extra_info("peername")
+        if peer:
+            self._peer = f"{_url_host(peer[0])}:{peer[1]}"
+        self._server.opened(self)
+        self._arm_timer()
+
+    def data_received(self, data: bytes) -> None:
+        if self._closing:
+            return
+        self._h11.receive_data(data)
+        self._process()
+
+    def eof_received(self) -> bool:
+        if not self._closing:
+            self._h11.receive_data(b"")
+            self._process()
+        return False  # let the transport close itself
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._transport = None
+        self._closing = True
+        self._server.closed(self)
+
+    def pause_writing(self) -> None:
+        # The client is not reading its answers: stop reading its requests.
+        self._write_paused = True
+        if self._transport is not None:
+            self._transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        if self._transport is not None:
+            self._transport.resume_reading()  # when closing: to see the peer's FIN
+            self._process()  # requests h11 already holds
+
+    # -- closing --------------------------------------------------------------
+
+    def close(self) -> None:
+        """End the connection once the last answer is out (a lingering close).
+
+        A peer may still be sending (a refused body, pipelined requests): a
+        plain close would answer that with a reset, which can destroy our
+        response in its receive buffer before it is read. So only our side
+        is shut (FIN); what still arrives is discarded until the peer's own
+        FIN closes the transport, or :data:`READ_TIMEOUT_S` cuts it.
+        """
+        transport = self._transport
+        if transport is None or self._closing:
+            return
+        self._closing = True
+        if transport.can_write_eof():
+            transport.write_eof()
+        else:
+            transport.close()
+        self._arm_timer()
+
+    def shutdown(self) -> None:
+        """Close now (the server is stopping): politely if nothing is left to send."""
+        transport = self._transport
+        if transport is None:
+            return
+        self._closing = True
+        if transport.get_write_buffer_size():
+            transport.abort()
+        else:
+            transport.close()
+
+    def _timed_out(self) -> None:
+        self._timer = None
+        transport = self._transport
+        if transport is None:
+            return
+        log.debug("admin %s: timed out", self._peer)
+        if self._closing:
+            transport.abort()  # the peer neither reads nor closes
+        else:
+            self.shutdown()
+
+    def _arm_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = self._loop.call_later(READ_TIMEOUT_S, self._timed_out)
+
+    # -- HTTP -----------------------------------------------------------------
+
+    def _process(self) -> None:
+        """Handle every event h11 can give from what has been received."""
+        while not self._write_paused and not self._closing:
+            try:
+                event = self._h11.next_event()
+            except h11.RemoteProtocolError as exc:
+                self._bad_request(exc)
+                return
+            if event is h11.NEED_DATA or event is h11.PAUSED:
+                return
+            if isinstance(event, h11.Request):
+                self._on_request(event)
+            elif isinstance(event, h11.Data):
+                self._on_body(len(event.data))
+            elif isinstance(event, h11.EndOfMessage):
+                self._on_end()
+            elif isinstance(event, h11.ConnectionClosed):
+                self.close()
+
+    def _on_request(self, request: h11.Request) -> None:
+        self._request = request
+        self._body_size = 0
+        for name, value in request.headers:
+            # h11 has checked it is digits; refuse before the body arrives.
+            if name == b"content-length" and int(value) > MAX_BODY_BYTES:
+                self._refuse(413, "request body too large")
+                return
+
+    def _on_body(self, size: int) -> None:
+        self._body_size += size
+        if self._body_size > MAX_BODY_BYTES:  # chunked: no length to check up front
+            self._refuse(413, "request body too large")
+
+    def _on_end(self) -> None:
+        request = self._request
+        assert request is not None
+        self._send(request, self._server.handle(request))
+        if self._h11.our_state is h11.DONE and self._h11.their_state is h11.DONE:
+            self._h11.start_next_cycle()
+            self._request = None
+            self._arm_timer()  # the next request gets its own time
+        else:  # Connection: close, or HTTP/1.0
+            self.close()
+
+    def _refuse(self, status: int, message: str) -> None:
+        """Answer before the request is complete, then close (it cannot be reused)."""
+        if self._request is not None:
+            self._send(self._request, error_reply(status, message), close=True)
+        self.close()
+
+    def _bad_request(self, exc: h11.RemoteProtocolError) -> None:
+        # A client's mistake: one debug line, no traceback.
+        log.debug("admin %s: bad request: %s", self._peer, exc)
+        if self._h11.our_state in (h11.IDLE, h11.SEND_RESPONSE):
+            self._write(error_reply(exc.error_status_hint, f"bad request: {exc}"), close=True)
+        self.close()
+
+    def _send(self, request: h11.Request, reply: Reply, *, close: bool = False) -> None:
+        log.debug(
+            "admin %s %s %s -> %d",
+            self._peer,
+            request.method.decode("ascii", "replace"),
+            request.target.decode("ascii", "replace"),
+            reply.status,
+        )
+        self._write(reply, close=close)
+
+    def _write(self, reply: Reply, *, close: bool) -> None:
+        headers = [
+            ("Content-Type", reply.content_type),
+            ("Content-Length", str(len(reply.body))),
+            *reply.headers,
+        ]
+        if close:
+            headers.append(("Connection", "close"))
+        try:
+            reason = HTTPStatus(reply.status).phrase.encode()
+        except ValueError:
+            reason = b""
+        response = h11.Response(status_code=reply.status, headers=headers, reason=reason)
+        data = b"".join(
+            self._h11.send(event) or b""
+            for event in (response, h11.Data(data=reply.body), h11.EndOfMessage())
+        )
+        if self._transport is not None:
+            self._transport.write(data)
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host

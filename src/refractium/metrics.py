@@ -1,0 +1,192 @@
+"""Prometheus metrics, read from the engine's counters when scraped.
+
+The data path only bumps plain integers (see :mod:`refractium.stats`); this
+collector turns them into metric families at scrape time, so exporting costs
+nothing between scrapes. A family is yielded on every scrape even before it
+has samples, so its name and type are known from the first scrape on.
+
+Counter families are named with their ``_total`` suffix here so the code
+reads like the exposition: ``CounterMetricFamily`` strips it from the family
+name and puts it back on the samples, giving the same output either way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import TYPE_CHECKING, cast
+
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
+
+from refractium.errors import RefractiumError
+from refractium.hooks.dispatch import HookCounters
+from refractium.stats import Histogram, TcpStats
+
+if TYPE_CHECKING:
+    from refractium.engine import Refractium
+
+PREFIX = "refractium_"
+
+# Bucket bounds written as prometheus_client's own histograms write them
+# ("0.00025", "5.0"); the function is untyped upstream.
+_format_bound = cast(Callable[[float], str], floatToGoString)
+
+# HookCounters attribute, metric name (without the prefix), help text.
+_HOOK_FAMILIES = (
+    ("packets", "hook_packets_total", "Chunks handed to each packet hook."),
+    ("bytes", "hook_bytes_total", "Bytes handed to each packet hook."),
+    ("dropped_packets", "hook_dropped_packets_total", "Chunks a lagging packet hook missed."),
+    ("dropped_bytes", "hook_dropped_bytes_total", "Bytes a lagging packet hook missed."),
+    ("errors", "hook_errors_total", "Exceptions raised by each packet hook."),
+)
+
+
+class EngineCollector(Collector):
+    """Every ``refractium_*`` metric of one engine, computed when collected.
+
+    Runs in the event loop thread (the admin server scrapes from there), so
+    it reads the counters while nothing else changes them.
+    """
+
+    def __init__(self, engine: Refractium) -> None:
+        self._engine = engine
+
+    def collect(self) -> Iterator[Metric]:
+        engine = self._engine
+        # Before start_tcp the engine has no TCP counters: export none
+        # rather than zeros that would look like a running, idle proxy.
+        try:
+            stats = engine.tcp_stats
+            hooks = engine.hook_stats
+        except RefractiumError:
+            pass
+        else:
+            yield from tcp_families(stats)
+            yield from hook_families(hooks)
+        yield _gauge("connections_open", "TCP connections open now.", engine.open_connections)
+        yield from backend_families(engine.health, engine.active_by_backend)
+
+
+def tcp_families(stats: TcpStats) -> Iterator[Metric]:
+    """The families fed by :class:`~refractium.stats.TcpStats`."""
+    yield _counter("connections_accepted_total", "TCP connections admitted.", stats.accepted)
+    yield _labelled(
+        "connections_refused_total",
+        "TCP connections refused before identification, by reason.",
+        "reason",
+        sorted(stats.refused.items()),
+    )
+    connections = CounterMetricFamily(
+        PREFIX + "connections_total",
+        "Ended TCP connections, by route and outcome.",
+        labels=["route", "outcome"],
+    )
+    for (route, outcome), n in sorted(stats.closed.items()):
+        connections.add_metric([route, outcome], n)
+    yield connections
+    yield _labelled(
+        "routed_total",
+        "TCP connections relayed to a backend, by route.",
+        "route",
+        sorted(stats.routed.items()),
+    )
+    yield _counter(
+        "peek_timeouts_total", "Connections not identified in time.", stats.peek_timeouts
+    )
+    yield _counter(
+        "dial_failures_total", "Failed dials to backends (each retry counts).", stats.dial_failures
+    )
+    relayed = CounterMetricFamily(
+        PREFIX + "bytes_total",
+        "Bytes relayed by ended connections: in = client to backend, out = back.",
+        labels=["direction"],
+    )
+    relayed.add_metric(["in"], stats.bytes_in)
+    relayed.add_metric(["out"], stats.bytes_out)
+    yield relayed
+    yield _labelled(
+        "rejections_total",
+        "Connections an endpoint hook rejected, by error code.",
+        "code",
+        ((str(code), n) for code, n in sorted(stats.rejected.items())),
+    )
+    yield _counter("ignored_total", "Connections an endpoint hook ignored.", stats.ignored)
+    yield histogram_family(
+        "identify_seconds",
+        "Time from a connection's first byte to its route decision.",
+        stats.identify_seconds,
+    )
+
+
+def hook_families(hooks: Mapping[str, HookCounters]) -> Iterator[Metric]:
+    """One family per :class:`~refractium.hooks.dispatch.HookCounters` field, by hook."""
+    names = sorted(hooks)
+    for attribute, name, text in _HOOK_FAMILIES:
+        yield _labelled(name, text, "hook", ((n, getattr(hooks[n], attribute)) for n in names))
+
+
+def backend_families(health: Mapping[str, bool], active: Mapping[str, int]) -> Iterator[Metric]:
+    """Up state and open connections per backend ``host:port``.
+
+    Every backend the health checker knows gets both series (0 connections
+    included), so a backend's series do not vanish while it is idle.
+    """
+    backends = list(health) + [b for b in active if b not in health]
+    yield _labelled(
+        "backend_up",
+        "Whether the backend is up (1) or down (0).",
+        "backend",
+        ((b, int(health.get(b, True))) for b in backends),
+        gauge=True,
+    )
+    yield _labelled(
+        "backend_active_connections",
+        "Connections relaying to the backend now.",
+        "backend",
+        ((b, active.get(b, 0)) for b in backends),
+        gauge=True,
+    )
+
+
+def histogram_family(name: str, text: str, histogram: Histogram) -> HistogramMetricFamily:
+    """``histogram`` with its per-bucket counts made cumulative, as Prometheus wants."""
+    buckets: list[tuple[str, float]] = []
+    total = 0
+    bounds = [_format_bound(b) for b in histogram.bounds] + ["+Inf"]
+    for bound, n in zip(bounds, histogram.counts, strict=True):
+        total += n
+        buckets.append((bound, total))
+    return HistogramMetricFamily(PREFIX + name, text, buckets=buckets, sum_value=histogram.sum)
+
+
+def _counter(name: str, text: str, value: float) -> CounterMetricFamily:
+    return CounterMetricFamily(PREFIX + name, text, value=value)
+
+
+def _gauge(name: str, text: str, value: float) -> GaugeMetricFamily:
+    return GaugeMetricFamily(PREFIX + name, text, value=value)
+
+
+def _labelled(
+    name: str,
+    text: str,
+    label: str,
+    samples: Iterable[tuple[str, float]],
+    *,
+    gauge: bool = False,
+) -> Metric:
+    """A family with one label, one sample per ``(label value, value)``."""
+    family: CounterMetricFamily | GaugeMetricFamily
+    if gauge:
+        family = GaugeMetricFamily(PREFIX + name, text, labels=[label])
+    else:
+        family = CounterMetricFamily(PREFIX + name, text, labels=[label])
+    for value, n in samples:
+        family.add_metric([value], n)
+    return family
