@@ -29,6 +29,7 @@ bench: $(BIN)/.installed tools  ## figures against a direct connection, HAProxy 
 	$(BIN)/python benchmarks/run.py
 	$(BIN)/python benchmarks/pool.py
 	$(BIN)/python benchmarks/hooks.py
+	$(BIN)/python benchmarks/endpoint.py
 
 tools:                          ## the Debian tools the tests drive (apt-get when missing)
 	scripts/install-tools.sh
