@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from inspect import isawaitable
 from typing import Any
 
 from refractium import eager
@@ -88,7 +89,7 @@ class EndpointChain:
         for index, (name, fn) in enumerate(calls):
             try:
                 result = fn(*args)
-                if result is not None and not isinstance(result, (Outcome, Reject)):
+                if isawaitable(result):
                     result = eager.start(result)
                     if isinstance(result, eager.Suspended):
                         return self._finish(calls, index, result, args, where)
@@ -129,7 +130,7 @@ class EndpointChain:
         for name, fn in self.closes:
             try:
                 result = fn(info, stats)
-                if result is not None:
+                if isawaitable(result):
                     result = eager.start(result)
                     if isinstance(result, eager.Suspended):
                         spawn(_observe(result, name))
