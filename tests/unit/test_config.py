@@ -634,6 +634,7 @@ def test_describe() -> None:
         "fallback udp: none",
         "on timeout:   ssh (default)",
         "admin:        127.0.0.1:9901 (token required)",
+        "endpoint:     no hooks",
     ]
 
 
