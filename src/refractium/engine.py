@@ -35,8 +35,9 @@ from refractium.hooks.loader import HookCache
 from refractium.protocols.base import Probe, Transport
 from refractium.remotes import RemoteMap
 from refractium.routing import Tables, build_tables
-from refractium.stats import TcpStats
+from refractium.stats import TcpStats, UdpStats
 from refractium.tcp import TcpService
+from refractium.udp import UdpService
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +70,8 @@ class Refractium:
         self._endpoint_hooks = HookCache(load_endpoint_hook)
         self._endpoint = self._endpoint_chain(config)
         self._tcp: TcpService | None = None
+        self._udp: UdpService | None = None
+        self._hook_stats = HookStats()
         self._admin: AdminServer | None = None
         self._health = HealthChecker()
         self._stopped = asyncio.Event()
@@ -105,10 +108,8 @@ class Refractium:
 
     @property
     def hook_stats(self) -> HookStats:
-        """Packets, bytes, drops and errors per packet hook (by name)."""
-        if self._tcp is None:
-            raise RefractiumError("the TCP listener is not running")
-        return self._tcp.hook_stats
+        """Packets, bytes, drops and errors per packet hook (by name), TCP and UDP."""
+        return self._hook_stats
 
     @property
     def tcp_stats(self) -> TcpStats:
@@ -159,25 +160,76 @@ class Refractium:
             raise RefractiumError("the TCP listener is already running")
         server = self._config.server
         service = TcpService(server, self._tables, self._health)
+        service.hook_stats = self._hook_stats
         service.endpoint = self._endpoint or None
         await service.listen(server.bind, server.port)
-        admin = self._config.admin
-        if admin.bind is not None:
-            self._admin = AdminServer(self, admin.bind.host, admin.bind.port, admin.token)
-            try:
-                await self._admin.start()
-            except RefractiumError:
-                self._admin = None
-                await service.stop_listening()
-                raise
+        try:
+            await self._start_admin()
+        except RefractiumError:
+            await service.stop_listening()
+            raise
         self._health.configure(checks_for(self._config))
         self._tcp = service
         return service.addresses
 
+    async def start_udp(self, port: int | None = None) -> list[tuple[str, int]]:
+        """Open the UDP listeners and return their addresses; returns at once.
+
+        Args:
+            port: the port to bind (default ``server.port``; with port 0 and
+                TCP already listening, the TCP listeners' port).
+
+        Raises:
+            RefractiumError: a listener cannot be opened (port in use...).
+        """
+        if self._udp is not None:
+            raise RefractiumError("the UDP listener is already running")
+        server = self._config.server
+        if port is None:
+            port = server.port
+            if port == 0 and self._tcp is not None and self._tcp.addresses:
+                port = self._tcp.addresses[0][1]
+        service = UdpService(server, self._tables, self._health, self._hook_stats)
+        service.endpoint = self._endpoint or None
+        await service.listen(server.bind, port)
+        try:
+            await self._start_admin()
+        except RefractiumError:
+            service.close_listeners()
+            raise
+        self._health.configure(checks_for(self._config))
+        self._udp = service
+        return service.addresses
+
+    async def _start_admin(self) -> None:
+        admin = self._config.admin
+        if admin.bind is None or self._admin is not None:
+            return
+        server = AdminServer(self, admin.bind.host, admin.bind.port, admin.token)
+        await server.start()
+        self._admin = server
+
     @property
     def admin_address(self) -> tuple[str, int] | None:
-        """Where the admin API listens, when ``[admin] bind`` is set and TCP is started."""
+        """Where the admin API listens, when ``[admin] bind`` is set and serving started."""
         return self._admin.address if self._admin is not None else None
+
+    @property
+    def udp_addresses(self) -> list[tuple[str, int]]:
+        """Where the UDP listeners are (after ``start_udp``)."""
+        return self._udp.addresses if self._udp else []
+
+    @property
+    def udp_stats(self) -> UdpStats:
+        """Counters of the UDP side."""
+        if self._udp is None:
+            raise RefractiumError("the UDP listener is not running")
+        return self._udp.stats
+
+    @property
+    def open_flows(self) -> int:
+        """UDP flows alive now."""
+        return len(self._udp.flows) if self._udp is not None else 0
 
     async def run_tcp(self) -> None:
         """Listen on TCP and serve until :meth:`shutdown`."""
@@ -185,23 +237,25 @@ class Refractium:
         await self.wait_stopped()
 
     async def run_udp(self) -> None:
-        """Listen on UDP and serve until :meth:`shutdown` (not supported yet)."""
-        raise RefractiumError("udp: UDP is not supported yet; use 'refractium tcp'")
-
-    async def run_both(self) -> None:
-        """Serve TCP and UDP until :meth:`shutdown`.
-
-        UDP is not supported yet: UDP-only routes are reported and skipped.
-        """
-        await self.start_tcp()
-        self.report_udp_skipped()
+        """Listen on UDP and serve until :meth:`shutdown`."""
+        await self.start_udp()
         await self.wait_stopped()
 
-    def report_udp_skipped(self) -> None:
-        """Warn about routes that only UDP would serve (UDP is not supported yet)."""
-        udp_only = [r.name for r in self._tables.routes if r.transport is Transport.UDP]
-        if udp_only:
-            log.warning("UDP is not supported yet; UDP routes skipped: %s", ", ".join(udp_only))
+    async def run_both(self) -> None:
+        """Serve TCP and UDP until :meth:`shutdown`."""
+        await self.start_both()
+        await self.wait_stopped()
+
+    async def start_both(self) -> None:
+        """Open the TCP listeners, then the UDP ones on the same port."""
+        await self.start_tcp()
+        try:
+            await self.start_udp()
+        except RefractiumError:
+            if self._tcp is not None:
+                await self._tcp.stop_listening()
+                self._tcp = None
+            raise
 
     async def wait_stopped(self) -> None:
         """Return once :meth:`shutdown` has finished."""
@@ -215,6 +269,8 @@ class Refractium:
                 ``server.shutdown_grace_ms``.
         """
         grace = self._config.server.shutdown_grace_ms if grace_ms is None else grace_ms
+        if self._udp is not None:
+            await self._udp.shutdown()
         if self._tcp is not None:
             await self._tcp.shutdown(grace / 1000)
         if self._admin is not None:  # after the drain: it can be watched to the end
@@ -268,6 +324,10 @@ class Refractium:
             self._tcp.tables = tables
             self._tcp.endpoint = endpoint or None
             self._tcp.apply(new)
+        if self._udp is not None and not self._stopped.is_set():
+            self._udp.tables = tables
+            self._udp.endpoint = endpoint or None
+            self._udp.apply(new)
             # Backends that stay keep their health; new ones start up.
             self._health.configure(checks_for(new_config))
         log.info("routes reloaded: %d route(s)", len(tables.routes))

@@ -96,18 +96,18 @@ async def serve(
         except (ConfigError, RefractiumError) as exc:
             log.error("reload failed, keeping the running routes: %s", exc)
 
-    if transport == "udp":
-        await engine.run_udp()
-        return
     watching = asyncio.Event()  # set to stop the file watcher
     # Handlers first: a signal that comes while the listeners open still
     # means a clean stop.
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop, sig.name)
     loop.add_signal_handler(signal.SIGHUP, reload)
-    await engine.start_tcp()
-    if transport == "both":
-        engine.report_udp_skipped()
+    if transport == "tcp":
+        await engine.start_tcp()
+    elif transport == "udp":
+        await engine.start_udp()
+    else:
+        await engine.start_both()
     source = engine.config.source
     if engine.config.server.hot_reload and source is not None and source != "builder":
         spawn(watch_file(source, reload, watching), name="watch-config", owner=tasks)

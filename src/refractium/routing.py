@@ -13,9 +13,9 @@ could still produce a better route needs more data, the decision waits.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Final, cast
 
 from refractium.addr import Address
 from refractium.balancing import Pool
@@ -24,7 +24,7 @@ from refractium.errors import ConfigError
 from refractium.hooks.api import ProtocolHook, is_async_hook
 from refractium.hooks.loader import HookCache
 from refractium.protocols import registry
-from refractium.protocols.base import Match, Probe, Transport, Verdict, first_bytes
+from refractium.protocols.base import Match, Probe, ProbeResult, Transport, Verdict, first_bytes
 from refractium.protocols.custom import CustomProbe
 
 # Score weights: an exact SNI outranks any wildcard (whose score grows with
@@ -112,6 +112,23 @@ _NO: Final = Verdict.NO
 
 # A probe, the routes that use it, and the best key any of them can reach.
 _Group = tuple[Probe, tuple[Route, ...], int]
+# How a probe reads the datagrams of a UDP flow so far.
+DatagramProber = Callable[[Sequence[bytes]], ProbeResult]
+
+
+def datagram_prober(probe: Probe) -> DatagramProber:
+    """``probe``'s way of reading a flow's first datagrams.
+
+    ``probe_datagrams(all so far)`` when it has one (QUIC reassembles a
+    ClientHello across Initial packets), else ``probe_datagram(first)``
+    (protocols framed differently on UDP, as DNS), else ``probe(first)``.
+    """
+    many = getattr(probe, "probe_datagrams", None)
+    if callable(many):
+        return cast(DatagramProber, many)
+    one = getattr(probe, "probe_datagram", None)
+    single: Callable[[bytes], ProbeResult] = one if callable(one) else probe.probe
+    return lambda datagrams: single(datagrams[0])
 
 
 class RouteTable:
@@ -123,7 +140,14 @@ class RouteTable:
     than anything a remaining probe could give, the rest are not called.
     """
 
-    __slots__ = ("_by_first_byte", "fallback", "on_timeout", "routes", "transport")
+    __slots__ = (
+        "_by_first_byte",
+        "_datagram_groups",
+        "fallback",
+        "on_timeout",
+        "routes",
+        "transport",
+    )
 
     def __init__(
         self,
@@ -145,13 +169,26 @@ class RouteTable:
             (probe, tuple(rs), max(r.best_key for r in rs)) for probe, rs in groups.values()
         ]
         grouped.sort(key=lambda group: group[2], reverse=True)
-        starts = [first_bytes(probe) for probe, _, _ in grouped]
+        starts = [self._starts(probe) for probe, _, _ in grouped]
         self._by_first_byte: tuple[tuple[_Group, ...], ...] = tuple(
             tuple(
                 g for g, start in zip(grouped, starts, strict=True) if start is None or b in start
             )
             for b in range(256)
         )
+        self._datagram_groups: tuple[tuple[tuple[DatagramProber, tuple[Route, ...], int], ...], ...]
+        self._datagram_groups = tuple(
+            tuple((datagram_prober(probe), routes, top) for probe, routes, top in groups)
+            for groups in self._by_first_byte
+        )
+
+    def _starts(self, probe: Probe) -> frozenset[int] | None:
+        # A protocol framed differently on UDP declares its TCP first bytes.
+        if self.transport is Transport.UDP and (
+            hasattr(probe, "probe_datagram") or hasattr(probe, "probe_datagrams")
+        ):
+            return None
+        return first_bytes(probe)
 
     def decide(self, data: bytes, final: bool) -> Decision | Verdict:
         """Route ``data`` (the client's bytes so far).
@@ -173,6 +210,36 @@ class RouteTable:
             if top < best_key:
                 break  # neither this probe nor any after it can do better
             result = probe.probe(data)
+            if result is NEED_MORE:
+                for route in routes:
+                    if route.best_key > waiting_key:
+                        waiting_key = route.best_key
+            elif result is not _NO:
+                for route in routes:
+                    key = route.key(result)
+                    if key > best_key:
+                        best_key, best, best_match = key, route, result
+        if waiting_key > best_key and not final:
+            return NEED_MORE
+        return best, best_match
+
+    def decide_datagrams(self, datagrams: Sequence[bytes], final: bool) -> Decision | Verdict:
+        """Route a UDP flow from its first datagrams, as :meth:`decide` does a stream.
+
+        ``NEED_MORE`` asks for the flow's next datagram. An empty first
+        datagram identifies nothing: ``(None, None)``.
+        """
+        first = datagrams[0]
+        if not first:
+            return None, None
+        best: Route | None = None
+        best_match: Match | None = None
+        best_key = _NO_KEY
+        waiting_key = _NO_KEY
+        for prober, routes, top in self._datagram_groups[first[0]]:
+            if top < best_key:
+                break
+            result = prober(datagrams)
             if result is NEED_MORE:
                 for route in routes:
                     if route.best_key > waiting_key:

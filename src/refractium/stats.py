@@ -76,3 +76,22 @@ class TcpStats:
     ignored: int = 0
     # From a connection's first byte to its route decision.
     identify_seconds: Histogram = field(default_factory=lambda: Histogram(IDENTIFY_BUCKETS))
+
+
+@dataclass(slots=True)
+class UdpStats:
+    """Counters for the UDP listeners."""
+
+    flows: int = 0  # flows created
+    refused: int = 0  # new flows refused: udp_max_sessions reached
+    unidentified: int = 0  # flows no route (nor fallback_udp) took
+    failed: int = 0  # flows whose route had no backend socket
+    expired: int = 0  # flows ended by udp_session_timeout_s
+    dropped: int = 0  # datagrams dropped: held too many, send backlog, closed flow
+    routed: Counter[str] = field(default_factory=Counter)
+    bytes_in: int = 0  # client -> backend, of ended flows
+    bytes_out: int = 0
+    closed: Counter[tuple[str, str]] = field(default_factory=Counter)
+    rejected: Counter[int] = field(default_factory=Counter)
+    ignored: int = 0
+    identify_seconds: Histogram = field(default_factory=lambda: Histogram(IDENTIFY_BUCKETS))

@@ -81,9 +81,12 @@ async def test_port_in_use_is_one_line() -> None:
     assert_one_line_error(result, f"127.0.0.1:{port}: address already in use")
 
 
-async def test_udp_says_not_yet_supported() -> None:
-    result = await run_cli("udp", "-p", "0", "-f", "http=127.0.0.1:9")
-    assert_one_line_error(result, "UDP is not supported yet")
+async def test_udp_port_in_use_is_one_line() -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
+        taken.bind(("127.0.0.1", 0))
+        port = taken.getsockname()[1]
+        result = await run_cli("udp", "-b", "127.0.0.1", "-p", str(port), "-f", "http=127.0.0.1:9")
+    assert_one_line_error(result, f"udp 127.0.0.1:{port}: address already in use")
 
 
 async def test_usage_mistake_is_one_line() -> None:
