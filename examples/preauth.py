@@ -112,7 +112,8 @@ class AuthServer:
     """The ``auth`` route's backend: ``PROXY header`` + ``AUTH <token>\\n`` -> ``OK``/``DENIED``.
 
     It believes the PROXY header, so it must only be reachable by the proxy:
-    it listens on loopback and accepts only loopback peers.
+    it listens on loopback and accepts only loopback peers. (A real one would
+    also limit the attempts per address: nothing here slows down guessing.)
     """
 
     def __init__(self, allowlist: Allowlist, token: str) -> None:

@@ -210,7 +210,9 @@ class ClientProtocol(asyncio.Protocol):
         self._gated = False
         if verdict is not Accept:
             self._reject(verdict, "on_incoming")
-        elif self._buf and self.state == PEEKING:
+        elif self._eof_from_client:
+            self.eof_received()  # the EOF that came while on_incoming was deciding
+        elif self._buf:
             self._peek(b"")
 
     def data_received(self, data: bytes) -> None:
@@ -238,6 +240,9 @@ class ClientProtocol(asyncio.Protocol):
                 self._eof_to_backend = self._send_eof(self.backend)
             return True
         if self.state == PEEKING:
+            if self._gated:  # on_incoming has not decided: _await_incoming finishes this
+                self._eof_from_client = True
+                return True
             if self.upstream == HEADER_REQUIRED:
                 self._refuse_upstream("closed before its PROXY header was complete")
                 return False

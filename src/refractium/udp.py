@@ -530,13 +530,14 @@ class UdpService:
 
         for host in binds:
             try:
+                # Bound here, not by the loop: its errors keep their errno.
+                sock = _bound_socket(host, port)
                 transport, protocol = await self.loop.create_datagram_endpoint(
-                    lambda: UdpListener(self), local_addr=(host, port)
+                    lambda: UdpListener(self), sock=sock
                 )
             except OSError as exc:
                 self.close_listeners()
                 raise RefractiumError("udp " + listen_error(host, port, exc)) from None
-            _grow_buffer(transport)
             self._listeners.append((transport, protocol))
             addr = transport.get_extra_info("sockname")
             if port == 0:
@@ -604,6 +605,28 @@ class UdpService:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.sleep(0)
+
+
+def _bound_socket(host: str, port: int) -> socket.socket:
+    """A non-blocking UDP socket bound to ``host:port`` (the first address it resolves to)."""
+    family, kind, proto, _, address = socket.getaddrinfo(
+        host, port, type=socket.SOCK_DGRAM, flags=socket.AI_PASSIVE
+    )[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        if family == socket.AF_INET6 and host in ("::", ""):
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)  # dual stack, as TCP
+        for option in (socket.SO_RCVBUF, socket.SO_SNDBUF):
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, option, SOCKET_BUFFER)
+            except OSError:
+                pass
+        sock.bind(address)
+        sock.setblocking(False)
+    except OSError:
+        sock.close()
+        raise
+    return sock
 
 
 def _grow_buffer(transport: asyncio.BaseTransport) -> None:

@@ -441,3 +441,24 @@ async def test_no_hooks_means_no_record() -> None:
             await close(writer)
         finally:
             await engine.shutdown(0)
+
+
+async def test_a_half_close_does_not_slip_past_a_slow_on_incoming() -> None:
+    gate = Gate(Reject(403, b"later no"), delay=0.3)
+    async with http_backend("web") as web, proxy(gate, http=web.address) as engine:
+        reader, writer = await open_nodelay(port_of(engine))
+        writer.write(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+        writer.write_eof()  # the request and its EOF arrive while on_incoming thinks
+        assert await read_all(reader) == b""
+        writer.close()
+        assert web.accepted == 0
+        assert engine.tcp_stats.rejected[403] == 1
+
+
+async def test_a_half_close_after_a_slow_accept_is_still_relayed() -> None:
+    async with http_backend("web") as web, proxy(Gate(Accept, delay=0.3), http=web.address) as e:
+        reader, writer = await open_nodelay(port_of(e))
+        writer.write(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+        writer.write_eof()
+        assert (await read_all(reader)).endswith(b"\r\n\r\nweb\n")
+        writer.close()

@@ -1,0 +1,531 @@
+"""QUIC probe: identify a client's first flight and learn its SNI and ALPN.
+
+A QUIC connection opens with client Initial packets (RFC 9000 section 17.2.2)
+carrying the TLS ClientHello in CRYPTO frames (RFC 9001 section 4). Initial
+packets are encrypted, but with keys derived from public values only: the
+version's salt and the Destination Connection ID in the clear header (RFC
+9001 section 5.2). Anyone on the path can compute them, by design; this probe
+does what every QUIC server does with an Initial:
+
+1. parse the long header (version, connection IDs, token, length);
+2. derive the client Initial secret from the Destination Connection ID
+   (HKDF-Extract with the version's salt, then HKDF-Expand-Label "client in",
+   then the packet protection key, IV and header protection key);
+3. remove header protection (an AES-128-ECB mask over a ciphertext sample,
+   RFC 9001 section 5.4) to learn the packet number;
+4. decrypt and authenticate the payload with AES-128-GCM (RFC 9001 section
+   5.3), so a match can only come from bytes encrypted with those keys;
+5. read the frames (only PADDING, PING, ACK, CRYPTO and CONNECTION_CLOSE are
+   allowed in an Initial, RFC 9000 section 12.4), collect the CRYPTO data by
+   offset across every Initial packet of every datagram given, and parse the
+   contiguous stream from offset 0 with
+   :func:`~refractium.protocols.clienthello.scan_handshake`.
+
+QUIC version 1 (RFC 9001) and version 2 (RFC 9369: another salt, "quicv2"
+labels, other long packet type bits) are decrypted. A client's first
+datagram in another version (a draft, or a greased version that asks the
+server for Version Negotiation) matches without SNI or ALPN when its header
+obeys the version-independent invariants (RFC 8999) plus what every known
+version requires of a client's first packet (fixed bit, an 8 to 20 byte
+Destination Connection ID) and the datagram is padded to 1200 bytes: such a
+datagram is almost certainly QUIC, and the backend can answer it with a
+Version Negotiation packet. Anything else that is not a decryptable client
+Initial is refused.
+
+How the datagrams of a flow are read:
+
+* The first datagram decides. If its first packet is not a well-formed client
+  Initial (nor a 0-RTT packet that overtook it) that decrypts, the answer is
+  NO.
+* In later datagrams, and after the first packet of any datagram, a packet
+  that cannot be read or authenticated is dropped with the rest of its
+  datagram, as a server drops it (RFC 9000 sections 12.2 and 14.1): a stray or
+  spoofed datagram cannot turn a QUIC flow into a refusal.
+* A packet with a Destination Connection ID or version other than the
+  first packet's is dropped the same way.
+* Once a packet is authenticated its content is trusted to be what the client
+  sent: a forbidden or malformed frame, or a malformed ClientHello, is a NO.
+
+Limits, so one call does bounded work whatever it is given: the first
+:data:`MAX_DATAGRAMS` datagrams and :data:`MAX_PACKETS` long-header packets
+are read, at most :data:`MAX_CRYPTO_FRAMES` CRYPTO frames are kept, and no
+CRYPTO data may lie beyond :data:`MAX_CRYPTO` bytes (the largest ClientHello
+the TLS parser accepts). A hello still incomplete when a limit is reached is
+refused rather than waited for.
+
+The input is untrusted peer data: every length and offset read from it is
+checked against the bytes present before it is used, and the cryptographic
+errors are caught.
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Sequence
+from operator import itemgetter
+from struct import Struct
+from typing import Final, NamedTuple
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers import Cipher, CipherContext, algorithms, modes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from refractium.protocols.base import Match, ProbeResult, Transport, Verdict
+from refractium.protocols.clienthello import (
+    MAX_HANDSHAKE,
+    HelloFields,
+    Incomplete,
+    Malformed,
+    scan_handshake,
+)
+
+__all__ = [
+    "MAX_CRYPTO",
+    "MAX_CRYPTO_FRAMES",
+    "MAX_DATAGRAMS",
+    "MAX_PACKETS",
+    "MIN_INITIAL_DATAGRAM",
+    "QUIC_V1",
+    "QUIC_V2",
+    "QuicProbe",
+    "initial_keys",
+    "scan_datagrams",
+]
+
+# Enum members bound once (see tls.py).
+_NO: Final = Verdict.NO
+_NEED_MORE: Final = Verdict.NEED_MORE
+
+QUIC_V1: Final = 0x00000001
+"""QUIC version 1 (RFC 9000, RFC 9001)."""
+QUIC_V2: Final = 0x6B3343CF
+"""QUIC version 2 (RFC 9369)."""
+
+MIN_INITIAL_DATAGRAM: Final = 1200
+"""RFC 9000 14.1: a client pads every datagram carrying an Initial packet to at
+least this size, and a server discards an Initial in a smaller one."""
+MAX_DATAGRAMS: Final = 32
+"""Datagrams read per call. Real first flights take 1 to 3."""
+MAX_PACKETS: Final = 64
+"""Long-header packets read per call, coalesced ones included."""
+MAX_CRYPTO: Final = MAX_HANDSHAKE + 4
+"""End of the CRYPTO data accepted: the largest ClientHello, header included."""
+MAX_CRYPTO_FRAMES: Final = 256
+"""CRYPTO frames kept per call. Clients that scatter the hello (Chrome) use
+about ten."""
+
+_MAX_CID: Final = 20  # RFC 9000 17.2: connection IDs of versions 1 and 2.
+_MIN_CLIENT_DCID: Final = 8  # RFC 9000 7.2: a client's first DCID.
+_SAMPLE_OFFSET: Final = 4  # RFC 9001 5.4.2: sample = pn_offset + 4 ...
+_SAMPLE_END: Final = 4 + 16  # ... for 16 bytes.
+_FORM_LONG: Final = 0x80
+_FIXED_BIT: Final = 0x40
+_RESERVED_LONG: Final = 0x0C
+_FRAME_PADDING: Final = 0x00
+_FRAME_PING: Final = 0x01
+_FRAME_ACK: Final = 0x02
+_FRAME_ACK_ECN: Final = 0x03
+_FRAME_CRYPTO: Final = 0x06
+_FRAME_CONNECTION_CLOSE: Final = 0x1C
+
+_unpack_version: Final = Struct(">I").unpack_from
+_offset_of: Final = itemgetter(0)
+
+
+def _expand_info(label: bytes, length: int) -> bytes:
+    """HKDF-Expand-Label's ``info`` (RFC 8446 7.1), empty context, plus the
+    HKDF-Expand block counter 0x01 (RFC 5869 2.3): every output here fits in
+    one SHA-256 block, so the expansion is a single HMAC over these bytes."""
+    full = b"tls13 " + label
+    return length.to_bytes(2, "big") + bytes((len(full),)) + full + b"\x00\x01"
+
+
+class _Version(NamedTuple):
+    """What differs between the QUIC versions this probe decrypts."""
+
+    salt: bytes
+    initial: int  # long packet type bits of an Initial packet
+    zero_rtt: int  # ... and of a 0-RTT packet
+    key_info: bytes
+    iv_info: bytes
+    hp_info: bytes
+
+
+def _version(salt: str, initial: int, zero_rtt: int, prefix: bytes) -> _Version:
+    return _Version(
+        bytes.fromhex(salt),
+        initial,
+        zero_rtt,
+        _expand_info(prefix + b" key", 16),
+        _expand_info(prefix + b" iv", 12),
+        _expand_info(prefix + b" hp", 16),
+    )
+
+
+_VERSIONS: Final = {
+    # RFC 9001 5.2 and 5.1; RFC 9000 17.2 (Initial 0b00, 0-RTT 0b01).
+    QUIC_V1: _version("38762cf7f55934b34d179ae6a4c80cadccbb7f0a", 0, 1, b"quic"),
+    # RFC 9369 3.3.1, 3.3.2 and 3.2 (Initial 0b01, 0-RTT 0b10).
+    QUIC_V2: _version("0dede3def700a6db819381be6e269dcbf9bd2ed9", 1, 2, b"quicv2"),
+}
+_CLIENT_IN: Final = _expand_info(b"client in", 32)
+
+
+def initial_keys(version: int, dcid: bytes) -> tuple[bytes, bytes, bytes]:
+    """The client Initial ``(key, iv, hp)`` of a connection (RFC 9001 5.2).
+
+    Raises:
+        KeyError: ``version`` is neither :data:`QUIC_V1` nor :data:`QUIC_V2`.
+    """
+    return _derive(_VERSIONS[version], dcid)
+
+
+def _derive(v: _Version, dcid: bytes) -> tuple[bytes, bytes, bytes]:
+    # HKDF by one-shot HMAC-SHA256 calls (OpenSSL underneath): several times
+    # faster than building cryptography's HKDF objects for each output.
+    initial_secret = hmac.digest(v.salt, dcid, "sha256")  # HKDF-Extract
+    secret = hmac.digest(initial_secret, _CLIENT_IN, "sha256")
+    return (
+        hmac.digest(secret, v.key_info, "sha256")[:16],
+        hmac.digest(secret, v.iv_info, "sha256")[:12],
+        hmac.digest(secret, v.hp_info, "sha256")[:16],
+    )
+
+
+class _Drop(Exception):
+    """This packet cannot be read as a client packet: a server would drop it,
+    and every packet after it in the same datagram."""
+
+
+class _Flow:
+    """What one call has learnt so far: the connection and its CRYPTO data."""
+
+    __slots__ = ("aead", "dcid", "hp", "iv", "limited", "packets", "pieces", "version")
+
+    def __init__(self) -> None:
+        self.version: _Version | None = None
+        self.dcid = b""
+        self.aead: AESGCM | None = None
+        self.hp: CipherContext | None = None
+        self.iv = 0
+        self.packets = 0
+        self.limited = False
+        self.pieces: list[tuple[int, bytes]] = []
+
+    def bind(self, version: _Version, dcid: bytes) -> None:
+        """Adopt the first packet's connection: derive its keys, once."""
+        key, iv, hp = _derive(version, dcid)
+        self.version = version
+        self.dcid = dcid
+        self.aead = AESGCM(key)
+        self.hp = Cipher(algorithms.AES(hp), modes.ECB()).encryptor()
+        self.iv = int.from_bytes(iv, "big")
+
+
+def scan_datagrams(datagrams: Sequence[bytes]) -> HelloFields | None:
+    """Read a flow's first datagrams as a QUIC client's first flight.
+
+    Returns:
+        ``(sni, alpn)`` from the ClientHello the Initial packets carry, or
+        ``None`` for a well-formed first packet of a version that cannot be
+        decrypted (see the module documentation).
+
+    Raises:
+        Incomplete: a valid beginning; the rest of the hello is to come.
+        Malformed: not a QUIC client's first flight, or over a limit.
+    """
+    if not datagrams:
+        raise Incomplete
+    flow = _Flow()
+    first = datagrams[0]
+    try:
+        if _datagram(flow, first, first=True):
+            return None
+    except _Drop:
+        # The first packet of the first datagram: nothing QUIC to read on.
+        raise Malformed("not a QUIC client Initial") from None
+    limited = len(datagrams) > MAX_DATAGRAMS
+    for data in datagrams[1:MAX_DATAGRAMS]:
+        if flow.packets >= MAX_PACKETS:
+            limited = True
+            break
+        # Dropped packets are ignored, as a server ignores them.
+        try:
+            _datagram(flow, data, first=False)
+        except _Drop:
+            pass
+    if flow.packets > MAX_PACKETS:
+        limited = True
+    try:
+        return scan_handshake(_stream(flow.pieces))
+    except Incomplete:
+        if limited:
+            raise Malformed("no complete hello within the limits") from None
+        raise
+
+
+def _datagram(flow: _Flow, d: bytes, first: bool) -> bool:
+    """Read the packets of one datagram into ``flow``.
+
+    Returns True only for the first packet of the first datagram in a version
+    that cannot be decrypted but looks like QUIC (the caller matches it).
+
+    Raises:
+        _Drop: a packet (the first one when ``first``) cannot be read; any
+            packets before it have been kept.
+        Malformed: an authenticated packet's content is invalid.
+    """
+    n = len(d)
+    pos = 0
+    while pos < n:
+        head = d[pos]
+        if not head & _FORM_LONG:
+            # A short header (1-RTT) packet: no length field, it fills the
+            # rest of the datagram and cannot be decrypted. Zero bytes that pad
+            # a datagram after its last packet read as one, too.
+            if pos == 0:
+                raise _Drop
+            return False
+        if flow.packets >= MAX_PACKETS:
+            # Counted past the limit so the caller knows it was hit.
+            flow.packets += 1
+            return False
+        flow.packets += 1
+        if n - pos < 7:
+            raise _Drop
+        version_number = _unpack_version(d, pos + 1)[0]
+        dcid_len = d[pos + 5]
+        p = pos + 6 + dcid_len
+        if p >= n:
+            raise _Drop
+        scid_len = d[p]
+        p += 1 + scid_len
+        if p > n:
+            raise _Drop
+        version = _VERSIONS.get(version_number)
+        if version is None:
+            if (
+                first
+                and pos == 0
+                and version_number != 0  # Version Negotiation: servers only
+                and head & _FIXED_BIT
+                and _MIN_CLIENT_DCID <= dcid_len <= _MAX_CID
+                and scid_len <= _MAX_CID
+                and n >= MIN_INITIAL_DATAGRAM
+            ):
+                return True
+            raise _Drop
+        if dcid_len > _MAX_CID or scid_len > _MAX_CID:
+            raise _Drop
+        dcid = d[pos + 6 : pos + 6 + dcid_len]
+        if flow.version is None:
+            if dcid_len < _MIN_CLIENT_DCID:
+                raise _Drop
+            flow.bind(version, dcid)
+        elif version is not flow.version or dcid != flow.dcid:
+            # RFC 9000 12.2: ignore packets of another connection.
+            raise _Drop
+        kind = head >> 4 & 3
+        if kind == version.initial:
+            token_len, p = _varint(d, p, n)
+            p += token_len
+            length, p = _varint(d, p, n)
+            end = p + length
+            if end > n or n < MIN_INITIAL_DATAGRAM:
+                raise _Drop
+            _frames(_open(flow, d, pos, p, end), flow.pieces)
+            flow.initials += 1
+        elif kind == version.zero_rtt:
+            # 0-RTT data cannot be decrypted here; it can be coalesced after
+            # the Initial, or arrive first when datagrams are reordered.
+            length, p = _varint(d, p, n)
+            end = p + length
+            if end > n:
+                raise _Drop
+        else:
+            # Handshake packets follow the server's reply; Retry is sent by
+            # servers only.
+            raise _Drop
+        pos = end
+    return False
+
+
+def _open(flow: _Flow, d: bytes, pos: int, pn_offset: int, end: int) -> bytes:
+    """Remove the packet protection of the Initial ``d[pos:end]``.
+
+    Raises:
+        _Drop: too short to sample, or the AEAD tag does not verify (another
+            key, or altered bytes).
+        Malformed: authenticated, but the reserved header bits are set.
+    """
+    if end - pn_offset < _SAMPLE_END:
+        raise _Drop
+    aead, hp = flow.aead, flow.hp
+    assert aead is not None and hp is not None  # set by bind()
+    mask = hp.update(d[pn_offset + _SAMPLE_OFFSET : pn_offset + _SAMPLE_END])
+    head = d[pos] ^ (mask[0] & 0x0F)
+    pn_len = (head & 3) + 1
+    pn_end = pn_offset + pn_len
+    # With no packet received before, the full packet number is the truncated
+    # one (RFC 9000 A.3 with an expected packet number of 0).
+    pn = int.from_bytes(d[pn_offset:pn_end], "big") ^ int.from_bytes(mask[1 : 1 + pn_len], "big")
+    header = bytes((head,)) + d[pos + 1 : pn_offset] + pn.to_bytes(pn_len, "big")
+    nonce = (flow.iv ^ pn).to_bytes(12, "big")
+    try:
+        payload = aead.decrypt(nonce, d[pn_end:end], header)
+    except InvalidTag:
+        raise _Drop from None
+    if head & _RESERVED_LONG:
+        # RFC 9000 17.2: a PROTOCOL_VIOLATION once protection is removed.
+        raise Malformed("reserved bits set")
+    return payload
+
+
+def _frames(payload: bytes, pieces: list[tuple[int, bytes]]) -> None:
+    """Read the frames of an Initial payload; append its CRYPTO data.
+
+    Raises:
+        Malformed: no frames, a frame not allowed in an Initial (RFC 9000
+            12.4, Table 3; frame types must be minimally encoded), a truncated
+            frame, or CRYPTO data beyond the limits.
+    """
+    n = len(payload)
+    if n == 0:
+        raise Malformed("packet without frames")  # RFC 9000 12.4
+    p = 0
+    try:
+        while p < n:
+            kind = payload[p]
+            p += 1
+            if kind == _FRAME_PADDING:
+                p = n - len(payload[p:].lstrip(b"\x00"))
+            elif kind == _FRAME_CRYPTO:
+                offset, p = _varint(payload, p, n)
+                length, p = _varint(payload, p, n)
+                q = p + length
+                if q > n:
+                    raise Malformed("truncated CRYPTO frame")
+                if offset + length > MAX_CRYPTO:
+                    raise Malformed("CRYPTO data beyond the largest hello")
+                if length:
+                    if len(pieces) >= MAX_CRYPTO_FRAMES:
+                        raise Malformed("too many CRYPTO frames")
+                    pieces.append((offset, payload[p:q]))
+                p = q
+            elif kind == _FRAME_PING:
+                pass
+            elif kind == _FRAME_ACK or kind == _FRAME_ACK_ECN:
+                # Largest Acknowledged, ACK Delay, ACK Range Count, First ACK
+                # Range, then (Gap, ACK Range Length) per range; each varint
+                # takes a byte at least, so a huge count soon runs out.
+                _, p = _varint(payload, p, n)
+                _, p = _varint(payload, p, n)
+                ranges, p = _varint(payload, p, n)
+                _, p = _varint(payload, p, n)
+                if ranges > (n - p) // 2:
+                    raise Malformed("truncated ACK frame")
+                for _ in range(ranges * 2):
+                    _, p = _varint(payload, p, n)
+                if kind == _FRAME_ACK_ECN:
+                    for _ in range(3):  # ECT0, ECT1, ECN-CE counts
+                        _, p = _varint(payload, p, n)
+            elif kind == _FRAME_CONNECTION_CLOSE:
+                # Error Code, Frame Type, Reason Phrase Length, Reason Phrase.
+                _, p = _varint(payload, p, n)
+                _, p = _varint(payload, p, n)
+                reason_len, p = _varint(payload, p, n)
+                p += reason_len
+                if p > n:
+                    raise Malformed("truncated CONNECTION_CLOSE frame")
+            else:
+                raise Malformed("frame not allowed in an Initial packet")
+    except _Drop:
+        raise Malformed("truncated frame") from None
+
+
+def _varint(b: bytes, p: int, end: int) -> tuple[int, int]:
+    """Read the variable-length integer (RFC 9000 16) at ``p``; before ``end``.
+
+    Returns the value and the position after it.
+
+    Raises:
+        _Drop: it does not fit before ``end``.
+    """
+    if p >= end:
+        raise _Drop
+    first = b[p]
+    size = 1 << (first >> 6)
+    if size == 1:
+        return first, p + 1
+    q = p + size
+    if q > end:
+        raise _Drop
+    return int.from_bytes(b[p:q], "big") & ((1 << (8 * size - 2)) - 1), q
+
+
+def _stream(pieces: list[tuple[int, bytes]]) -> bytes:
+    """The CRYPTO stream's contiguous bytes from offset 0.
+
+    Pieces may come in any order and overlap (retransmissions carry the same
+    bytes, RFC 9000 2.2); a byte is taken from the first piece in offset
+    order that covers it.
+    """
+    if len(pieces) == 1:
+        offset, data = pieces[0]
+        return data if offset == 0 else b""
+    pieces.sort(key=_offset_of)
+    buf = bytearray()
+    end = 0
+    for offset, data in pieces:
+        if offset > end:
+            break  # a gap: the rest is still to come
+        stop = offset + len(data)
+        if stop > end:
+            buf += data[end - offset :]
+            end = stop
+    return bytes(buf)
+
+
+class QuicProbe:
+    """Matches a QUIC client's first flight; the Match carries SNI and ALPN.
+
+    UDP engines call :meth:`probe_datagrams` with every datagram of the flow
+    received so far. :meth:`probe_datagram` and :meth:`probe` take a single
+    datagram.
+    """
+
+    __slots__ = ("name", "transport")
+
+    #: Long header packets (see ``base.first_bytes``). The fixed bit is not
+    #: required: RFC 9287 lets a client clear it.
+    first_bytes: Final = frozenset(range(_FORM_LONG, 0x100))
+
+    name: str
+    transport: Transport
+
+    def __init__(self, name: str = "quic") -> None:
+        self.name = name
+        self.transport = Transport.UDP
+
+    def __repr__(self) -> str:
+        return f"QuicProbe({self.name!r})"
+
+    def probe_datagrams(self, datagrams: Sequence[bytes]) -> ProbeResult:
+        """Identify a flow from its datagrams so far, in order. Never raises."""
+        try:
+            fields = scan_datagrams(datagrams)
+        except Incomplete:
+            return _NEED_MORE
+        except Malformed:
+            return _NO
+        if fields is None:
+            return Match(self.name)
+        return Match(self.name, fields[0], fields[1])
+
+    def probe_datagram(self, data: bytes) -> ProbeResult:
+        """Identify a flow from its first datagram alone. Never raises."""
+        return self.probe_datagrams((data,))
+
+    def probe(self, data: bytes) -> ProbeResult:
+        """:meth:`probe_datagram`: ``data`` is one whole datagram. Never raises."""
+        return self.probe_datagrams((data,))
