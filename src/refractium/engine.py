@@ -32,7 +32,7 @@ from refractium.errors import RefractiumError
 from refractium.health import HealthChecker, checks_for
 from refractium.hooks.dispatch import HookStats
 from refractium.hooks.loader import HookCache
-from refractium.protocols.base import Probe, Transport
+from refractium.protocols.base import Probe
 from refractium.remotes import RemoteMap
 from refractium.routing import Tables, build_tables
 from refractium.stats import TcpStats, UdpStats

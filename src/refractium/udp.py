@@ -16,6 +16,7 @@ one ``sendto`` each, whatever their size.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import socket
@@ -616,11 +617,7 @@ def _bound_socket(host: str, port: int) -> socket.socket:
     try:
         if family == socket.AF_INET6 and host in ("::", ""):
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)  # dual stack, as TCP
-        for option in (socket.SO_RCVBUF, socket.SO_SNDBUF):
-            try:
-                sock.setsockopt(socket.SOL_SOCKET, option, SOCKET_BUFFER)
-            except OSError:
-                pass
+        _grow(sock)
         sock.bind(address)
         sock.setblocking(False)
     except OSError:
@@ -633,8 +630,11 @@ def _grow_buffer(transport: asyncio.BaseTransport) -> None:
     sock = transport.get_extra_info("socket")
     if sock is None:
         return
+    _grow(sock)
+
+
+def _grow(sock: socket.socket) -> None:
     for option in (socket.SO_RCVBUF, socket.SO_SNDBUF):
-        try:
+        # The kernel caps it (net.core.rmem_max): keep what it gives.
+        with contextlib.suppress(OSError):
             sock.setsockopt(socket.SOL_SOCKET, option, SOCKET_BUFFER)
-        except OSError:
-            pass  # the kernel caps it (net.core.rmem_max): keep what it gives
