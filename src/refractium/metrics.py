@@ -26,7 +26,7 @@ from prometheus_client.utils import floatToGoString
 
 from refractium.errors import RefractiumError
 from refractium.hooks.dispatch import HookCounters
-from refractium.stats import Histogram, TcpStats
+from refractium.stats import Histogram, TcpStats, UdpStats
 
 if TYPE_CHECKING:
     from refractium.engine import Refractium
@@ -61,16 +61,48 @@ class EngineCollector(Collector):
         engine = self._engine
         # Before start_tcp the engine has no TCP counters: export none
         # rather than zeros that would look like a running, idle proxy.
+        serving = False
         try:
             stats = engine.tcp_stats
-            hooks = engine.hook_stats
         except RefractiumError:
             pass
         else:
+            serving = True
             yield from tcp_families(stats)
-            yield from hook_families(hooks)
+        try:
+            udp = engine.udp_stats
+        except RefractiumError:
+            pass
+        else:
+            serving = True
+            yield from udp_families(udp, engine.open_flows)
+        if serving:
+            yield from hook_families(engine.hook_stats)
         yield _gauge("connections_open", "TCP connections open now.", engine.open_connections)
         yield from backend_families(engine.health, engine.active_by_backend)
+
+
+def udp_families(stats: UdpStats, open_flows: int) -> Iterator[Metric]:
+    """The UDP side's counters."""
+    yield _counter("udp_flows_total", "UDP flows started.", stats.flows)
+    yield _gauge("udp_flows_open", "UDP flows alive now.", open_flows)
+    yield _counter(
+        "udp_refused_total", "New UDP flows refused: udp_max_sessions reached.", stats.refused
+    )
+    yield _counter("udp_expired_total", "UDP flows ended by the idle timeout.", stats.expired)
+    yield _counter(
+        "udp_dropped_total",
+        "Datagrams dropped (held too many, send backlog full, rejected flow).",
+        stats.dropped,
+    )
+    yield _labelled(
+        "udp_routed_total", "UDP flows relayed, by route.", "route", sorted(stats.routed.items())
+    )
+    yield histogram_family(
+        "udp_identify_seconds",
+        "From a UDP flow's first datagram to its route decision.",
+        stats.identify_seconds,
+    )
 
 
 def tcp_families(stats: TcpStats) -> Iterator[Metric]:
