@@ -30,6 +30,7 @@ bench: $(BIN)/.installed tools  ## figures against a direct connection, HAProxy 
 	$(BIN)/python benchmarks/pool.py
 	$(BIN)/python benchmarks/hooks.py
 	$(BIN)/python benchmarks/endpoint.py
+	$(BIN)/python benchmarks/udp.py
 
 tools:                          ## the Debian tools the tests drive (apt-get when missing)
 	scripts/install-tools.sh

@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from backends import http_backend, run
+from dnsserver import dns_server
 from proxy import RunningProxy, running_proxy
 
 from refractium import Refractium
@@ -249,3 +251,22 @@ async def test_on_incoming_ignore_drops_a_flow_silently() -> None:
             assert engine.udp_stats.dropped >= 1
         finally:
             await engine.shutdown(0)
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+async def test_dig_through_a_dns_route_over_udp_and_tcp(loop: str) -> None:
+    async with dns_server("192.0.2.53") as dns, http_backend("web") as web:
+        text = (
+            "[server]\nmax_connections_per_ip = 0\n"
+            f'[[protocols]]\nname = "dns"\nforward_to = "{HOST}:{dns.port}"\n'
+            f'[[protocols]]\nname = "http"\nforward_to = "{web.address}"\n'
+        )
+        async with udp_proxy(loop, text) as p:
+            base = ["dig", f"@{HOST}", "-p", str(p.port), "+short", "+time=3", "+tries=1"]
+            over_udp = await run([*base, "a.example"])
+            over_tcp = await run([*base, "+tcp", "b.example"])
+            web_reply = await run(["curl", "-s", f"http://{HOST}:{p.port}/"])
+        assert over_udp.out.strip() == "192.0.2.53", over_udp.err
+        assert over_tcp.out.strip() == "192.0.2.53", over_tcp.err
+        assert (dns.udp_queries, dns.tcp_queries) == (1, 1)
+        assert web_reply.out == "web\n", "one port: DNS on UDP and TCP, HTTP on TCP"
