@@ -41,7 +41,8 @@ uvloop.run(main())
 
 CLIENT = """
 import json, socket, sys, time
-port, seconds, size, window = int(sys.argv[1]), float(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+port, seconds = int(sys.argv[1]), float(sys.argv[2])
+size, window = int(sys.argv[3]), int(sys.argv[4])
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 21)
 s.connect(("127.0.0.1", port))
@@ -97,9 +98,9 @@ class Proxy:
             "[server]\nhot_reload = false\n"
             f'[[protocols]]\nname = "echo"\npatterns = ["PING"]\nforward_to = "{HOST}:{backend}"\n'
         )
+        argv = [sys.executable, "-m", "refractium", "udp", "-b", HOST, "-p", str(self.port)]
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "refractium", "udp", "-b", HOST, "-p", str(self.port)]
-            + ["--loop", loop, "-c", str(config)],
+            [*argv, "--loop", loop, "-c", str(config)],
             stderr=subprocess.PIPE,
             text=True,
         )
