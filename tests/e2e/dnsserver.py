@@ -21,7 +21,7 @@ HOST = "127.0.0.1"
 
 def answer(query: bytes, address: str) -> bytes:
     """The response to ``query`` (a DNS message) giving ``address`` for its name."""
-    (ident, flags, qdcount) = struct.unpack_from("!HHH", query)
+    ident, flags = struct.unpack_from("!HH", query)
     end = 12
     while query[end] != 0:
         end += 1 + query[end]
