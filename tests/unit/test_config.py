@@ -175,10 +175,16 @@ def test_missing_forward_to() -> None:
     assert error_of(text) == "refractium.toml: protocols[0].forward_to: required key missing"
 
 
+KNOWN = (
+    "adb, anyprot, dns, ftp, http, https, openvpn, quic, rdp, socks5, ssh, syslog, tinc, tls,"
+    " wireguard, xmpp"
+)
+
+
 def test_unknown_protocol() -> None:
     assert (
         error_of(route(name="htp")) == "refractium.toml: protocols[0].name: unknown protocol 'htp'"
-        " (known: http, https, ssh, tls; or give patterns/regex)"
+        f" (known: {KNOWN}; or give patterns/regex)"
     )
 
 
@@ -576,7 +582,7 @@ def test_forwards_without_a_file() -> None:
         ({"forwards": ["http=h:0"]}, "-f: 'http=h:0': port out of range 1..65535"),
         (
             {"forwards": ["htp=h:1"]},
-            "-f: 'htp=h:1': unknown protocol 'htp' (known: http, https, ssh, tls)",
+            f"-f: 'htp=h:1': unknown protocol 'htp' (known: {KNOWN})",
         ),
         ({"port": 65536}, "-p: must be 0..65535 (0: any free port), got 65536"),
         ({"bind": "0.0.0.0:80"}, "-b: '0.0.0.0:80': give the listen address without a port"),

@@ -11,10 +11,22 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Final
 
+from refractium.protocols.adb import AdbProbe
+from refractium.protocols.anyprot import AnyProbe
 from refractium.protocols.base import Probe
+from refractium.protocols.dns import DnsProbe
+from refractium.protocols.ftp import FtpProbe
 from refractium.protocols.http import HttpProbe
+from refractium.protocols.openvpn import OpenVpnProbe
+from refractium.protocols.quic import QuicProbe
+from refractium.protocols.rdp import RdpProbe
+from refractium.protocols.socks5 import Socks5Probe
 from refractium.protocols.ssh import SshProbe
+from refractium.protocols.syslog import SyslogProbe
+from refractium.protocols.tinc import TincProbe
 from refractium.protocols.tls import TlsProbe
+from refractium.protocols.wireguard import WireGuardProbe
+from refractium.protocols.xmpp import XmppProbe
 
 __all__ = ["BUILTIN", "get", "names"]
 
@@ -23,6 +35,19 @@ _BUILTIN_PROBES: Final[tuple[Probe, ...]] = (
     TlsProbe("tls"),
     TlsProbe("https"),
     SshProbe(),
+    DnsProbe(),
+    OpenVpnProbe(),
+    WireGuardProbe(),
+    XmppProbe(),
+    Socks5Probe(),
+    TincProbe(),
+    AdbProbe(),
+    RdpProbe(),
+    SyslogProbe(),
+    FtpProbe(),
+    QuicProbe(),
+    # Matches everything: its routes belong last in the file.
+    AnyProbe(),
 )
 
 BUILTIN: Final[Mapping[str, Probe]] = MappingProxyType({p.name: p for p in _BUILTIN_PROBES})

@@ -1,0 +1,181 @@
+"""The syslog probe: ``<PRI>`` and a version or timestamp, over UDP and TCP."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+from typing import Any
+
+import pytest
+
+from refractium.protocols import BUILTIN, Match, Transport, Verdict
+from refractium.protocols.base import first_bytes
+from refractium.protocols.syslog import SyslogProbe
+
+S = Any  # the conftest ``samples`` fixture (a class of helpers)
+
+PROBE = BUILTIN["syslog"]
+assert isinstance(PROBE, SyslogProbe)
+MATCH = Match("syslog")
+
+# Captured from util-linux logger 2.38 (Debian 12): `logger -n 127.0.0.1 -P PORT`
+# with -d (UDP, RFC 5424 by default), -d --rfc3164, -T (TCP, non-transparent
+# framing: one message per line) and -T --octet-count (RFC 6587 octet counting).
+LOGGER_UDP = (
+    b'<13>1 2026-11-21T23:36:34.329417+00:00 vm root - - [timeQuality tzKnown="1" '
+    b'isSynced="0"] hello udp'
+)
+LOGGER_UDP_3164 = b"<13>Nov 21 23:36:34 vm root: hello udp"
+LOGGER_TCP = (
+    b'<13>1 2026-11-21T23:36:34.332383+00:00 vm root - - [timeQuality tzKnown="1" '
+    b'isSynced="0"] hello tcp\n'
+)
+LOGGER_TCP_OCTETS = (
+    b'99 <13>1 2026-11-21T23:36:34.333646+00:00 vm root - - [timeQuality tzKnown="1" '
+    b'isSynced="0"] hello tcp'
+)
+
+MESSAGES = {
+    "rfc5424": LOGGER_UDP,
+    "rfc3164": LOGGER_UDP_3164,
+    "rfc5424-example": b"<165>1 2003-08-24T05:14:15.000003-07:00 192.0.2.1 myproc 8710 - - "
+    b"%% It's time to make the do-nuts.",
+    "rfc3164-example": b"<34>Oct 11 22:14:15 mymachine su: 'su root' failed for lonvick",
+    "iso-timestamp": b"<14>2024-05-01T10:00:00Z host app: started",
+    "pri-0": b"<0>Jan  1 00:00:00 kernel: panic",
+    "pri-191": b"<191>1 - - - - - -",
+    "version-999": b"<7>999 - - - - - -",
+}
+
+
+def decided_at(message: bytes) -> int:
+    """Where the probe decides: after the version or month and a space, or the year and -."""
+    after = message.index(b">") + 1
+    for end in range(after + 1, len(message) + 1):
+        if message[end - 1 : end] in (b" ", b"-"):
+            return end
+    raise AssertionError(message)
+
+
+def test_registered() -> None:
+    assert PROBE.name == "syslog"
+    assert PROBE.transport is Transport.UDP
+    assert first_bytes(PROBE) == frozenset(b"<123456789")
+
+
+@pytest.mark.parametrize("message", MESSAGES.values(), ids=MESSAGES.keys())
+def test_datagrams(message: bytes) -> None:
+    assert PROBE.probe_datagram(message) == MATCH
+    # A datagram is a whole message: a cut before the decision point is refused.
+    for i in range(decided_at(message)):
+        assert PROBE.probe_datagram(message[:i]) is Verdict.NO
+
+
+@pytest.mark.parametrize("message", MESSAGES.values(), ids=MESSAGES.keys())
+def test_tcp_byte_by_byte(message: bytes, samples: S) -> None:
+    decided = decided_at(message)
+    assert samples.assert_incremental(PROBE, message[:decided]) == MATCH
+    assert PROBE.probe(message) == MATCH
+
+
+def test_tcp_framings(samples: S) -> None:
+    assert PROBE.probe(LOGGER_TCP) == MATCH
+    assert PROBE.probe(LOGGER_TCP_OCTETS) == MATCH
+    assert samples.assert_incremental(PROBE, b"99 <13>1 ") == MATCH
+    # Octet counting is a TCP framing: a datagram carries the bare message.
+    assert PROBE.probe_datagram(LOGGER_TCP_OCTETS) is Verdict.NO
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        pytest.param(b"<192>1 - - - - - -", id="pri-192"),
+        pytest.param(b"<999>1 -", id="pri-999"),
+        pytest.param(b"<1000>1 -", id="pri-4-digits"),
+        pytest.param(b"<01>1 -", id="pri-leading-zero"),
+        pytest.param(b"<>1 -", id="pri-empty"),
+        pytest.param(b"<-1>1 -", id="pri-negative"),
+        pytest.param(b"< 13>1 -", id="pri-space"),
+        pytest.param(b"<13 >1 -", id="pri-space-after"),
+        pytest.param(b"<13>hello world", id="no-timestamp"),
+        pytest.param(b"<13>0 - - -", id="version-0"),
+        pytest.param(b"<13>1000 - - -", id="version-4-digits"),
+        pytest.param(b"<13>1- - -", id="version-hyphen"),
+        pytest.param(b"<13>202-05-01", id="year-3-digits"),
+        pytest.param(b"<13>20245-05-01", id="year-5-digits"),
+        pytest.param(b"<13>jan  1 00:00:00", id="month-lower-case"),
+        pytest.param(b"<13>Jan1 00:00:00", id="month-no-space"),
+        pytest.param(b"<13>Foo 1 00:00:00", id="not-a-month"),
+        pytest.param(b"<13> 1 -", id="space-first"),
+        pytest.param(b"13>1 -", id="no-bracket"),
+        pytest.param(b"GET / HTTP/1.1\r\n", id="http"),
+    ],
+)
+def test_not_syslog(data: bytes) -> None:
+    assert PROBE.probe_datagram(data) is Verdict.NO
+    assert PROBE.probe(data) is Verdict.NO
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        pytest.param(b"099 <13>1 -", id="octets-leading-zero"),
+        pytest.param(b"12345678 <13>1 -", id="octets-8-digits"),
+        pytest.param(b"99<13>1 -", id="octets-no-space"),
+        pytest.param(b"99 13>1 -", id="octets-no-bracket"),
+        pytest.param(b"99 <13>x -", id="octets-bad-message"),
+    ],
+)
+def test_not_octet_counted(data: bytes) -> None:
+    assert PROBE.probe(data) is Verdict.NO
+
+
+@pytest.mark.parametrize(
+    "data",
+    [b"", b"<", b"<1", b"<19", b"<191", b"<13>", b"<13>1", b"<13>Ja", b"<13>2024", b"99", b"99 <1"],
+)
+def test_tcp_prefixes_need_more(data: bytes) -> None:
+    assert PROBE.probe(data) is Verdict.NEED_MORE
+
+
+LOGGER = shutil.which("logger")
+
+
+@pytest.mark.skipif(LOGGER is None, reason="logger (util-linux) is not installed")
+@pytest.mark.parametrize("options", [[], ["--rfc3164"]], ids=["rfc5424", "rfc3164"])
+def test_live_logger_over_udp(options: list[str]) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.settimeout(10)
+        port = str(sock.getsockname()[1])
+        argv = ["logger", "-n", "127.0.0.1", "-P", port, "-d", *options, "refractium udp"]
+        subprocess.run(argv, check=True, timeout=10)
+        datagram, _ = sock.recvfrom(65535)
+    assert datagram.endswith(b"refractium udp")
+    assert PROBE.probe_datagram(datagram) == MATCH
+
+
+@pytest.mark.skipif(LOGGER is None, reason="logger (util-linux) is not installed")
+@pytest.mark.parametrize("options", [[], ["--octet-count"]], ids=["lines", "octet-counting"])
+def test_live_logger_over_tcp(options: list[str]) -> None:
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        server.settimeout(10)
+        port = str(server.getsockname()[1])
+        argv = ["logger", "-n", "127.0.0.1", "-P", port, "-T", *options, "refractium tcp"]
+        proc = subprocess.Popen(argv)
+        try:
+            conn, _ = server.accept()
+            with conn:
+                conn.settimeout(10)
+                stream = b""
+                while b"refractium tcp" not in stream:
+                    chunk = conn.recv(4096)
+                    if not chunk:
+                        break
+                    stream += chunk
+        finally:
+            proc.wait(timeout=10)
+    assert PROBE.probe(stream) == MATCH
