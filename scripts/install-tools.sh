@@ -12,6 +12,8 @@ declare -A want=(
   [haproxy]=haproxy      # tests/unit/test_proxy_protocol.py; also a benchmark target
   [nginx]=nginx-light    # a PROXY protocol consumer in the tests; the connections/s backend
   [tshark]=tshark        # tests/unit/test_pcap.py reads the captures back
+  [dig]=dnsutils         # DNS through the proxy (UDP and TCP), and the dns probe's captures
+  [logger]=bsdutils      # syslog messages for the syslog probe
 )
 if [[ "${BENCH_TOOLS:-}" == 1 ]]; then
   want[sslh]=sslh
