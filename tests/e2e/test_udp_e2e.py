@@ -26,6 +26,7 @@ from refractium.endpoint import (
     ConnectionStats,
     EndpointHooks,
     Ignore,
+    Reject,
 )
 
 HOST = "127.0.0.1"
@@ -270,3 +271,29 @@ async def test_dig_through_a_dns_route_over_udp_and_tcp(loop: str) -> None:
         assert over_tcp.out.strip() == "192.0.2.53", over_tcp.err
         assert (dns.udp_queries, dns.tcp_queries) == (1, 1)
         assert web_reply.out == "web\n", "one port: DNS on UDP and TCP, HTTP on TCP"
+
+
+class RejectFlows(EndpointHooks):
+    def __init__(self) -> None:
+        self.sides: list[str] = []
+
+    async def after_handshake(self, conn: ConnectionInfo) -> Any:
+        self.sides.append(f"{conn.side.value}:{conn.protocol}")
+        await asyncio.sleep(0.01)  # a hook that really waits
+        return Reject(403, b"no udp for you")
+
+
+async def test_after_handshake_reject_keeps_the_flow_from_its_backend() -> None:
+    hook = RejectFlows()
+    async with udp_server(echo) as (server, port):
+        engine = await in_process(hook, port)
+        try:
+            client = Client(engine.udp_addresses[0][1])
+            assert await client.ask(b"PING", timeout=0.5) is None
+            assert await client.ask(b"PING more", timeout=0.3) is None
+            client.close()
+            assert server.peers == []
+            assert hook.sides == ["server:echo"]
+            assert engine.udp_stats.rejected[403] == 1
+        finally:
+            await engine.shutdown(0)
