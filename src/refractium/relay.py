@@ -22,6 +22,7 @@ import asyncio
 import logging
 import random
 import time
+from time import perf_counter
 from typing import TYPE_CHECKING, Any, cast
 
 from refractium import proxy_protocol, rejection
@@ -141,7 +142,8 @@ class ClientProtocol(asyncio.Protocol):
         self.packets_out = 0
         # How it ended, when not plain from the state (see stats.RELAYED...).
         self.outcome: str | None = None
-        self._first_at = 0.0  # loop time of the first byte, for identify_seconds
+        # perf_counter() times: uvloop's loop.time() is cached per loop turn, in ms.
+        self._first_at = 0.0  # the first byte, for identify_seconds
         self._dial_started = 0.0
         # Endpoint hooks: the engine's chain when the connection came in, the
         # record their ConnectionInfo views read, and whether on_incoming is
@@ -350,7 +352,7 @@ class ClientProtocol(asyncio.Protocol):
             data = bytes(buf)
         else:
             buf += data
-            self._first_at = self._service.loop.time()
+            self._first_at = perf_counter()
         if self._gated:  # on_incoming has not decided yet
             if len(buf) > 2 * self._service.peek_buffer_size:
                 self._give_up("client sent too much before on_incoming decided")
@@ -419,7 +421,7 @@ class ClientProtocol(asyncio.Protocol):
         if decision is NEED_MORE:
             return
         route, self.match = decision  # type: ignore[misc]
-        self._service.stats.identify_seconds.observe(self._service.loop.time() - self._first_at)
+        self._service.stats.identify_seconds.observe(perf_counter() - self._first_at)
         route = route or table.fallback
         if route is None:
             self._close_unrouted("no route matched")
@@ -493,7 +495,7 @@ class ClientProtocol(asyncio.Protocol):
                 # A timer that cancels this task, cheaper than asyncio.timeout()
                 # on a path taken once per connection.
                 self._timer = loop.call_later(service.connect_timeout_s, self._dial_timed_out)
-                self._dial_started = loop.time()
+                self._dial_started = perf_counter()
                 try:
                     backend, _ = await loop.create_connection(
                         self._make_backend, address.host, address.port
@@ -582,7 +584,7 @@ class ClientProtocol(asyncio.Protocol):
         assert record is not None
         assert self._chain is not None
         record.backend_addr = self._backend_address()
-        record.connect_s = self._service.loop.time() - self._dial_started
+        record.connect_s = perf_counter() - self._dial_started
         info = ConnectionInfo(record, Side.CLIENT)
         if await self._endpoint_allows(self._chain.after_handshake, info):
             self._backend_up(transport)
@@ -659,7 +661,7 @@ class ClientProtocol(asyncio.Protocol):
         record = self.record
         if record is not None:
             if record.connect_s is None:
-                record.connect_s = service.loop.time() - self._dial_started
+                record.connect_s = perf_counter() - self._dial_started
             record.backend_addr = self._backend_address()
             record.emit(EventKind.BACKEND_CONNECTED)
         early = self._buf

@@ -23,6 +23,7 @@ import socket
 import time
 from collections import Counter
 from collections.abc import Awaitable, Coroutine
+from time import perf_counter
 from typing import TYPE_CHECKING, Any
 
 from refractium.endpoint import (
@@ -150,7 +151,7 @@ class Flow:
         self.session_id = random.getrandbits(64)
         self.state = IDENTIFYING
         self.last = service.loop.time()
-        self._started = self.last
+        self._started = perf_counter()  # loop.time() is coarse on uvloop (ms, per turn)
         self._held: list[bytes] = []
         self._held_bytes = 0
         self.backend: asyncio.DatagramTransport | None = None
@@ -248,7 +249,7 @@ class Flow:
             self._peek_timer.cancel()
             self._peek_timer = None
         route, self.match = decision  # type: ignore[misc]
-        service.stats.identify_seconds.observe(service.loop.time() - self._started)
+        service.stats.identify_seconds.observe(perf_counter() - self._started)
         route = route or table.fallback
         if route is None:
             service.stats.unidentified += 1
@@ -292,7 +293,7 @@ class Flow:
                     info = ConnectionInfo(record, Side.SERVER)
                     if not await self._allows(chain.before_connect, "before_connect", remote, info):
                         return
-                dial_started = service.loop.time()
+                dial_started = perf_counter()
                 try:
                     transport, _ = await service.loop.create_datagram_endpoint(
                         lambda: BackendDatagram(self), remote_addr=remote
@@ -314,7 +315,7 @@ class Flow:
                 backend = transport
                 _grow_buffer(backend)
                 if record is not None:
-                    record.connect_s = service.loop.time() - dial_started
+                    record.connect_s = perf_counter() - dial_started
                     if chain is not None and chain.after_handshake:
                         info = ConnectionInfo(record, Side.CLIENT)
                         if not await self._allows(chain.after_handshake, "after_handshake", info):
