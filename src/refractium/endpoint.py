@@ -143,7 +143,7 @@ class ConnectionStats:
     reason: bytes | None = None
 
 
-class _Figures(Protocol):
+class Figures(Protocol):
     """What a live connection tells about itself (the relay's ClientProtocol)."""
 
     bytes_in: int
@@ -203,7 +203,7 @@ class ConnectionRecord:
         conn = self._conn()
         return conn if conn is not None and self.final is None else None
 
-    def figures(self) -> _Figures | ConnectionStats | None:
+    def figures(self) -> Figures | ConnectionStats | None:
         return self.live() or self.final
 
     def emit(self, kind: EventKind) -> None:
@@ -211,6 +211,26 @@ class ConnectionRecord:
         changed, self._changed = self._changed, None
         if changed is not None and not changed.done():
             changed.set_result(None)
+
+    def finish(
+        self, figures: Figures, outcome: str, route: str | None, verdict: Verdict | None
+    ) -> ConnectionStats:
+        """Take the connection's final figures, end its views and return the figures."""
+        rejected = verdict if isinstance(verdict, Reject) else None
+        stats = ConnectionStats(
+            bytes_in=figures.bytes_in,
+            bytes_out=figures.bytes_out,
+            packets_in=figures.packets_in,
+            packets_out=figures.packets_out,
+            duration_s=max(0.0, time.time() - self.started_at),
+            connect_s=self.connect_s,
+            outcome=outcome,
+            route=route,
+            error_code=rejected.error_code if rejected is not None else None,
+            reason=rejected.reason if rejected is not None else None,
+        )
+        self.end(stats)
+        return stats
 
     def end(self, stats: ConnectionStats) -> None:
         self.final = stats

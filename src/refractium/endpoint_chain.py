@@ -21,10 +21,13 @@ from refractium.config import HookSpec
 from refractium.endpoint import (
     Accept,
     ConnectionInfo,
+    ConnectionRecord,
     ConnectionStats,
     EndpointHooks,
+    Figures,
     Outcome,
     Reject,
+    Side,
     Verdict,
 )
 from refractium.errors import HookLoadError
@@ -100,6 +103,13 @@ class EndpointChain:
                 return verdict
         return Accept
 
+    async def decide(self, calls: tuple[Call, ...], *args: object, where: str) -> Verdict:
+        """:meth:`run`, waiting for the hooks that wait."""
+        verdict = self.run(calls, *args, where=where)
+        if isinstance(verdict, (Outcome, Reject)):
+            return verdict
+        return await verdict
+
     async def _finish(
         self,
         calls: tuple[Call, ...],
@@ -122,6 +132,20 @@ class EndpointChain:
         return await rest
 
     # -- observing ------------------------------------------------------------
+
+    def ended(
+        self,
+        record: ConnectionRecord,
+        figures: Figures,
+        outcome: str,
+        route: str | None,
+        verdict: Verdict | None,
+        spawn: Callable[[Any], object],
+    ) -> None:
+        """A connection (or UDP flow) is over: final figures, then the on_close hooks."""
+        stats = record.finish(figures, outcome, route, verdict)
+        if self.closes:
+            self.closed(ConnectionInfo(record, Side.SERVER), stats, spawn)
 
     def closed(
         self, info: ConnectionInfo, stats: ConnectionStats, spawn: Callable[[Any], object]

@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-import time
 from time import perf_counter
 from typing import TYPE_CHECKING, Any, cast
 
@@ -30,7 +29,6 @@ from refractium.endpoint import (
     Accept,
     ConnectionInfo,
     ConnectionRecord,
-    ConnectionStats,
     EventKind,
     Ignore,
     Outcome,
@@ -274,25 +272,17 @@ class ClientProtocol(asyncio.Protocol):
 
     def _end_record(self) -> None:
         """Final figures for the record's views, then every on_close hook."""
-        record, chain = self.record, self._chain
-        assert record is not None
-        assert chain is not None
-        route = self.route
-        stats = ConnectionStats(
-            bytes_in=self.bytes_in,
-            bytes_out=self.bytes_out,
-            packets_in=self.packets_in,
-            packets_out=self.packets_out,
-            duration_s=max(0.0, time.time() - record.started_at),
-            connect_s=record.connect_s,
-            outcome=self.final_outcome(),
-            route=route.name if route is not None else None,
-            error_code=self._rejected_code(),
-            reason=self._rejected_reason(),
+        assert self.record is not None
+        assert self._chain is not None
+        route = self.route.name if self.route is not None else None
+        self._chain.ended(
+            self.record,
+            self,
+            self.final_outcome(),
+            route,
+            self._rejected_with,
+            self._service.start,
         )
-        record.end(stats)
-        if chain.closes:
-            chain.closed(ConnectionInfo(record, Side.SERVER), stats, self._service.start)
 
     def final_outcome(self) -> str:
         """How the connection ended: relayed, rejected, unrouted, failed, refused."""
@@ -473,7 +463,7 @@ class ClientProtocol(asyncio.Protocol):
             self._identified(record, route)
             if chain is not None and chain.after_handshake:
                 info = ConnectionInfo(record, Side.SERVER)
-                if not await self._endpoint_allows(chain.after_handshake, info):
+                if not await self._endpoint_allows(chain.after_handshake, "after_handshake", info):
                     return
         client_ip = self.client_addr[0]
         fallback = table.fallback
@@ -490,7 +480,10 @@ class ClientProtocol(asyncio.Protocol):
                     record.backend_addr = (address.host, address.port)
                     remote = (address.host, address.port)
                     info = ConnectionInfo(record, Side.SERVER)
-                    if not await self._endpoint_allows(chain.before_connect, remote, info):
+                    allowed = await self._endpoint_allows(
+                        chain.before_connect, "before_connect", remote, info
+                    )
+                    if not allowed:
                         return
                 # A timer that cancels this task, cheaper than asyncio.timeout()
                 # on a path taken once per connection.
@@ -562,14 +555,10 @@ class ClientProtocol(asyncio.Protocol):
         record.alpn = match.alpn if match is not None else ()
         record.emit(EventKind.IDENTIFIED)
 
-    async def _endpoint_allows(self, calls: tuple[Any, ...], *args: object) -> bool:
+    async def _endpoint_allows(self, calls: tuple[Any, ...], where: str, *args: object) -> bool:
         """Run endpoint hooks; on a Reject, reject the client and return False."""
-        chain = self._chain
-        assert chain is not None
-        where = "before_connect" if len(args) == 2 else "after_handshake"
-        verdict = chain.run(calls, *args, where=where)
-        if not isinstance(verdict, (Outcome, Reject)):
-            verdict = await verdict
+        assert self._chain is not None
+        verdict = await self._chain.decide(calls, *args, where=where)
         if self.state == CLOSED:  # the client left while the hooks thought
             return False
         if verdict is Accept:
@@ -586,7 +575,7 @@ class ClientProtocol(asyncio.Protocol):
         record.backend_addr = self._backend_address()
         record.connect_s = perf_counter() - self._dial_started
         info = ConnectionInfo(record, Side.CLIENT)
-        if await self._endpoint_allows(self._chain.after_handshake, info):
+        if await self._endpoint_allows(self._chain.after_handshake, "after_handshake", info):
             self._backend_up(transport)
         else:
             transport.close()
@@ -631,14 +620,6 @@ class ClientProtocol(asyncio.Protocol):
             if reply:
                 self.transport.write(reply)
             self.transport.close()
-
-    def _rejected_code(self) -> int | None:
-        verdict = self._rejected_with
-        return verdict.error_code if isinstance(verdict, Reject) else None
-
-    def _rejected_reason(self) -> bytes | None:
-        verdict = self._rejected_with
-        return verdict.reason if isinstance(verdict, Reject) else None
 
     def close_by_hook(self) -> None:
         """A hook's handle closed the connection: both sides, flushing what was sent."""

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Final, cast
+from typing import Final, TypeVar, cast
 
 from refractium.addr import Address
 from refractium.balancing import Pool
@@ -110,8 +110,10 @@ Decision = tuple[Route | None, Match | None]
 NEED_MORE: Final = Verdict.NEED_MORE
 _NO: Final = Verdict.NO
 
-# A probe, the routes that use it, and the best key any of them can reach.
-_Group = tuple[Probe, tuple[Route, ...], int]
+_Seen = TypeVar("_Seen")
+# A probe's reader (what it takes: bytes, or a flow's datagrams), the routes
+# that use the probe, and the best key any of them can reach.
+_Group = tuple[Callable[[_Seen], ProbeResult], tuple[Route, ...], int]
 # How a probe reads the datagrams of a UDP flow so far.
 DatagramProber = Callable[[Sequence[bytes]], ProbeResult]
 
@@ -141,8 +143,8 @@ class RouteTable:
     """
 
     __slots__ = (
-        "_by_first_byte",
         "_datagram_groups",
+        "_stream_groups",
         "fallback",
         "on_timeout",
         "routes",
@@ -165,21 +167,21 @@ class RouteTable:
         for route in self.routes:
             if route.probe is not None:
                 groups.setdefault(id(route.probe), (route.probe, []))[1].append(route)
-        grouped: list[_Group] = [
-            (probe, tuple(rs), max(r.best_key for r in rs)) for probe, rs in groups.values()
-        ]
+        grouped = [(probe, tuple(rs), max(r.best_key for r in rs)) for probe, rs in groups.values()]
         grouped.sort(key=lambda group: group[2], reverse=True)
         starts = [self._starts(probe) for probe, _, _ in grouped]
-        self._by_first_byte: tuple[tuple[_Group, ...], ...] = tuple(
-            tuple(
-                g for g, start in zip(grouped, starts, strict=True) if start is None or b in start
-            )
+        # Per first byte, the groups whose probe can start with it, best first.
+        by_first_byte = [
+            [g for g, start in zip(grouped, starts, strict=True) if start is None or b in start]
             for b in range(256)
+        ]
+        self._stream_groups: tuple[tuple[_Group[bytes], ...], ...] = tuple(
+            tuple((probe.probe, routes, top) for probe, routes, top in byte_groups)
+            for byte_groups in by_first_byte
         )
-        self._datagram_groups: tuple[tuple[tuple[DatagramProber, tuple[Route, ...], int], ...], ...]
-        self._datagram_groups = tuple(
-            tuple((datagram_prober(probe), routes, top) for probe, routes, top in groups)
-            for groups in self._by_first_byte
+        self._datagram_groups: tuple[tuple[_Group[Sequence[bytes]], ...], ...] = tuple(
+            tuple((datagram_prober(probe), routes, top) for probe, routes, top in byte_groups)
+            for byte_groups in by_first_byte
         )
 
     def _starts(self, probe: Probe) -> frozenset[int] | None:
@@ -202,26 +204,7 @@ class RouteTable:
             ``Verdict.NEED_MORE`` to wait for more bytes, else ``(route,
             match)``, route None when no route matched.
         """
-        best: Route | None = None
-        best_match: Match | None = None
-        best_key = _NO_KEY
-        waiting_key = _NO_KEY
-        for probe, routes, top in self._by_first_byte[data[0]]:
-            if top < best_key:
-                break  # neither this probe nor any after it can do better
-            result = probe.probe(data)
-            if result is NEED_MORE:
-                for route in routes:
-                    if route.best_key > waiting_key:
-                        waiting_key = route.best_key
-            elif result is not _NO:
-                for route in routes:
-                    key = route.key(result)
-                    if key > best_key:
-                        best_key, best, best_match = key, route, result
-        if waiting_key > best_key and not final:
-            return NEED_MORE
-        return best, best_match
+        return _choose(self._stream_groups[data[0]], data, final)
 
     def decide_datagrams(self, datagrams: Sequence[bytes], final: bool) -> Decision | Verdict:
         """Route a UDP flow from its first datagrams, as :meth:`decide` does a stream.
@@ -232,26 +215,35 @@ class RouteTable:
         first = datagrams[0]
         if not first:
             return None, None
-        best: Route | None = None
-        best_match: Match | None = None
-        best_key = _NO_KEY
-        waiting_key = _NO_KEY
-        for prober, routes, top in self._datagram_groups[first[0]]:
-            if top < best_key:
-                break
-            result = prober(datagrams)
-            if result is NEED_MORE:
-                for route in routes:
-                    if route.best_key > waiting_key:
-                        waiting_key = route.best_key
-            elif result is not _NO:
-                for route in routes:
-                    key = route.key(result)
-                    if key > best_key:
-                        best_key, best, best_match = key, route, result
-        if waiting_key > best_key and not final:
-            return NEED_MORE
-        return best, best_match
+        return _choose(self._datagram_groups[first[0]], datagrams, final)
+
+
+def _choose(groups: tuple[_Group[_Seen], ...], seen: _Seen, final: bool) -> Decision | Verdict:
+    """The best route for what the client sent so far, or NEED_MORE.
+
+    ``groups`` are the probe groups that can start with its first byte, best
+    possible route first; each reads ``seen`` (bytes, or a flow's datagrams).
+    """
+    best: Route | None = None
+    best_match: Match | None = None
+    best_key = _NO_KEY
+    waiting_key = _NO_KEY
+    for read, routes, top in groups:
+        if top < best_key:
+            break  # neither this probe nor any after it can do better
+        result = read(seen)
+        if result is NEED_MORE:
+            for route in routes:
+                if route.best_key > waiting_key:
+                    waiting_key = route.best_key
+        elif result is not _NO:
+            for route in routes:
+                key = route.key(result)
+                if key > best_key:
+                    best_key, best, best_match = key, route, result
+    if waiting_key > best_key and not final:
+        return NEED_MORE
+    return best, best_match
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,7 +20,6 @@ import contextlib
 import logging
 import random
 import socket
-import time
 from collections import Counter
 from collections.abc import Awaitable, Coroutine
 from time import perf_counter
@@ -30,7 +29,6 @@ from refractium.endpoint import (
     Accept,
     ConnectionInfo,
     ConnectionRecord,
-    ConnectionStats,
     EventKind,
     Outcome,
     Reject,
@@ -334,11 +332,8 @@ class Flow:
         self._close_quietly(FAILED)
 
     async def _allows(self, calls: tuple[Any, ...], where: str, *args: object) -> bool:
-        chain = self._chain
-        assert chain is not None
-        verdict = chain.run(calls, *args, where=where)
-        if not isinstance(verdict, (Outcome, Reject)):
-            verdict = await verdict
+        assert self._chain is not None
+        verdict = await self._chain.decide(calls, *args, where=where)
         if self.state == CLOSED:
             return False
         if verdict is Accept:
@@ -468,22 +463,15 @@ class Flow:
             self.hooks.end()
         self._service.forget(self, was_relaying)
         if self.record is not None and self._chain is not None:
-            stats = ConnectionStats(
-                bytes_in=self.bytes_in,
-                bytes_out=self.bytes_out,
-                packets_in=self.packets_in,
-                packets_out=self.packets_out,
-                duration_s=max(0.0, time.time() - self.record.started_at),
-                connect_s=self.record.connect_s,
-                outcome=self.final_outcome(),
-                route=self.route.name if self.route is not None else None,
-                error_code=getattr(self._rejected_with, "error_code", None),
-                reason=getattr(self._rejected_with, "reason", None),
+            route = self.route.name if self.route is not None else None
+            self._chain.ended(
+                self.record,
+                self,
+                self.final_outcome(),
+                route,
+                self._rejected_with,
+                self._service.start,
             )
-            self.record.end(stats)
-            if self._chain.closes:
-                info = ConnectionInfo(self.record, Side.SERVER)
-                self._chain.closed(info, stats, self._service.start)
 
     def final_outcome(self) -> str:
         if self.outcome is not None:
