@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 from backends import (
+    Backend,
     banner_backend,
     echo_backend,
     http_backend,
@@ -56,6 +57,25 @@ async def proxy(*hooks: object, **routes: str | list[str]) -> AsyncIterator[Refr
         yield engine
     finally:
         await engine.shutdown(0)
+
+
+@asynccontextmanager
+async def mine(*hooks: object) -> AsyncIterator[tuple[Refractium, Backend]]:
+    """An echo backend behind a "mine" route (pattern HELLO) with ``hooks``."""
+    async with echo_backend() as echo:
+        engine = (
+            Refractium.builder()
+            .bind(HOST)
+            .port(0)
+            .route("mine", echo.address, patterns=["HELLO"])
+            .hooks(*hooks)
+            .build()
+        )
+        await engine.start_tcp()
+        try:
+            yield engine, echo
+        finally:
+            await engine.shutdown(0)
 
 
 def port_of(engine: Refractium) -> int:
@@ -260,27 +280,15 @@ class Observer(EndpointHooks):
 
 async def test_on_close_reports_what_each_side_sent_and_events_come_in_order() -> None:
     observer = Observer()
-    async with echo_backend() as echo:
-        engine = (
-            Refractium.builder()
-            .bind(HOST)
-            .port(0)
-            .route("mine", echo.address, patterns=["HELLO"])
-            .hooks(observer)
-            .build()
-        )
-        await engine.start_tcp()
-        try:
-            reader, writer = await open_nodelay(port_of(engine))
-            sent = [b"HELLO" + os.urandom(100), os.urandom(5000), os.urandom(70_000)]
-            for chunk in sent:
-                writer.write(chunk)
-                async with asyncio.timeout(10):
-                    assert await reader.readexactly(len(chunk)) == chunk
-            await close(writer)
-            await settle(lambda: observer.closed and observer.events)
-        finally:
-            await engine.shutdown(0)
+    async with mine(observer) as (engine, echo):
+        reader, writer = await open_nodelay(port_of(engine))
+        sent = [b"HELLO" + os.urandom(100), os.urandom(5000), os.urandom(70_000)]
+        for chunk in sent:
+            writer.write(chunk)
+            async with asyncio.timeout(10):
+                assert await reader.readexactly(len(chunk)) == chunk
+        await close(writer)
+        await settle(lambda: observer.closed and observer.events)
     ((info, stats),) = observer.closed
     total = sum(map(len, sent))
     assert (stats.bytes_in, stats.bytes_out) == (total, total)
@@ -297,61 +305,37 @@ async def test_on_close_reports_what_each_side_sent_and_events_come_in_order() -
 
 async def test_a_finished_connection_is_collected_though_a_hook_kept_its_views() -> None:
     observer = Observer()
-    async with echo_backend() as echo:
-        engine = (
-            Refractium.builder()
-            .bind(HOST)
-            .port(0)
-            .route("mine", echo.address, patterns=["HELLO"])
-            .hooks(observer)
-            .build()
-        )
-        await engine.start_tcp()
-        try:
-            reader, writer = await open_nodelay(port_of(engine))
-            writer.write(b"HELLO")
-            async with asyncio.timeout(10):
-                await reader.readexactly(5)
-            (handle,) = observer.handles
-            live = handle.upgrade()
-            assert live is not None and live.info.is_alive
-            conn = weakref.ref(live._conn)  # the relay's protocol object
-            del live
-            await close(writer)
-            await settle(lambda: observer.closed)
-            gc.collect()
-            assert conn() is None, "nothing a hook holds keeps the connection alive"
-            assert handle.upgrade() is None
-            info, _ = observer.closed[0]
-            assert info.stats is not None and info.stats.bytes_in == 5
-        finally:
-            await engine.shutdown(0)
+    async with mine(observer) as (engine, _):
+        reader, writer = await open_nodelay(port_of(engine))
+        writer.write(b"HELLO")
+        async with asyncio.timeout(10):
+            await reader.readexactly(5)
+        (handle,) = observer.handles
+        live = handle.upgrade()
+        assert live is not None and live.info.is_alive
+        conn = weakref.ref(live._conn)  # the relay's protocol object
+        del live
+        await close(writer)
+        await settle(lambda: observer.closed)
+        gc.collect()
+        assert conn() is None, "nothing a hook holds keeps the connection alive"
+        assert handle.upgrade() is None
+        info, _ = observer.closed[0]
+        assert info.stats is not None and info.stats.bytes_in == 5
 
 
 async def test_a_handle_can_close_the_connection() -> None:
     observer = Observer()
-    async with echo_backend() as echo:
-        engine = (
-            Refractium.builder()
-            .bind(HOST)
-            .port(0)
-            .route("mine", echo.address, patterns=["HELLO"])
-            .hooks(observer)
-            .build()
-        )
-        await engine.start_tcp()
-        try:
-            reader, writer = await open_nodelay(port_of(engine))
-            writer.write(b"HELLO")
-            async with asyncio.timeout(10):
-                await reader.readexactly(5)
-            handle = observer.handles[0].upgrade()
-            assert handle is not None
-            handle.close()
-            assert await read_all(reader) == b""
-            writer.close()
-        finally:
-            await engine.shutdown(0)
+    async with mine(observer) as (engine, _):
+        reader, writer = await open_nodelay(port_of(engine))
+        writer.write(b"HELLO")
+        async with asyncio.timeout(10):
+            await reader.readexactly(5)
+        handle = observer.handles[0].upgrade()
+        assert handle is not None
+        handle.close()
+        assert await read_all(reader) == b""
+        writer.close()
 
 
 async def test_the_outgoing_side_holds_a_server_that_speaks_first() -> None:
@@ -426,21 +410,14 @@ async def test_a_bad_endpoint_hook_is_a_one_line_config_error(tmp_path: Path) ->
 
 
 async def test_no_hooks_means_no_record() -> None:
-    async with echo_backend() as echo:
-        engine = (
-            Refractium.builder().bind(HOST).port(0).route("mine", echo.address, patterns=["HI"])
-        ).build()
-        await engine.start_tcp()
-        try:
-            reader, writer = await open_nodelay(port_of(engine))
-            writer.write(b"HI")
-            async with asyncio.timeout(10):
-                await reader.readexactly(2)
-            (conn,) = engine._tcp.connections  # type: ignore[union-attr]
-            assert conn.record is None, "an engine without endpoint hooks spends nothing on them"
-            await close(writer)
-        finally:
-            await engine.shutdown(0)
+    async with mine() as (engine, _):
+        reader, writer = await open_nodelay(port_of(engine))
+        writer.write(b"HELLO")
+        async with asyncio.timeout(10):
+            await reader.readexactly(5)
+        (conn,) = engine._tcp.connections  # type: ignore[union-attr]
+        assert conn.record is None, "an engine without endpoint hooks spends nothing on them"
+        await close(writer)
 
 
 async def test_a_half_close_does_not_slip_past_a_slow_on_incoming() -> None:
