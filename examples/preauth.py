@@ -39,8 +39,9 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
-from refractium import Refractium, proxy_protocol
+from refractium import Refractium
 from refractium.endpoint import Accept, ConnectionInfo, EndpointHooks, Outcome, Reject, Side
+from refractium.wire import proxy_protocol
 
 log = logging.getLogger("preauth")
 

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
-from refractium.certs import issue
+from refractium.demo.certs import issue
 
 HOST = "127.0.0.1"
 

@@ -19,8 +19,8 @@ from backends import http_backend, run
 from prometheus_client.parser import text_string_to_metric_families
 
 from refractium import Refractium, RefractiumError
-from refractium import admin as admin_module
-from refractium.admin import AdminServer
+from refractium.admin import server as admin_module
+from refractium.admin.server import AdminServer
 
 HOST = "127.0.0.1"
 NO_FILE = "reload: this engine has no config file to re-read"
@@ -211,13 +211,13 @@ async def test_a_failing_handler_is_a_500_logged_with_its_traceback(
 ) -> None:
     engine = WithRemotes(builder_engine("127.0.0.1:9").config)
     engine.remotes = Snapshots(None)
-    with caplog.at_level(logging.ERROR, logger="refractium.admin"):
+    with caplog.at_level(logging.ERROR, logger="refractium.admin.server"):
         async with serving(engine) as served:
             answer = await fetch(served.port, "/remotes")
             assert (await fetch(served.port, "/status")).status == 200  # still serving
     assert answer.status == 500
     assert "error" in answer.json()
-    [record] = [r for r in caplog.records if r.name == "refractium.admin"]
+    [record] = [r for r in caplog.records if r.name == "refractium.admin.server"]
     assert record.exc_info is not None and "the map broke" in str(record.exc_info[1])
 
 

@@ -99,7 +99,7 @@ forward_to = "{echo.address}"
         async with running_proxy("tcp", "-b", "127.0.0.1", "-p", "0", config=config) as p:
 
             async def via_upstream(client: str, v2: bool = False) -> tuple[bytes, object]:
-                from refractium.proxy_protocol import encode_v1, encode_v2
+                from refractium.wire.proxy_protocol import encode_v1, encode_v2
 
                 encode = encode_v2 if v2 else encode_v1
                 reader, writer = await asyncio.open_connection("127.0.0.1", p.port)

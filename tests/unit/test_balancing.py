@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from refractium.addr import Address, parse_address
-from refractium.balancing import Pool
+from refractium.backends.balancing import Pool
 from refractium.config import Balance
 
 A, B, C, D = (parse_address(f"10.0.0.{i}:80") for i in range(1, 5))

@@ -11,7 +11,6 @@ from typing import Any
 import msgspec
 import pytest
 
-from refractium import config_schema
 from refractium.addr import Address
 from refractium.config import (
     AdminConfig,
@@ -29,6 +28,7 @@ from refractium.config import (
     parse_config,
     starter_text,
 )
+from refractium.config import schema as config_schema
 from refractium.errors import ConfigError, HookLoadError, RefractiumError
 from refractium.protocols.base import Transport
 

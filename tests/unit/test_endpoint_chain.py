@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from refractium import eager
 from refractium.endpoint import Accept, EndpointHooks, Ignore, Reject
-from refractium.endpoint_chain import FAILED, EndpointChain
+from refractium.endpoint.chain import FAILED, EndpointChain
+from refractium.util import eager
 
 ADDR = ("192.0.2.7", 5000)
 

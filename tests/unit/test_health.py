@@ -14,10 +14,10 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
 import pytest
 
-from refractium import health
 from refractium.addr import Address
+from refractium.backends import health
+from refractium.backends.health import HealthChecker, checks_for, probe
 from refractium.config import HealthCheck, parse_config
-from refractium.health import HealthChecker, checks_for, probe
 
 FAST = HealthCheck(interval_ms=20, timeout_ms=200, rise=2, fall=3)
 LOOPBACK = "127.0.0.1"
@@ -221,7 +221,7 @@ async def test_closed_port_goes_down_after_fall_and_back_after_rise(
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    caplog.set_level(logging.INFO, logger="refractium.health")
+    caplog.set_level(logging.INFO, logger="refractium.backends.health")
     address = address_of(closed_port)
     recorder = Recorder(checker, address)
     monkeypatch.setattr(health, "probe", recorder)
@@ -273,13 +273,13 @@ async def test_send_expect_wrong_answer_goes_down(
     address = server_address(server)
     try:
         checker.configure({address: HealthCheck(20, 500, 1, 2, send=b"PING", expect=b"PONG")})
-        with caplog.at_level(logging.WARNING, logger="refractium.health"):
+        with caplog.at_level(logging.WARNING, logger="refractium.backends.health"):
             await wait_for(lambda: not checker.is_up(address))
             await asyncio.sleep(0.1)  # more failed checks: no more log lines
     finally:
         server.close()
         await server.wait_closed()
-    [record] = [r for r in caplog.records if r.name == "refractium.health"]
+    [record] = [r for r in caplog.records if r.name == "refractium.backends.health"]
     assert record.levelno == logging.WARNING
     assert str(address) in record.getMessage()
     assert "expect not seen" in record.getMessage()
@@ -292,7 +292,7 @@ async def test_expect_never_answered_times_out(
     address = server_address(server)
     try:
         checker.configure({address: HealthCheck(20, 40, 1, 1, send=b"PING", expect=b"PONG")})
-        with caplog.at_level(logging.WARNING, logger="refractium.health"):
+        with caplog.at_level(logging.WARNING, logger="refractium.backends.health"):
             await wait_for(lambda: not checker.is_up(address))
     finally:
         server.close()
@@ -317,11 +317,11 @@ async def test_check_bug_is_logged_and_checking_goes_on(
 
     monkeypatch.setattr(health, "probe", buggy)
     address = server_address(listener)
-    with caplog.at_level(logging.ERROR, logger="refractium.health"):
+    with caplog.at_level(logging.ERROR, logger="refractium.backends.health"):
         checker.configure({address: FAST})
         await wait_for(lambda: calls >= 3)
     assert checker.is_up(address)
-    [record] = [r for r in caplog.records if r.name == "refractium.health"]
+    [record] = [r for r in caplog.records if r.name == "refractium.backends.health"]
     assert record.exc_info is not None and isinstance(record.exc_info[1], RuntimeError)
     assert str(address) in record.getMessage()
     assert all(not task.done() for task in health_tasks())
@@ -333,7 +333,7 @@ async def test_check_bug_is_logged_and_checking_goes_on(
 async def test_passive_failure_without_check_is_down_then_retried(
     checker: HealthChecker, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="refractium.health")
+    caplog.set_level(logging.INFO, logger="refractium.backends.health")
     address = Address(LOOPBACK, 9)
     checker.configure({address: None}, passive_retry_ms=100)
     assert not health_tasks()

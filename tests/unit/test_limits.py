@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from refractium.limits import ConnectionLimits, Refusal
+from refractium.relay.limits import ConnectionLimits, Refusal
 
 
 def test_global_cap_then_release() -> None:

@@ -11,8 +11,8 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 
 from refractium import Refractium
-from refractium.metrics import EngineCollector
-from refractium.stats import IDENTIFY_BUCKETS
+from refractium.admin.metrics import EngineCollector
+from refractium.relay.stats import IDENTIFY_BUCKETS
 
 ACCEPTED = "refractium_connections_accepted_total"
 REPLY = b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nConnection: close\r\n\r\nok\n"

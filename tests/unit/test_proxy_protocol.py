@@ -1,4 +1,4 @@
-"""Tests for the PROXY protocol codec (refractium.proxy_protocol)."""
+"""Tests for the PROXY protocol codec (refractium.wire.proxy_protocol)."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from refractium.proxy_protocol import (
+from refractium.wire.proxy_protocol import (
     MAX_HEADER,
     MAX_V1,
     MAX_V2,

@@ -8,11 +8,17 @@ from typing import Any
 
 import pytest
 
+from refractium.backends.health import HealthChecker
 from refractium.config import parse_config
-from refractium.health import HealthChecker
-from refractium.relay import CLOSED, CONNECTING, RELAYING, BackendProtocol, ClientProtocol
+from refractium.relay.connection import (
+    CLOSED,
+    CONNECTING,
+    RELAYING,
+    BackendProtocol,
+    ClientProtocol,
+)
+from refractium.relay.tcp import TcpService
 from refractium.routing import build_tables
-from refractium.tcp import TcpService
 
 
 class FakeTransport:

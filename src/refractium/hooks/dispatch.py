@@ -41,7 +41,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from refractium.hooks.api import Direction, HookContext, ProtocolHook, is_async_hook
-from refractium.logs import RateLimitedLog
+from refractium.util.logs import RateLimitedLog
 
 log = logging.getLogger(__name__)
 events = RateLimitedLog(log)

@@ -37,7 +37,7 @@ from typing import Any, NamedTuple, TextIO
 
 from refractium.addr import format_host
 from refractium.hooks.api import Direction, HookContext, ProtocolHook
-from refractium.logs import RateLimitedLog
+from refractium.util.logs import RateLimitedLog
 
 log = logging.getLogger(__name__)
 

@@ -36,8 +36,8 @@ from typing import Any, cast
 
 from refractium.addr import AddressError, parse_address
 from refractium.hooks.api import Direction, HookContext, ProtocolHook
-from refractium.logs import RateLimitedLog
-from refractium.tasks import spawn
+from refractium.util.logs import RateLimitedLog
+from refractium.util.tasks import spawn
 
 log = logging.getLogger(__name__)
 events = RateLimitedLog(log)

@@ -47,7 +47,7 @@ import weakref
 from typing import BinaryIO, NamedTuple, TypeAlias
 
 from refractium.hooks.api import Direction, HookContext, ProtocolHook
-from refractium.logs import RateLimitedLog
+from refractium.util.logs import RateLimitedLog
 
 __all__ = ["MAX_SEGMENT", "PcapWriter"]
 

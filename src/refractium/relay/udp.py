@@ -38,15 +38,15 @@ from refractium.endpoint import (
 from refractium.errors import RefractiumError
 from refractium.hooks.api import Direction, HookContext
 from refractium.hooks.dispatch import Dispatcher, HookStats
-from refractium.logs import RateLimitedLog
+from refractium.relay.stats import FAILED, REJECTED, RELAYED, UNROUTED, UdpStats
 from refractium.routing import NEED_MORE
-from refractium.stats import FAILED, REJECTED, RELAYED, UNROUTED, UdpStats
+from refractium.util.logs import RateLimitedLog
 
 if TYPE_CHECKING:
     from refractium.addr import Address
+    from refractium.backends.health import HealthChecker
     from refractium.config import ServerConfig
-    from refractium.endpoint_chain import EndpointChain
-    from refractium.health import HealthChecker
+    from refractium.endpoint.chain import EndpointChain
     from refractium.routing import Route, RouteTable, Tables
 
 log = logging.getLogger(__name__)
@@ -516,7 +516,7 @@ class UdpService:
 
     async def listen(self, binds: tuple[str, ...], port: int) -> None:
         """One socket per bind address; RefractiumError if one cannot be bound."""
-        from refractium.tcp import listen_error
+        from refractium.relay.tcp import listen_error
 
         for host in binds:
             try:

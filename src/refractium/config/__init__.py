@@ -4,7 +4,7 @@ A file goes through three stages, each failing fast with a one-line
 :class:`~refractium.errors.ConfigError` (``<file>: <key>: <what is wrong>``):
 
 1. TOML parsing (:mod:`tomllib`);
-2. shape checking against :mod:`refractium.config_schema` (known keys,
+2. shape checking against :mod:`refractium.config.schema` (known keys,
    TOML types);
 3. value checking and resolution into the dataclasses below, which are all
    the rest of the program reads.
@@ -29,8 +29,8 @@ from typing import Any, TypeVar
 
 import msgspec
 
-from refractium import config_schema as schema
 from refractium.addr import Address, AddressError, format_host, parse_address, parse_bind
+from refractium.config import schema
 from refractium.errors import ConfigError
 from refractium.protocols import registry
 from refractium.protocols.base import Transport
@@ -239,7 +239,7 @@ def parse_config(
 
 def starter_text() -> str:
     """The commented starter configuration that ``refractium init`` writes."""
-    return resources.files("refractium").joinpath("starter.toml").read_text(encoding="utf-8")
+    return resources.files("refractium.config").joinpath("starter.toml").read_text(encoding="utf-8")
 
 
 def _resolve(raw: schema.ConfigFile, source: str | None, extra: frozenset[str]) -> Config:

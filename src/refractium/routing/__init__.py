@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Final, TypeVar, cast
 
 from refractium.addr import Address
-from refractium.balancing import Pool
+from refractium.backends.balancing import Pool
 from refractium.config import Config, Overflow, RouteConfig
 from refractium.errors import ConfigError
 from refractium.hooks.api import ProtocolHook, is_async_hook

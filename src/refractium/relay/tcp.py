@@ -1,7 +1,7 @@
 """TCP listeners: accept, admit against the limits, track, drain on shutdown.
 
 Owns the listening sockets and the set of open connections; the per
-connection work is in :mod:`refractium.relay`. Shutdown follows uvicorn's
+connection work is in :mod:`refractium.relay.connection`. Shutdown follows uvicorn's
 order: close the listeners, tell every connection to stop (connections still
 being identified are dropped, relaying ones may finish), wait out the grace
 period, then cut what is left.
@@ -19,16 +19,16 @@ from collections.abc import Coroutine
 from typing import Any
 
 from refractium.addr import Address
+from refractium.backends.health import HealthChecker
 from refractium.config import ServerConfig
-from refractium.endpoint_chain import EndpointChain
+from refractium.endpoint.chain import EndpointChain
 from refractium.errors import RefractiumError
-from refractium.health import HealthChecker
 from refractium.hooks.dispatch import HookStats
-from refractium.limits import ConnectionLimits, Refusal
-from refractium.logs import RateLimitedLog
-from refractium.relay import PEEKING, ClientProtocol
+from refractium.relay.connection import PEEKING, ClientProtocol
+from refractium.relay.limits import ConnectionLimits, Refusal
+from refractium.relay.stats import REFUSED, TcpStats
 from refractium.routing import Tables
-from refractium.stats import REFUSED, TcpStats
+from refractium.util.logs import RateLimitedLog
 
 log = logging.getLogger(__name__)
 refusals = RateLimitedLog(log)

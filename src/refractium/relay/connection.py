@@ -10,7 +10,7 @@ Flow control is crosswise: when one side's write buffer passes its high-water
 mark, reading from the other side pauses until it drains, so a slow reader
 bounds the memory a fast sender can make us hold. Half-close is forwarded:
 an EOF from one side becomes a FIN to the other once what was sent before
-it has been written (see :mod:`refractium.halfclose`), and the connection
+it has been written (see :mod:`refractium.relay.halfclose`), and the connection
 is closed once both directions have ended.
 
 Everything here runs in the event loop thread; nothing blocks.
@@ -24,7 +24,6 @@ import random
 from time import perf_counter
 from typing import TYPE_CHECKING, Any, cast
 
-from refractium import proxy_protocol, rejection
 from refractium.endpoint import (
     Accept,
     ConnectionInfo,
@@ -36,21 +35,22 @@ from refractium.endpoint import (
     Side,
     Verdict,
 )
-from refractium.halfclose import buffer_empty, shutdown_write, when_drained
 from refractium.hooks.api import Direction, HookContext
 from refractium.hooks.dispatch import Dispatcher
-from refractium.logs import RateLimitedLog
 from refractium.protocols.base import Match
+from refractium.relay.halfclose import buffer_empty, shutdown_write, when_drained
+from refractium.relay.stats import FAILED, REFUSED, REJECTED, RELAYED, UNROUTED
 from refractium.routing import NEED_MORE
-from refractium.stats import FAILED, REFUSED, REJECTED, RELAYED, UNROUTED
+from refractium.util.logs import RateLimitedLog
+from refractium.wire import proxy_protocol, rejection
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable
 
     from refractium.addr import Address
-    from refractium.endpoint_chain import EndpointChain
+    from refractium.endpoint.chain import EndpointChain
+    from refractium.relay.tcp import TcpService
     from refractium.routing import Route, RouteTable
-    from refractium.tcp import TcpService
 
 log = logging.getLogger(__name__)
 events = RateLimitedLog(log)
@@ -585,7 +585,7 @@ class ClientProtocol(asyncio.Protocol):
         return (address.host, address.port) if address is not None else None
 
     def _reject(self, verdict: Verdict, where: str) -> None:
-        """Refuse the client in its protocol's terms (see :mod:`refractium.rejection`)."""
+        """Refuse the client in its protocol's terms (see :mod:`refractium.wire.rejection`)."""
         stats = self._service.stats
         self.outcome = REJECTED
         reply = b""
@@ -729,7 +729,7 @@ class ClientProtocol(asyncio.Protocol):
     def _send_eof(transport: asyncio.Transport | None) -> bool:
         """Half-close ``transport`` now, or once drained; True while still owed.
 
-        See :mod:`refractium.halfclose` for why not ``write_eof()``.
+        See :mod:`refractium.relay.halfclose` for why not ``write_eof()``.
         """
         if transport is None or transport.is_closing():
             return False

@@ -17,9 +17,9 @@ from typing import Any
 
 from refractium.config import Config
 from refractium.engine import Refractium
+from refractium.engine.watch import watch_file
 from refractium.errors import ConfigError, RefractiumError
-from refractium.tasks import spawn
-from refractium.watch import watch_file
+from refractium.util.tasks import spawn
 
 log = logging.getLogger(__name__)
 

@@ -15,10 +15,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
-from refractium import __version__, logs
+from refractium import __version__
 from refractium.config import Config, apply_overrides, describe, load_file, parse_config
+from refractium.engine.serve import LOOPS, run, serve
 from refractium.errors import RefractiumError
-from refractium.process import LOOPS, run, serve
+from refractium.util import logs
 
 COMMANDS = ("run", "tcp", "udp", "init", "check", "demo")
 DEFAULT_CONFIG = "refractium.toml"

@@ -25,19 +25,19 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any, Self
 
-from refractium.admin import AdminServer
+from refractium.admin.server import AdminServer
+from refractium.backends.health import HealthChecker, checks_for
 from refractium.config import Config, load_file, parse_config
-from refractium.endpoint_chain import EndpointChain, load_endpoint_hook
+from refractium.endpoint.chain import EndpointChain, load_endpoint_hook
+from refractium.endpoint.remotes import RemoteMap
 from refractium.errors import RefractiumError
-from refractium.health import HealthChecker, checks_for
 from refractium.hooks.dispatch import HookStats
 from refractium.hooks.loader import HookCache
 from refractium.protocols.base import Probe
-from refractium.remotes import RemoteMap
+from refractium.relay.stats import TcpStats, UdpStats
+from refractium.relay.tcp import TcpService
+from refractium.relay.udp import UdpService
 from refractium.routing import Tables, build_tables
-from refractium.stats import TcpStats, UdpStats
-from refractium.tcp import TcpService
-from refractium.udp import UdpService
 
 log = logging.getLogger(__name__)
 

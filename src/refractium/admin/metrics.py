@@ -1,6 +1,6 @@
 """Prometheus metrics, read from the engine's counters when scraped.
 
-The data path only bumps plain integers (see :mod:`refractium.stats`); this
+The data path only bumps plain integers (see :mod:`refractium.relay.stats`); this
 collector turns them into metric families at scrape time, so exporting costs
 nothing between scrapes. A family is yielded on every scrape even before it
 has samples, so its name and type are known from the first scrape on.
@@ -26,7 +26,7 @@ from prometheus_client.utils import floatToGoString
 
 from refractium.errors import RefractiumError
 from refractium.hooks.dispatch import HookCounters
-from refractium.stats import Histogram, TcpStats, UdpStats
+from refractium.relay.stats import Histogram, TcpStats, UdpStats
 
 if TYPE_CHECKING:
     from refractium.engine import Refractium

@@ -48,7 +48,7 @@ from enum import Enum
 from typing import TYPE_CHECKING, Final, Protocol
 
 if TYPE_CHECKING:
-    from refractium.relay import ClientProtocol
+    from refractium.relay.connection import ClientProtocol
 
 __all__ = [
     "Accept",

@@ -42,7 +42,7 @@ from typing import Any
 
 from refractium.addr import Address
 from refractium.config import Config, HealthCheck
-from refractium.tasks import spawn
+from refractium.util.tasks import spawn
 
 __all__ = ["HealthChecker", "checks_for", "probe"]
 

@@ -35,9 +35,9 @@ from typing import TYPE_CHECKING, Any, cast
 import h11
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
+from refractium.admin.metrics import EngineCollector
 from refractium.errors import ConfigError, RefractiumError
-from refractium.metrics import EngineCollector
-from refractium.tcp import listen_error
+from refractium.relay.tcp import listen_error
 
 if TYPE_CHECKING:
     from refractium.engine import Refractium

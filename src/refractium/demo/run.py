@@ -1,6 +1,6 @@
 """``refractium demo``: one port answering HTTP, TLS and an SSH-style service.
 
-Starts the toy backends of :mod:`refractium.demo_backends`, puts a proxy in
+Starts the toy backends of :mod:`refractium.demo.backends`, puts a proxy in
 front of them on 127.0.0.1:8080 (or the next free port) and prints the
 commands that show each route.
 """
@@ -12,10 +12,10 @@ import socket
 import tempfile
 from pathlib import Path
 
-from refractium.demo_backends import DEMO_TLS_NAMES, DemoBackends, start_demo_backends
+from refractium.demo.backends import DEMO_TLS_NAMES, DemoBackends, start_demo_backends
 from refractium.engine import Refractium
+from refractium.engine.serve import serve
 from refractium.errors import RefractiumError
-from refractium.process import serve
 
 # A silent client (nc) is handed to the SSH-style backend after this long.
 DEMO_PEEK_TIMEOUT_MS = 1000

@@ -3,7 +3,7 @@
 The relay asks :class:`EndpointChain` for a verdict at each point of a
 connection's life. Only the methods a hook overrides are called, so a hook
 that only counts closes costs nothing at accept time. A hook may be plain or
-``async``; coroutines are stepped eagerly (see :mod:`refractium.eager`), so
+``async``; coroutines are stepped eagerly (see :mod:`refractium.util.eager`), so
 one that does not actually wait costs no task and no loop turn, and the
 verdict comes back at once. Only when a hook really waits does the caller
 get an awaitable to finish the chain with.
@@ -16,7 +16,6 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from inspect import isawaitable
 from typing import Any
 
-from refractium import eager
 from refractium.config import HookSpec
 from refractium.endpoint import (
     Accept,
@@ -32,7 +31,8 @@ from refractium.endpoint import (
 )
 from refractium.errors import HookLoadError
 from refractium.hooks.loader import import_target
-from refractium.logs import RateLimitedLog
+from refractium.util import eager
+from refractium.util.logs import RateLimitedLog
 
 log = logging.getLogger("refractium.endpoint")
 failures = RateLimitedLog(log)

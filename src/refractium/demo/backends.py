@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from refractium.certs import issue
+from refractium.demo.certs import issue
 
 logger = logging.getLogger(__name__)
 
