@@ -8,14 +8,10 @@ version's salt and the Destination Connection ID in the clear header (RFC
 does what every QUIC server does with an Initial:
 
 1. parse the long header (version, connection IDs, token, length);
-2. derive the client Initial secret from the Destination Connection ID
-   (HKDF-Extract with the version's salt, then HKDF-Expand-Label "client in",
-   then the packet protection key, IV and header protection key);
-3. remove header protection (an AES-128-ECB mask over a ciphertext sample,
-   RFC 9001 section 5.4) to learn the packet number;
-4. decrypt and authenticate the payload with AES-128-GCM (RFC 9001 section
-   5.3), so a match can only come from bytes encrypted with those keys;
-5. read the frames (only PADDING, PING, ACK, CRYPTO and CONNECTION_CLOSE are
+2. remove the packet protection with keys derived from the Destination
+   Connection ID (:mod:`refractium.protocols.quic_initial`), so a match can
+   only come from bytes encrypted with those keys;
+3. read the frames (only PADDING, PING, ACK, CRYPTO and CONNECTION_CLOSE are
    allowed in an Initial, RFC 9000 section 12.4), collect the CRYPTO data by
    offset across every Initial packet of every datagram given, and parse the
    contiguous stream from offset 0 with
@@ -62,15 +58,10 @@ errors are caught.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from hashlib import sha256
 from itertools import islice
 from operator import itemgetter
 from struct import Struct
-from typing import TYPE_CHECKING, Final, NamedTuple
-
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers import Cipher, CipherContext, algorithms, modes
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from typing import Final
 
 from refractium.protocols.base import Match, ProbeResult, Transport, Verdict
 from refractium.protocols.clienthello import (
@@ -80,9 +71,15 @@ from refractium.protocols.clienthello import (
     Malformed,
     scan_handshake,
 )
-
-if TYPE_CHECKING:
-    from _hashlib import HASH
+from refractium.protocols.quic_initial import (
+    QUIC_V1,
+    QUIC_V2,
+    VERSIONS,
+    Drop,
+    InitialProtection,
+    Version,
+    initial_keys,
+)
 
 __all__ = [
     "MAX_CRYPTO",
@@ -101,11 +98,6 @@ __all__ = [
 _NO: Final = Verdict.NO
 _NEED_MORE: Final = Verdict.NEED_MORE
 
-QUIC_V1: Final = 0x00000001
-"""QUIC version 1 (RFC 9000, RFC 9001)."""
-QUIC_V2: Final = 0x6B3343CF
-"""QUIC version 2 (RFC 9369)."""
-
 MIN_INITIAL_DATAGRAM: Final = 1200
 """RFC 9000 14.1: a client pads every datagram carrying an Initial packet to at
 least this size, and a server discards an Initial in a smaller one."""
@@ -121,11 +113,8 @@ about ten."""
 
 _MAX_CID: Final = 20  # RFC 9000 17.2: connection IDs of versions 1 and 2.
 _MIN_CLIENT_DCID: Final = 8  # RFC 9000 7.2: a client's first DCID.
-_SAMPLE_OFFSET: Final = 4  # RFC 9001 5.4.2: sample = pn_offset + 4 ...
-_SAMPLE_END: Final = 4 + 16  # ... for 16 bytes.
 _FORM_LONG: Final = 0x80
 _FIXED_BIT: Final = 0x40
-_RESERVED_LONG: Final = 0x0C
 _FRAME_PADDING: Final = 0x00
 _FRAME_PING: Final = 0x01
 _FRAME_ACK: Final = 0x02
@@ -135,120 +124,26 @@ _FRAME_CONNECTION_CLOSE: Final = 0x1C
 
 _unpack_version: Final = Struct(">I").unpack_from
 _offset_of: Final = itemgetter(0)
-_ECB: Final = modes.ECB()  # stateless: one for all
-
-
-def _expand_info(label: bytes, length: int) -> bytes:
-    """HKDF-Expand-Label's ``info`` (RFC 8446 7.1), empty context, plus the
-    HKDF-Expand block counter 0x01 (RFC 5869 2.3): every output here fits in
-    one SHA-256 block, so each expansion is a single HMAC over these bytes."""
-    full = b"tls13 " + label
-    return length.to_bytes(2, "big") + bytes((len(full),)) + full + b"\x00\x01"
-
-
-# HMAC-SHA256 (RFC 2104) by hand: the key, zero-padded to the 64-byte block,
-# XORed with the inner and outer pads (bytes.translate does the XOR).
-_IPAD: Final = bytes(x ^ 0x36 for x in range(256))
-_OPAD: Final = bytes(x ^ 0x5C for x in range(256))
-
-
-def _hmac_pads(key: bytes) -> tuple[HASH, HASH]:
-    """SHA-256 states after absorbing a (<= 64-byte) key's inner and outer pads."""
-    block = key.ljust(64, b"\0")
-    return sha256(block.translate(_IPAD)), sha256(block.translate(_OPAD))
-
-
-def _hmac(pads: tuple[HASH, HASH], msg: bytes) -> bytes:
-    """HMAC-SHA256 of ``msg`` under the key whose pad states are ``pads``."""
-    inner = pads[0].copy()
-    inner.update(msg)
-    outer = pads[1].copy()
-    outer.update(inner.digest())
-    return outer.digest()
-
-
-class _Version(NamedTuple):
-    """What differs between the QUIC versions this probe decrypts."""
-
-    salt: tuple[HASH, HASH]  # the HKDF-Extract salt, as HMAC key pad states
-    initial: int  # long packet type bits of an Initial packet
-    zero_rtt: int  # ... and of a 0-RTT packet
-    key_info: bytes
-    iv_info: bytes
-    hp_info: bytes
-
-
-def _version(salt: str, initial: int, zero_rtt: int, prefix: bytes) -> _Version:
-    return _Version(
-        _hmac_pads(bytes.fromhex(salt)),
-        initial,
-        zero_rtt,
-        _expand_info(prefix + b" key", 16),
-        _expand_info(prefix + b" iv", 12),
-        _expand_info(prefix + b" hp", 16),
-    )
-
-
-_VERSIONS: Final = {
-    # RFC 9001 5.2 and 5.1; RFC 9000 17.2 (Initial 0b00, 0-RTT 0b01).
-    QUIC_V1: _version("38762cf7f55934b34d179ae6a4c80cadccbb7f0a", 0, 1, b"quic"),
-    # RFC 9369 3.3.1, 3.3.2 and 3.2 (Initial 0b01, 0-RTT 0b10).
-    QUIC_V2: _version("0dede3def700a6db819381be6e269dcbf9bd2ed9", 1, 2, b"quicv2"),
-}
-_CLIENT_IN: Final = _expand_info(b"client in", 32)
-
-
-def initial_keys(version: int, dcid: bytes) -> tuple[bytes, bytes, bytes]:
-    """The client Initial ``(key, iv, hp)`` of a connection (RFC 9001 5.2).
-
-    Raises:
-        KeyError: ``version`` is neither :data:`QUIC_V1` nor :data:`QUIC_V2`.
-    """
-    return _derive(_VERSIONS[version], dcid)
-
-
-def _derive(v: _Version, dcid: bytes) -> tuple[bytes, bytes, bytes]:
-    # HKDF over hashlib's SHA-256, with the constant salt's pads absorbed
-    # once at import and the client secret's once per call: ~4.8 us, against
-    # ~8 us for five hmac.digest() calls and more for cryptography's HKDF
-    # objects (measured on CPython 3.11).
-    initial_secret = _hmac(v.salt, dcid)  # HKDF-Extract
-    secret = _hmac_pads(_hmac(_hmac_pads(initial_secret), _CLIENT_IN))
-    return (
-        _hmac(secret, v.key_info)[:16],
-        _hmac(secret, v.iv_info)[:12],
-        _hmac(secret, v.hp_info)[:16],
-    )
-
-
-class _Drop(Exception):
-    """This packet cannot be read as a client packet: a server would drop it,
-    and every packet after it in the same datagram."""
 
 
 class _Flow:
     """What one call has learnt so far: the connection and its CRYPTO data."""
 
-    __slots__ = ("aead", "dcid", "hp", "iv", "limited", "packets", "pieces", "version")
+    __slots__ = ("dcid", "limited", "packets", "pieces", "protection", "version")
 
     def __init__(self) -> None:
-        self.version: _Version | None = None
+        self.version: Version | None = None
         self.dcid = b""
-        self.aead: AESGCM | None = None
-        self.hp: CipherContext | None = None
-        self.iv = 0
+        self.protection: InitialProtection | None = None
         self.packets = 0
         self.limited = False
         self.pieces: list[tuple[int, bytes]] = []
 
-    def bind(self, version: _Version, dcid: bytes) -> None:
+    def bind(self, version: Version, dcid: bytes) -> None:
         """Adopt the first packet's connection: derive its keys, once."""
-        key, iv, hp = _derive(version, dcid)
         self.version = version
         self.dcid = dcid
-        self.aead = AESGCM(key)
-        self.hp = Cipher(algorithms.AES(hp), _ECB).encryptor()
-        self.iv = int.from_bytes(iv, "big")
+        self.protection = InitialProtection(version, dcid)
 
 
 def scan_datagrams(datagrams: Sequence[bytes]) -> HelloFields | None:
@@ -269,7 +164,7 @@ def scan_datagrams(datagrams: Sequence[bytes]) -> HelloFields | None:
     try:
         if _datagram(flow, datagrams[0], first=True):
             return None
-    except _Drop:
+    except Drop:
         raise Malformed("not a QUIC client Initial") from None
     for data in islice(datagrams, 1, MAX_DATAGRAMS):
         _datagram(flow, data, first=False)
@@ -293,12 +188,12 @@ def _datagram(flow: _Flow, d: bytes, first: bool) -> bool:
         but looks like QUIC (the caller matches it without SNI).
 
     Raises:
-        _Drop: the first packet of the first datagram cannot be read.
+        Drop: the first packet of the first datagram cannot be read.
         Malformed: an authenticated packet's content is invalid.
     """
     n = len(d)
     if first and n == 0:
-        raise _Drop
+        raise Drop
     pos = 0
     while pos < n:
         if flow.packets >= MAX_PACKETS:
@@ -306,7 +201,7 @@ def _datagram(flow: _Flow, d: bytes, first: bool) -> bool:
             return False
         try:
             end = _packet(flow, d, pos, n)
-        except _Drop:
+        except Drop:
             if first and pos == 0:
                 raise
             return False
@@ -329,27 +224,27 @@ def _packet(flow: _Flow, d: bytes, pos: int, n: int) -> int:
     datagram of at least 1200 bytes.
 
     Raises:
-        _Drop: the packet cannot be read as a client packet of this flow.
+        Drop: the packet cannot be read as a client packet of this flow.
         Malformed: an authenticated packet's content is invalid.
     """
     head = d[pos]
     if not head & _FORM_LONG:
         # 1-RTT: no length field, and no keys to decrypt it with.
         if pos == 0:
-            raise _Drop
+            raise Drop
         return pos
     if n - pos < 7:
-        raise _Drop
+        raise Drop
     version_number = _unpack_version(d, pos + 1)[0]
     dcid_len = d[pos + 5]
     p = pos + 6 + dcid_len
     if p >= n:
-        raise _Drop
+        raise Drop
     scid_len = d[p]
     p += 1 + scid_len
     if p > n or dcid_len > _MAX_CID or scid_len > _MAX_CID:
-        raise _Drop
-    version = _VERSIONS.get(version_number)
+        raise Drop
+    version = VERSIONS.get(version_number)
     if version is None:
         if (
             version_number != 0  # Version Negotiation: sent by servers only
@@ -358,23 +253,26 @@ def _packet(flow: _Flow, d: bytes, pos: int, n: int) -> int:
             and n >= MIN_INITIAL_DATAGRAM
         ):
             return -1
-        raise _Drop
+        raise Drop
     dcid = d[pos + 6 : pos + 6 + dcid_len]
     if flow.version is None:
         if dcid_len < _MIN_CLIENT_DCID:
-            raise _Drop
+            raise Drop
         flow.bind(version, dcid)
     elif version is not flow.version or dcid != flow.dcid:
         # RFC 9000 12.2: packets of another connection are ignored.
-        raise _Drop
+        raise Drop
     kind = head >> 4 & 3
     if kind == version.initial:
         token_len, p = _varint(d, p, n)
         length, p = _varint(d, p + token_len, n)
         end = p + length
         if end > n or n < MIN_INITIAL_DATAGRAM:
-            raise _Drop
-        _frames(_open(flow, d, pos, p, end), flow.pieces)
+            raise Drop
+        protection = flow.protection
+        if protection is None:  # bind() sets it before any Initial
+            raise Drop
+        _frames(protection.open(d, pos, p, end), flow.pieces)
         return end
     if kind == version.zero_rtt:
         # 0-RTT data cannot be decrypted here. It is skipped: coalesced after
@@ -382,42 +280,10 @@ def _packet(flow: _Flow, d: bytes, pos: int, n: int) -> int:
         length, p = _varint(d, p, n)
         end = p + length
         if end > n or end == pos:
-            raise _Drop
+            raise Drop
         return end
     # Handshake packets follow the server's reply; Retry is sent by servers.
-    raise _Drop
-
-
-def _open(flow: _Flow, d: bytes, pos: int, pn_offset: int, end: int) -> bytes:
-    """Remove the packet protection of the Initial ``d[pos:end]``.
-
-    Raises:
-        _Drop: too short to sample, or the AEAD tag does not verify (another
-            key, or altered bytes).
-        Malformed: authenticated, but the reserved header bits are set.
-    """
-    if end - pn_offset < _SAMPLE_END:
-        raise _Drop
-    aead, hp = flow.aead, flow.hp
-    if aead is None or hp is None:  # bind() sets both before any Initial
-        raise _Drop
-    mask = hp.update(d[pn_offset + _SAMPLE_OFFSET : pn_offset + _SAMPLE_END])
-    head = d[pos] ^ (mask[0] & 0x0F)
-    pn_len = (head & 3) + 1
-    pn_end = pn_offset + pn_len
-    # With no packet received before, the full packet number is the truncated
-    # one (RFC 9000 A.3 with an expected packet number of 0).
-    pn = int.from_bytes(d[pn_offset:pn_end], "big") ^ int.from_bytes(mask[1 : 1 + pn_len], "big")
-    header = bytes((head,)) + d[pos + 1 : pn_offset] + pn.to_bytes(pn_len, "big")
-    nonce = (flow.iv ^ pn).to_bytes(12, "big")
-    try:
-        payload = aead.decrypt(nonce, d[pn_end:end], header)
-    except InvalidTag:
-        raise _Drop from None
-    if head & _RESERVED_LONG:
-        # RFC 9000 17.2: a PROTOCOL_VIOLATION once protection is removed.
-        raise Malformed("reserved bits set")
-    return payload
+    raise Drop
 
 
 def _frames(payload: bytes, pieces: list[tuple[int, bytes]]) -> None:
@@ -478,7 +344,7 @@ def _frames(payload: bytes, pieces: list[tuple[int, bytes]]) -> None:
                     raise Malformed("truncated CONNECTION_CLOSE frame")
             else:
                 raise Malformed("frame not allowed in an Initial packet")
-    except _Drop:
+    except Drop:
         raise Malformed("truncated frame") from None
 
 
@@ -488,17 +354,17 @@ def _varint(b: bytes, p: int, end: int) -> tuple[int, int]:
     Returns the value and the position after it.
 
     Raises:
-        _Drop: it does not fit before ``end``.
+        Drop: it does not fit before ``end``.
     """
     if p >= end:
-        raise _Drop
+        raise Drop
     first = b[p]
     size = 1 << (first >> 6)
     if size == 1:
         return first, p + 1
     q = p + size
     if q > end:
-        raise _Drop
+        raise Drop
     return int.from_bytes(b[p:q], "big") & ((1 << (8 * size - 2)) - 1), q
 
 
