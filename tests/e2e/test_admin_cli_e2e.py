@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from backends import free_port, http_backend, run
 from prometheus_client.parser import text_string_to_metric_families
-from proxy import LOCAL_TCP, run_cli, running_proxy
+
+from tests.kit.backends import free_port, http_backend, run
+from tests.kit.proxy import LOCAL_TCP, run_cli, running_proxy
 
 HOST = "127.0.0.1"
 

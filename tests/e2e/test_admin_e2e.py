@@ -15,12 +15,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from backends import http_backend, run
 from prometheus_client.parser import text_string_to_metric_families
 
 from refractium import Refractium, RefractiumError
 from refractium.admin import server as admin_module
 from refractium.admin.server import AdminServer
+from tests.kit.backends import http_backend, run
 
 HOST = "127.0.0.1"
 NO_FILE = "reload: this engine has no config file to re-read"

@@ -7,7 +7,8 @@ import os
 import socket
 
 import pytest
-from backends import (
+
+from tests.kit.backends import (
     BLOCK,
     banner_backend,
     echo_backend,

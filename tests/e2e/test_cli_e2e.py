@@ -6,7 +6,8 @@ import socket
 from pathlib import Path
 
 import pytest
-from proxy import run_cli, running_proxy
+
+from tests.kit.proxy import run_cli, running_proxy
 
 
 def assert_one_line_error(result: object, *fragments: str) -> str:

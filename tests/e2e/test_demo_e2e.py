@@ -5,8 +5,8 @@ from __future__ import annotations
 import re
 import shlex
 
-from backends import free_port, run
-from proxy import running_proxy
+from tests.kit.backends import free_port, run
+from tests.kit.proxy import running_proxy
 
 
 async def test_demo_commands_reach_each_backend() -> None:

@@ -16,17 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from backends import (
-    Backend,
-    banner_backend,
-    echo_backend,
-    http_backend,
-    run,
-    sshd_backend,
-    tls_backend,
-)
-from clients import close, open_nodelay, openssl_get, read_all
-from proxy import LOCAL_TCP, run_cli, running_proxy
 
 from refractium import Refractium
 from refractium.endpoint import (
@@ -40,8 +29,20 @@ from refractium.endpoint import (
     Side,
     WeakHandle,
 )
+from tests.kit.backends import (
+    Backend,
+    banner_backend,
+    echo_backend,
+    http_backend,
+    run,
+    sshd_backend,
+    tls_backend,
+)
+from tests.kit.clients import close, open_nodelay, openssl_get, read_all
+from tests.kit.proxy import LOCAL_TCP, run_cli, running_proxy
 
-HERE = Path(__file__).resolve().parent
+# The repository root, on the proxy's PYTHONPATH so hook specs can name tests.kit.hookmods.
+ROOT = Path(__file__).resolve().parents[2]
 HOST = "127.0.0.1"
 
 
@@ -359,7 +360,7 @@ async def test_endpoint_hooks_from_the_config_file() -> None:
     async with http_backend("web") as web, echo_backend() as secret:
         config = f"""
 [endpoint]
-hooks = [{{ use = "hookmods:DenyRoute", route = "secret", code = 403 }}]
+hooks = [{{ use = "tests.kit.hookmods:DenyRoute", route = "secret", code = 403 }}]
 
 [[protocols]]
 name = "http"
@@ -370,7 +371,7 @@ name = "secret"
 patterns = ["SECRET"]
 forward_to = "{secret.address}"
 """
-        env = {"PYTHONPATH": str(HERE)}
+        env = {"PYTHONPATH": str(ROOT)}
         async with running_proxy(*LOCAL_TCP, config=config, env=env) as p:
             allowed = await run(["curl", "-s", f"http://{HOST}:{p.port}/"])
             assert allowed.out == "web\n"
@@ -387,24 +388,25 @@ forward_to = "{secret.address}"
 async def test_a_bad_endpoint_hook_is_a_one_line_config_error(tmp_path: Path) -> None:
     path = tmp_path / "refractium.toml"
     path.write_text(
-        '[endpoint]\nhooks = ["hookmods:Recorder"]\n'
+        '[endpoint]\nhooks = ["tests.kit.hookmods:Recorder"]\n'
         '[[protocols]]\nname = "http"\nforward_to = "127.0.0.1:9"\n'
     )
-    result = await run_cli("check", "-c", str(path), env={"PYTHONPATH": str(HERE)})
+    result = await run_cli("check", "-c", str(path), env={"PYTHONPATH": str(ROOT)})
     assert result.returncode == 1
     assert result.stderr.strip() == (
-        f"refractium: {path}: endpoint.hooks[0]: hookmods:Recorder: "
+        f"refractium: {path}: endpoint.hooks[0]: tests.kit.hookmods:Recorder: "
         "Recorder.__init__() missing 1 required "
         "positional argument: 'dir'"
     )
     path.write_text(
-        '[endpoint]\nhooks = ["hookmods:NoOp"]\n'
+        '[endpoint]\nhooks = ["tests.kit.hookmods:NoOp"]\n'
         '[[protocols]]\nname = "http"\nforward_to = "127.0.0.1:9"\n'
     )
-    result = await run_cli("check", "-c", str(path), env={"PYTHONPATH": str(HERE)})
+    result = await run_cli("check", "-c", str(path), env={"PYTHONPATH": str(ROOT)})
     assert result.returncode == 1
-    assert "endpoint.hooks[0]: hookmods:NoOp is a packet hook: list it in a route's hooks" in (
-        result.stderr
+    assert (
+        "endpoint.hooks[0]: tests.kit.hookmods:NoOp is a packet hook: list it in a route's hooks"
+        in result.stderr
     )
     assert len(result.stderr.strip().splitlines()) == 1
 

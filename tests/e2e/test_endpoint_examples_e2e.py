@@ -23,10 +23,10 @@ from types import ModuleType
 from typing import Any
 
 import pytest
-from backends import SSHD, SshdBackend, echo_backend, run, sshd_backend
-from clients import close, open_nodelay, read_all
 
 from refractium import Refractium
+from tests.kit.backends import SSHD, SshdBackend, echo_backend, run, sshd_backend
+from tests.kit.clients import close, open_nodelay, read_all
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"

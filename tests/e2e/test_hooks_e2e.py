@@ -10,12 +10,19 @@ import struct
 from pathlib import Path
 
 import pytest
-from backends import echo_backend, expected_sha256, sink_source_backend, sink_source_exchange
-from clients import close, open_nodelay
-from proxy import LOCAL_TCP, running_proxy
 
-HERE = Path(__file__).resolve().parent
-ENV = {"PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")])}
+from tests.kit.backends import (
+    echo_backend,
+    expected_sha256,
+    sink_source_backend,
+    sink_source_exchange,
+)
+from tests.kit.clients import close, open_nodelay
+from tests.kit.proxy import LOCAL_TCP, running_proxy
+
+# The repository root, on the proxy's PYTHONPATH so hook specs can name tests.kit.hookmods.
+ROOT = Path(__file__).resolve().parents[2]
+ENV = {"PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
 MiB = 1 << 20
 
 
@@ -43,7 +50,7 @@ async def test_recorder_sees_every_byte_once_in_read_order(tmp_path: Path, recor
 [[protocols]]
 name = "mine"
 patterns = ["ROUND"]
-hooks = [{{ use = "hookmods:{recorder}", dir = "{tmp_path}" }}]
+hooks = [{{ use = "tests.kit.hookmods:{recorder}", dir = "{tmp_path}" }}]
 forward_to = "{echo.address}"
 """
         chunks = [b"ROUND" + random.randbytes(random.randint(1, 30_000)) for _ in range(60)]
@@ -91,7 +98,7 @@ async def timed_download(port: int, size: int) -> float:
 
 async def test_a_slow_hook_does_not_slow_the_relay_and_drops_are_counted(tmp_path: Path) -> None:
     size = 64 * MiB
-    slow = f'{{ use = "hookmods:SlowDigest", dir = "{tmp_path}", delay_ms = 20 }}'
+    slow = f'{{ use = "tests.kit.hookmods:SlowDigest", dir = "{tmp_path}", delay_ms = 20 }}'
     async with sink_source_backend() as backend:
         async with running_proxy(*LOCAL_TCP, config=bulk_config(backend.address), env=ENV) as p:
             plain = await timed_download(p.port, size)
@@ -106,7 +113,7 @@ async def test_a_slow_hook_does_not_slow_the_relay_and_drops_are_counted(tmp_pat
 
 async def test_block_mode_delivers_every_byte_to_a_slow_hook(tmp_path: Path) -> None:
     size = 64 * MiB
-    slow = f'{{ use = "hookmods:SlowDigest", dir = "{tmp_path}", delay_ms = 20 }}'
+    slow = f'{{ use = "tests.kit.hookmods:SlowDigest", dir = "{tmp_path}", delay_ms = 20 }}'
     async with (
         sink_source_backend() as backend,
         running_proxy(*LOCAL_TCP, config=bulk_config(backend.address, slow, "block"), env=ENV) as p,
@@ -125,7 +132,7 @@ async def test_block_mode_delivers_every_byte_to_a_slow_hook(tmp_path: Path) -> 
 
 
 def _sha256_of_download(size: int, trailer: bytes) -> str:
-    from backends import pattern_chunks
+    from tests.kit.backends import pattern_chunks
 
     digest = hashlib.sha256()
     for piece in pattern_chunks(size):
@@ -136,7 +143,7 @@ def _sha256_of_download(size: int, trailer: bytes) -> str:
 
 async def test_a_raising_hook_leaves_the_connection_intact() -> None:
     async with sink_source_backend() as backend:
-        config = bulk_config(backend.address, '"hookmods:Raiser"')
+        config = bulk_config(backend.address, '"tests.kit.hookmods:Raiser"')
         async with running_proxy(*LOCAL_TCP, config=config, env=ENV) as p:
             result = await sink_source_exchange(p.port, upload=8 * MiB, download=8 * MiB)
             result.check(upload=8 * MiB, download=8 * MiB)
@@ -145,13 +152,13 @@ async def test_a_raising_hook_leaves_the_connection_intact() -> None:
 
 
 async def test_a_bad_hook_is_a_config_error_before_listening(tmp_path: Path) -> None:
-    from proxy import run_cli
+    from tests.kit.proxy import run_cli
 
     cases = [
         ('"nosuchmodule:Hook"', "cannot import 'nosuchmodule'"),
-        ('"hookmods:Missing"', "module 'hookmods' has no attribute 'Missing'"),
-        ('{ use = "hookmods:Recorder", wrong = 1 }', "hookmods:Recorder:"),
-        ('{ use = "hookmods:Raiser", x = 1 }', "Raiser() takes no arguments"),
+        ('"tests.kit.hookmods:Missing"', "module 'tests.kit.hookmods' has no attribute 'Missing'"),
+        ('{ use = "tests.kit.hookmods:Recorder", wrong = 1 }', "tests.kit.hookmods:Recorder:"),
+        ('{ use = "tests.kit.hookmods:Raiser", x = 1 }', "Raiser() takes no arguments"),
     ]
     for hooks, fragment in cases:  # one line each: file, key, what is wrong
         (tmp_path / "refractium.toml").write_text(
@@ -164,7 +171,7 @@ async def test_a_bad_hook_is_a_config_error_before_listening(tmp_path: Path) -> 
 
 
 async def test_mirror_copies_traffic_and_a_dead_mirror_costs_nothing(tmp_path: Path) -> None:
-    from backends import free_port
+    from tests.kit.backends import free_port
 
     copied = bytearray()
     done = asyncio.Event()

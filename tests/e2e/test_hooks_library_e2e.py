@@ -6,10 +6,9 @@ import asyncio
 import sys
 from pathlib import Path
 
-from backends import echo_backend, run
-
 from refractium import Refractium
 from refractium.hooks import Direction, HookContext, ProtocolHook, define_hook, hook_protocol
+from tests.kit.backends import echo_backend, run
 
 ROOT = Path(__file__).resolve().parents[2]
 

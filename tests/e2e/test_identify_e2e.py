@@ -9,7 +9,8 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from backends import (
+
+from tests.kit.backends import (
     banner_backend,
     echo_backend,
     http_backend,
@@ -17,8 +18,8 @@ from backends import (
     sshd_backend,
     tls_backend,
 )
-from clients import exchange, open_nodelay, openssl_get, read_all, send, tls_request
-from proxy import LOCAL_TCP, running_proxy
+from tests.kit.clients import exchange, open_nodelay, openssl_get, read_all, send, tls_request
+from tests.kit.proxy import LOCAL_TCP, running_proxy
 
 BYTE_DELAY = 0.005
 SSH_CLIENT_BANNER = b"SSH-2.0-OpenSSH_9.2p1 Debian-2+deb12u3\r\n"

@@ -7,9 +7,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from backends import http_backend, run
 
 from refractium import ConfigError, Refractium
+from tests.kit.backends import http_backend, run
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from backends import http_backend, run, tls_backend
-from clients import openssl_get
-from proxy import LOCAL_TCP, running_proxy
+from tests.kit.backends import http_backend, run, tls_backend
+from tests.kit.clients import openssl_get
+from tests.kit.proxy import LOCAL_TCP, running_proxy
 
 
 async def tshark(path: Path, display_filter: str, field: str) -> list[str]:

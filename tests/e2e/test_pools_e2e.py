@@ -7,8 +7,8 @@ import contextlib
 from collections import Counter
 from collections.abc import AsyncIterator
 
-from backends import free_port
-from proxy import LOCAL_TCP, running_proxy
+from tests.kit.backends import free_port
+from tests.kit.proxy import LOCAL_TCP, running_proxy
 
 
 @contextlib.asynccontextmanager

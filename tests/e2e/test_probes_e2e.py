@@ -15,9 +15,10 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from backends import Backend, echo_backend
-from clients import exchange
-from proxy import RunningProxy, running_proxy
+
+from tests.kit.backends import Backend, echo_backend
+from tests.kit.clients import exchange
+from tests.kit.proxy import RunningProxy, running_proxy
 
 HOST = "127.0.0.1"
 

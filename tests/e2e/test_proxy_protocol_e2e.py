@@ -10,8 +10,9 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from backends import echo_backend, free_port
-from proxy import running_proxy
+
+from tests.kit.backends import echo_backend, free_port
+from tests.kit.proxy import running_proxy
 
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 

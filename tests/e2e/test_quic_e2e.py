@@ -16,8 +16,9 @@ from pathlib import Path
 from aioquic.asyncio import QuicConnectionProtocol, connect, serve
 from aioquic.asyncio.server import QuicServer
 from aioquic.quic.configuration import QuicConfiguration
-from backends import make_certificates
-from proxy import running_proxy
+
+from tests.kit.backends import make_certificates
+from tests.kit.proxy import running_proxy
 
 HOST = "127.0.0.1"
 ALPN = "refractium-test"

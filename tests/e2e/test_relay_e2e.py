@@ -11,9 +11,15 @@ import struct
 from collections import Counter
 
 import pytest
-from backends import echo_backend, expected_sha256, sink_source_backend, sink_source_exchange
-from clients import close, exchange, open_nodelay
-from proxy import LOCAL_TCP, running_proxy
+
+from tests.kit.backends import (
+    echo_backend,
+    expected_sha256,
+    sink_source_backend,
+    sink_source_exchange,
+)
+from tests.kit.clients import close, exchange, open_nodelay
+from tests.kit.proxy import LOCAL_TCP, running_proxy
 
 MiB = 1 << 20
 LOOPS = ["uvloop", "asyncio"]

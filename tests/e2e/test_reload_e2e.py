@@ -6,8 +6,8 @@ import asyncio
 import signal
 from pathlib import Path
 
-from backends import free_port, http_backend, run
-from proxy import LOCAL_TCP, running_proxy
+from tests.kit.backends import free_port, http_backend, run
+from tests.kit.proxy import LOCAL_TCP, running_proxy
 
 
 async def curl(port: int) -> bytes:

@@ -15,9 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from backends import http_backend, run
-from dnsserver import dns_server
-from proxy import RunningProxy, running_proxy
 
 from refractium import Refractium
 from refractium.endpoint import (
@@ -28,9 +25,13 @@ from refractium.endpoint import (
     Ignore,
     Reject,
 )
+from tests.kit.backends import http_backend, run
+from tests.kit.dnsserver import dns_server
+from tests.kit.proxy import RunningProxy, running_proxy
 
 HOST = "127.0.0.1"
-HERE = Path(__file__).resolve().parent
+# The repository root, on the proxy's PYTHONPATH so hook specs can name tests.kit.hookmods.
+ROOT = Path(__file__).resolve().parents[2]
 LOOPS = ["uvloop", "asyncio"]
 
 
@@ -169,8 +170,11 @@ async def test_the_session_cap_refuses_new_flows_and_keeps_the_old_ones() -> Non
 
 async def test_packet_hooks_get_one_packet_per_datagram(tmp_path: Path) -> None:
     async with udp_server(echo) as (_, port):
-        text = config(port) + f'hooks = [{{ use = "hookmods:Recorder", dir = "{tmp_path}" }}]\n'
-        env = {"PYTHONPATH": str(HERE)}
+        text = (
+            config(port)
+            + f'hooks = [{{ use = "tests.kit.hookmods:Recorder", dir = "{tmp_path}" }}]\n'
+        )
+        env = {"PYTHONPATH": str(ROOT)}
         async with udp_proxy("uvloop", text, env) as p:
             client = Client(p.port)
             sizes = [4, 100, 1, 30_000, 7]

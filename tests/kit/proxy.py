@@ -21,7 +21,7 @@ from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import NamedTuple
 
-from backends import run
+from tests.kit.backends import run
 
 LISTEN_RE = re.compile(r"listening on tcp (\S+):(\d+)")
 

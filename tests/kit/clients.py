@@ -11,7 +11,7 @@ import contextlib
 import socket
 import ssl
 
-from backends import Completed, run
+from tests.kit.backends import Completed, run
 
 HOST = "127.0.0.1"
 
