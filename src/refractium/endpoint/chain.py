@@ -12,11 +12,11 @@ get an awaitable to finish the chain with.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from functools import partial
 from inspect import isawaitable
 from typing import Any
 
-from refractium.config import HookSpec
 from refractium.endpoint import (
     Accept,
     ConnectionInfo,
@@ -29,15 +29,14 @@ from refractium.endpoint import (
     Side,
     Verdict,
 )
-from refractium.errors import HookLoadError
-from refractium.hooks.loader import import_target
 from refractium.util import eager
 from refractium.util.logs import RateLimitedLog
+from refractium.util.safecall import Failed, HookFailures, safeawait, safecall
 
 log = logging.getLogger("refractium.endpoint")
-failures = RateLimitedLog(log)
+events = RateLimitedLog(log)
+failures = HookFailures(log)
 
-METHODS = ("on_incoming", "before_connect", "after_handshake", "on_close")
 #: What a hook that raises (or returns nonsense) amounts to: fail closed.
 FAILED = Reject(error_code=500, reason=b"internal error")
 
@@ -90,14 +89,11 @@ class EndpointChain:
     ) -> Verdict | Awaitable[Verdict]:
         """Call ``calls`` in order: a verdict now, or an awaitable giving one."""
         for index, (name, fn) in enumerate(calls):
-            try:
-                result = fn(*args)
-                if isawaitable(result):
-                    result = eager.start(result)
-                    if isinstance(result, eager.Suspended):
-                        return self._finish(calls, index, result, args, where)
-            except Exception:
-                return _failed(name, where)
+            result = safecall(partial(_report, name, where), _start, fn, args)
+            if isinstance(result, Failed):
+                return FAILED
+            if isinstance(result, eager.Suspended):
+                return self._finish(calls, index, result, args, where)
             verdict = _verdict(result, name, where)
             if verdict is not Accept:
                 return verdict
@@ -119,10 +115,9 @@ class EndpointChain:
         where: str,
     ) -> Verdict:
         name = calls[index][0]
-        try:
-            result = await waiting
-        except Exception:
-            return _failed(name, where)
+        result = await safeawait(partial(_report, name, where), waiting)
+        if isinstance(result, Failed):
+            return FAILED
         verdict = _verdict(result, name, where)
         if verdict is not Accept:
             return verdict
@@ -152,21 +147,16 @@ class EndpointChain:
     ) -> None:
         """Tell every ``on_close`` hook; one that waits finishes in a task of its own."""
         for name, fn in self.closes:
-            try:
-                result = fn(info, stats)
-                if isawaitable(result):
-                    result = eager.start(result)
-                    if isinstance(result, eager.Suspended):
-                        spawn(_observe(result, name))
-            except Exception:
-                _log_failure(name, "on_close")
+            report = partial(_report, name, "on_close")
+            result = safecall(report, _start, fn, (info, stats))
+            if isinstance(result, eager.Suspended):
+                spawn(safeawait(report, result))
 
 
-async def _observe(waiting: eager.Suspended, name: str) -> None:
-    try:
-        await waiting
-    except Exception:
-        _log_failure(name, "on_close")
+def _start(fn: Callable[..., Any], args: tuple[object, ...]) -> Any:
+    """``fn(*args)``, stepped eagerly if a coroutine: a result, or an eager.Suspended."""
+    result = fn(*args)
+    return eager.start(result) if isawaitable(result) else result
 
 
 def _verdict(result: object, name: str, where: str) -> Verdict:
@@ -174,7 +164,7 @@ def _verdict(result: object, name: str, where: str) -> Verdict:
         return Accept
     if isinstance(result, (Outcome, Reject)):
         return result
-    failures.log(
+    events.log(
         logging.ERROR,
         f"endpoint-result:{name}",
         "endpoint hook %s returned %r from %s (not Accept, Reject or Ignore): rejecting",
@@ -185,52 +175,12 @@ def _verdict(result: object, name: str, where: str) -> Verdict:
     return FAILED
 
 
-def _failed(name: str, where: str) -> Verdict:
-    _log_failure(name, where)
-    return FAILED
-
-
-def _log_failure(name: str, where: str) -> None:
-    failures.log(
-        logging.ERROR,
+def _report(name: str, where: str) -> None:
+    """Report the exception the hook ``name`` raised in ``where`` (called in ``except``)."""
+    failures.report(
         f"endpoint-error:{name}:{where}",
         "endpoint hook %s raised in %s%s",
         name,
         where,
         "" if where == "on_close" else " (the connection is rejected)",
-        exc_info=True,
     )
-
-
-# -- loading from the configuration ----------------------------------------------
-
-
-def load_endpoint_hook(spec: HookSpec, source: str | None) -> object:
-    """Import and build the endpoint hook ``spec`` names ([endpoint] hooks).
-
-    Raises:
-        HookLoadError: naming ``source`` and ``spec.key``.
-    """
-    obj = import_target(spec, source)
-    kwargs: Mapping[str, Any] = spec.kwargs
-    if isinstance(obj, type):
-        try:
-            hook = obj(**kwargs)
-        except Exception as exc:  # the user's constructor: any error is a config error
-            raise HookLoadError(source, spec.key, f"{spec.use}: {exc}") from None
-    elif kwargs:
-        names = ", ".join(sorted(kwargs))
-        raise HookLoadError(
-            source, spec.key, f"{spec.use} is not a class: it takes no arguments ({names})"
-        )
-    else:
-        hook = obj
-    if callable(getattr(hook, "on_packet", None)):
-        raise HookLoadError(
-            source, spec.key, f"{spec.use} is a packet hook: list it in a route's hooks"
-        )
-    if not any(callable(getattr(hook, method, None)) for method in METHODS):
-        raise HookLoadError(
-            source, spec.key, f"{spec.use} is not an endpoint hook (none of {', '.join(METHODS)})"
-        )
-    return hook

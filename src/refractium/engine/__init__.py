@@ -28,7 +28,8 @@ from typing import Any, Self
 from refractium.admin.server import AdminServer
 from refractium.backends.health import HealthChecker, checks_for
 from refractium.config import Config, load_file, parse_config
-from refractium.endpoint.chain import EndpointChain, load_endpoint_hook
+from refractium.endpoint.chain import EndpointChain
+from refractium.endpoint.loader import load_endpoint_hook
 from refractium.endpoint.remotes import RemoteMap
 from refractium.errors import RefractiumError
 from refractium.hooks.dispatch import HookStats
