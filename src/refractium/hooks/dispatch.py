@@ -38,13 +38,16 @@ import logging
 from collections import defaultdict, deque
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from refractium.hooks.api import Direction, HookContext, ProtocolHook, is_async_hook
 from refractium.util.logs import RateLimitedLog
+from refractium.util.safecall import Failed, HookFailures, safeawait, safecall
 
 log = logging.getLogger(__name__)
 events = RateLimitedLog(log)
+failures = HookFailures(log)
 
 #: Bytes a connection's hook queue may hold before ``overflow`` applies. A
 #: bulk read on uvloop is up to 32 reads of 256 KiB in one loop turn, before
@@ -70,7 +73,7 @@ class HookStats(defaultdict[str, HookCounters]):
         super().__init__(HookCounters)
 
 
-Spawn = Callable[[Coroutine[Any, Any, None]], object]
+Spawn = Callable[[Coroutine[Any, Any, Any]], object]
 
 
 def _nothing() -> None:
@@ -192,11 +195,11 @@ class Dispatcher:
         for position, (hook, counters) in enumerate(self._pairs):
             counters.packets += 1
             counters.bytes += size
+            # Inline, not safecall(): this runs for every chunk of the connection.
             try:
                 result = hook.on_packet(ctx, direction, data)
             except Exception:
-                counters.errors += 1
-                self._hook_failed(hook, "on_packet")
+                self._hook_failed(hook, counters, "on_packet")
                 continue
             if result is not None:
                 # Not so plain after all: await it, and from now on queue this
@@ -208,48 +211,34 @@ class Dispatcher:
 
     def _close_now(self) -> None:
         for hook, counters in self._pairs:
-            try:
-                result = hook.on_close(self._ctx)
-            except Exception:
-                counters.errors += 1
-                self._hook_failed(hook, "on_close")
-                continue
-            if result is not None:
-                self._spawn(self._await_close(result, hook, counters))
+            report = partial(self._hook_failed, hook, counters, "on_close")
+            result = safecall(report, hook.on_close, self._ctx)
+            if result is not None and not isinstance(result, Failed):
+                self._spawn(safeawait(report, result))
         self._pairs = ()  # a read racing the close reaches no hook
         self._release()
-
-    async def _await_close(
-        self, result: Awaitable[None], hook: ProtocolHook, counters: HookCounters
-    ) -> None:
-        try:
-            await result
-        except Exception:
-            counters.errors += 1
-            self._hook_failed(hook, "on_close")
 
     async def _resume(
         self, result: Awaitable[None], position: int, direction: Direction, data: bytes
     ) -> None:
         """Finish the packet a plain hook returned an awaitable for, then run()."""
         hook, counters = self._pairs[position]
-        try:
-            await result
-        except Exception:
-            counters.errors += 1
-            self._hook_failed(hook, "on_packet")
+        await safeawait(partial(self._hook_failed, hook, counters, "on_packet"), result)
         for hook, counters in self._pairs[position + 1 :]:
             counters.packets += 1
             counters.bytes += len(data)
-            try:
-                later = hook.on_packet(self._ctx, direction, data)
-                if later is not None:
-                    await later
-            except Exception:
-                counters.errors += 1
-                self._hook_failed(hook, "on_packet")
+            await self._call(hook, counters, "on_packet", direction, data)
         self._delivered(len(data))
         await self.run()
+
+    async def _call(
+        self, hook: ProtocolHook, counters: HookCounters, method: str, *args: object
+    ) -> None:
+        """``hook.method(ctx, *args)``, awaited if it gives an awaitable; failures reported."""
+        report = partial(self._hook_failed, hook, counters, method)
+        result = safecall(report, getattr(hook, method), self._ctx, *args)
+        if result is not None and not isinstance(result, Failed):
+            await safeawait(report, result)
 
     # -- coroutine hooks: a task per connection ------------------------------
 
@@ -266,26 +255,20 @@ class Dispatcher:
                     for hook, counters in pairs:
                         counters.packets += 1
                         counters.bytes += size
+                        # Inline, not safecall(): this runs for every chunk.
                         try:
                             result = hook.on_packet(ctx, direction, data)
                             if result is not None:
                                 await result
                         except Exception:
-                            counters.errors += 1
-                            self._hook_failed(hook, "on_packet")
+                            self._hook_failed(hook, counters, "on_packet")
                     self._delivered(size)
                 if self._ended:
                     break
                 self._waiter = asyncio.get_running_loop().create_future()
                 await self._waiter
             for hook, counters in pairs:
-                try:
-                    result = hook.on_close(ctx)
-                    if result is not None:
-                        await result
-                except Exception:
-                    counters.errors += 1
-                    self._hook_failed(hook, "on_close")
+                await self._call(hook, counters, "on_close")
         finally:
             self._release()
 
@@ -295,14 +278,14 @@ class Dispatcher:
         # is freed by reference counting instead of waiting for the GC.
         self._on_full = self._on_drained = _nothing
 
-    def _hook_failed(self, hook: ProtocolHook, method: str) -> None:
-        # A hook's bug must not touch the connection: log it and go on.
-        events.log(
-            logging.ERROR,
+    def _hook_failed(self, hook: ProtocolHook, counters: HookCounters, method: str) -> None:
+        """Count and report the exception ``hook.method`` raised (called in ``except``)."""
+        # A hook's bug must not touch the connection: count it, log it, go on.
+        counters.errors += 1
+        failures.report(
             f"hook-error:{hook.name}",
             "[%016x] hook %s raised in %s (it keeps receiving packets)",
             self._ctx.session_id,
             hook.name,
             method,
-            exc_info=True,
         )
