@@ -16,11 +16,13 @@ requires one of the three openings above. Messages with nothing recognisable
 after ``<PRI>`` (``<14>hello``, as Python's ``SysLogHandler`` sends) are not
 matched.
 
-Over UDP (RFC 5426), :meth:`SyslogProbe.probe_datagram`, a datagram is one
-whole message: it matches or it does not. Over TCP (RFC 6587),
-:meth:`SyslogProbe.probe`, a message may also be preceded by its length in
-decimal and a space (octet counting: ``97 <34>1 ...``); the probe needs more
-while the data is a valid prefix.
+The protocol's own transport is both. Over UDP (RFC 5426),
+:meth:`SyslogProbe.probe_datagram`, a datagram is one whole message: it
+matches or it does not. Over TCP (RFC 6587), :meth:`SyslogProbe.probe`, a
+message starts the stream as is (non-transparent framing: ``<34>1 ...``,
+messages ending in a newline) or preceded by its length in decimal and a
+space (octet counting: ``97 <34>1 ...``); the probe needs more while the data
+is a valid prefix.
 
 The input is untrusted peer data; the probe reads at most a few dozen bytes.
 """
@@ -121,7 +123,9 @@ class SyslogProbe:
 
     def __init__(self, name: str = "syslog") -> None:
         self.name = name
-        self.transport = Transport.UDP
+        # RFC 5426 carries syslog over UDP and RFC 6587 over TCP: a route
+        # without `transport` serves both.
+        self.transport = Transport.BOTH
         # Match is read-only, so one instance can be shared by every connection.
         self._match = Match(name)
 

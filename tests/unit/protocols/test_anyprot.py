@@ -99,6 +99,8 @@ TCP_FLIGHTS = {
     b"\xbc\xb1\xa7\xb1host::\x00": "adb",
     b"\x03\x00\x00\x0b\x06\xe0\x00\x00\x00\x00\x00": "rdp",
     b"USER anonymous\r\n": "ftp",
+    b"<13>1 2026-11-21T23:36:34Z host app - - - hello\n": "syslog",
+    b"47 <13>1 2026-11-21T23:36:34Z host app - - - hello": "syslog",
     b"\x00\xff\x00garbage": "anyprot",
     b"\xfe" * 8: "anyprot",
 }

@@ -9,9 +9,11 @@ from typing import Any
 
 import pytest
 
-from refractium.protocols import BUILTIN, Match, Transport, Verdict
+from refractium.config import parse_config
+from refractium.protocols import BUILTIN, Match, Transport, Verdict, registry
 from refractium.protocols.base import first_bytes
 from refractium.protocols.syslog import SyslogProbe
+from refractium.routing import Tables, build_tables
 
 S = Any  # the conftest ``samples`` fixture (a class of helpers)
 
@@ -58,10 +60,53 @@ def decided_at(message: bytes) -> int:
     raise AssertionError(message)
 
 
+# The same logger 2.38 over TCP, RFC 3164 format (-T --rfc3164, with and without
+# --octet-count): the month is followed by a day padded to two characters.
+LOGGER_TCP_3164 = b"<13>Dec  2 22:56:48 vm root: hello refractium\n"
+LOGGER_TCP_3164_OCTETS = b"45 <13>Dec  2 22:56:48 vm root: hello refractium"
+
+TCP_STREAMS = {
+    "logger-tcp": LOGGER_TCP,
+    "logger-tcp-octet-count": LOGGER_TCP_OCTETS,
+    "logger-tcp-rfc3164": LOGGER_TCP_3164,
+    "logger-tcp-rfc3164-octet-count": LOGGER_TCP_3164_OCTETS,
+}
+
+
 def test_registered() -> None:
     assert PROBE.name == "syslog"
-    assert PROBE.transport is Transport.UDP
+    # RFC 5426 (UDP) and RFC 6587 (TCP): a route without `transport` serves both.
+    assert PROBE.transport is Transport.BOTH
     assert first_bytes(PROBE) == frozenset(b"<123456789")
+
+
+def _routes_without_transport() -> Tables:
+    # Every built-in protocol but anyprot, so the other probes see syslog's bytes too.
+    names = sorted(registry.names() - {"anyprot"})
+    routes = [
+        {"name": name, "forward_to": f"127.0.0.1:{10000 + i}"} for i, name in enumerate(names)
+    ]
+    return build_tables(parse_config({"protocols": routes}, None))
+
+
+@pytest.mark.parametrize("stream", TCP_STREAMS.values(), ids=TCP_STREAMS.keys())
+def test_route_without_transport_serves_tcp(stream: bytes) -> None:
+    table = _routes_without_transport().tcp
+    decisions = [table.decide(stream[:end], False) for end in range(1, len(stream) + 1)]
+    decided = next(i for i, d in enumerate(decisions) if d is not Verdict.NEED_MORE)
+    # Waits while the bytes are a prefix of syslog, then routes every longer prefix.
+    assert decided >= 4
+    for decision in decisions[decided:]:
+        assert not isinstance(decision, Verdict)
+        route, match = decision
+        assert route is not None and route.name == "syslog"
+        assert match == MATCH
+
+
+def test_route_without_transport_still_serves_udp() -> None:
+    decision = _routes_without_transport().udp.decide_datagrams([LOGGER_UDP], False)
+    assert not isinstance(decision, Verdict)
+    assert decision[0] is not None and decision[0].name == "syslog"
 
 
 @pytest.mark.parametrize("message", MESSAGES.values(), ids=MESSAGES.keys())
@@ -79,10 +124,17 @@ def test_tcp_byte_by_byte(message: bytes, samples: S) -> None:
     assert PROBE.probe(message) == MATCH
 
 
-def test_tcp_framings(samples: S) -> None:
-    assert PROBE.probe(LOGGER_TCP) == MATCH
-    assert PROBE.probe(LOGGER_TCP_OCTETS) == MATCH
-    assert samples.assert_incremental(PROBE, b"99 <13>1 ") == MATCH
+@pytest.mark.parametrize("stream", TCP_STREAMS.values(), ids=TCP_STREAMS.keys())
+def test_tcp_framings(stream: bytes, samples: S) -> None:
+    assert PROBE.probe(stream) == MATCH
+    body = stream.index(b"<")
+    decided = body + decided_at(stream[body:])
+    assert samples.assert_incremental(PROBE, stream[:decided]) == MATCH
+    for end in range(decided, len(stream) + 1):
+        assert PROBE.probe(stream[:end]) == MATCH
+
+
+def test_octet_counting_is_tcp_only() -> None:
     # Octet counting is a TCP framing: a datagram carries the bare message.
     assert PROBE.probe_datagram(LOGGER_TCP_OCTETS) is Verdict.NO
 
