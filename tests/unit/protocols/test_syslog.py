@@ -17,8 +17,9 @@ from refractium.routing import Tables, build_tables
 
 S = Any  # the conftest ``samples`` fixture (a class of helpers)
 
-PROBE = BUILTIN["syslog"]
-assert isinstance(PROBE, SyslogProbe)
+_REGISTERED = BUILTIN["syslog"]
+assert isinstance(_REGISTERED, SyslogProbe)
+PROBE: SyslogProbe = _REGISTERED
 MATCH = Match("syslog")
 
 # Captured from util-linux logger 2.38 (Debian 12): `logger -n 127.0.0.1 -P PORT`
