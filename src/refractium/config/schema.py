@@ -2,14 +2,14 @@
 
 The msgspec Structs check that each key is known and each value has the right
 TOML type. Every field defaults to None meaning "not given" (TOML has no
-null), so the model's defaults in :mod:`refractium.config` apply in one place
+null), so the defaults in :mod:`refractium.config.model` apply in one place
 only. :func:`shape_error` turns msgspec's messages ("Expected `int`, got `str`
 - at `$.server.port`") into the user's words and keys ("server.port",
 "expected an integer, got a string").
 
 The value checks below (ports, server names, hook targets...) turn one
 value into its resolved form or raise a :class:`ConfigError` naming the key
-but not the file, which :func:`refractium.config.parse_config` adds.
+but not the file, which :func:`refractium.config.load.parse_config` adds.
 """
 
 from __future__ import annotations

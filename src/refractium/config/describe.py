@@ -1,0 +1,68 @@
+"""The configuration as text, for ``refractium check``: listeners, the route table, the rest.
+
+Pure: it formats a validated :class:`~refractium.config.model.Config` and
+reads nothing else.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from refractium.addr import format_host
+from refractium.config.model import Config, RouteConfig, route_transport
+
+__all__ = ["describe"]
+
+
+def describe(config: Config) -> str:
+    """The configuration as `refractium check` prints it: listeners, routes, the rest."""
+    server = config.server
+    any_port = " (any free port)" if server.port == 0 else ""
+    listen = ", ".join(f"{format_host(host)}:{server.port}" for host in server.bind)
+    lines = [f"config:       {config.source or '(none)'}", f"listen:       {listen}{any_port}", ""]
+    if config.protocols:
+        header = ("#", "name", "transport", "balance", "match", "options", "forward to")
+        lines += _table([header, *(_route_row(route) for route in config.protocols)])
+    else:
+        lines.append("routes:       none")
+    timeout_route = config.timeout_route
+    if timeout_route is not None and server.on_timeout is None:
+        timeout_route += " (default)"
+    admin = config.admin
+    lines += [
+        "",
+        f"fallback tcp: {server.fallback_tcp or 'none'}",
+        f"fallback udp: {server.fallback_udp or 'none'}",
+        f"on timeout:   {timeout_route or 'none'}",
+        f"admin:        {admin.bind or 'off'}{' (token required)' if admin.token else ''}",
+        f"endpoint:     {', '.join(h.use for h in config.endpoint.hooks) or 'no hooks'}",
+    ]
+    return "\n".join(lines)
+
+
+def _route_row(route: RouteConfig) -> tuple[str, ...]:
+    match = [f"sni={','.join(route.sni)}"] if route.sni else []
+    match += [f"alpn={','.join(route.alpn)}"] if route.alpn else []
+    match += [f"patterns={len(route.patterns)}"] if route.patterns else []
+    match += [f"regex={route.regex!r}"] if route.regex is not None else []
+    options = [f"proxy_protocol=v{route.proxy_protocol}"] if route.proxy_protocol else []
+    options += [f"hooks={len(route.hooks)}"] if route.hooks else []
+    options += ["health_check"] if route.health_check else []
+    transport = route_transport(route)
+    return (
+        str(route.index),
+        route.name,
+        "?" if transport is None else transport.value,
+        route.balance.value,
+        " ".join(match) or "-",
+        " ".join(options) or "-",
+        ", ".join(str(address) for address in route.forward_to),
+    )
+
+
+def _table(rows: Sequence[tuple[str, ...]]) -> list[str]:
+    widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
+    return [
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        for row in rows
+    ]

@@ -1,0 +1,195 @@
+"""The configuration model: frozen dataclasses that the rest of the program reads.
+
+Everything here is already validated and resolved (addresses parsed, names
+lower-cased, defaults applied) by :mod:`refractium.config.load`; nothing in
+this module reads a file or checks a value. The defaults below are the only
+defaults: the schema leaves every key it is not given as None.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from ipaddress import IPv4Network, IPv6Network
+from types import MappingProxyType
+from typing import Any
+
+from refractium.addr import Address
+from refractium.protocols import registry
+from refractium.protocols.base import Transport
+from refractium.protocols.custom import CustomProbe
+
+__all__ = [
+    "DEFAULT_ADMIN_BIND",
+    "DEFAULT_TIMEOUT_ROUTE",
+    "AdminConfig",
+    "Balance",
+    "Config",
+    "EndpointConfig",
+    "HealthCheck",
+    "HookSpec",
+    "Overflow",
+    "RouteConfig",
+    "ServerConfig",
+    "route_transport",
+]
+
+DEFAULT_ADMIN_BIND = "127.0.0.1:9901"
+# The route sslh-style multiplexers give to clients that send nothing.
+DEFAULT_TIMEOUT_ROUTE = "ssh"
+
+
+class Balance(StrEnum):
+    """How a route picks one backend of its pool."""
+
+    ROUND_ROBIN = "round_robin"
+    LEAST_CONNECTIONS = "least_connections"
+    RANDOM = "random"
+    SOURCE_HASH = "source_hash"
+
+
+class Overflow(StrEnum):
+    """What a full packet-hook queue does: drop the packet or stall the relay."""
+
+    DROP = "drop"
+    BLOCK = "block"
+
+
+@dataclass(frozen=True, slots=True)
+class HookSpec:
+    """A hook to load later: ``use`` is ``"module:attr"``, ``kwargs`` its arguments.
+
+    ``key`` locates the entry in the file (``protocols[1].hooks[0]``) so
+    that the import stage can report errors the same way.
+    """
+
+    use: str
+    kwargs: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    key: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class HealthCheck:
+    """Active backend checks: connect (and optionally send/expect) every interval."""
+
+    interval_ms: int = 5000
+    timeout_ms: int = 1000
+    rise: int = 2
+    fall: int = 3
+    send: bytes | None = None
+    expect: bytes | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RouteConfig:
+    """One ``[[protocols]]`` entry: what to recognise and where to send it.
+
+    ``transport`` None means the protocol's own; ``health_check`` None means
+    the backends are not checked; ``index`` is the position in the file.
+    """
+
+    name: str
+    forward_to: tuple[Address, ...]
+    sni: tuple[str, ...] = ()
+    alpn: tuple[str, ...] = ()
+    patterns: tuple[bytes, ...] = ()
+    regex: str | None = None
+    transport: Transport | None = None
+    balance: Balance = Balance.ROUND_ROBIN
+    proxy_protocol: int = 0
+    hooks: tuple[HookSpec, ...] = ()
+    overflow: Overflow = Overflow.DROP
+    health_check: HealthCheck | None = None
+    index: int = 0
+
+    @property
+    def key(self) -> str:
+        """This route's key path in error messages: ``protocols[<index>]``."""
+        return f"protocols[{self.index}]"
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    """The ``[server]`` table: listeners, limits and timeouts."""
+
+    bind: tuple[str, ...] = ("0.0.0.0",)
+    port: int = 8080
+    peek_buffer_size: int = 16384
+    peek_timeout_ms: int = 3000
+    connect_timeout_ms: int = 3000
+    shutdown_grace_ms: int = 10000
+    max_connections: int = 10000
+    max_connections_per_ip: int = 50
+    hot_reload: bool = True
+    fallback_tcp: Address | None = None
+    fallback_udp: Address | None = None
+    on_timeout: str | None = None
+    udp_session_timeout_s: float = 30.0
+    udp_max_sessions: int = 65536
+    accept_proxy_protocol: bool = False
+    trusted_proxies: tuple[IPv4Network | IPv6Network, ...] = ()
+    health_check: HealthCheck = HealthCheck()
+
+
+@dataclass(frozen=True, slots=True)
+class AdminConfig:
+    """The ``[admin]`` table; ``bind`` None means no admin listener."""
+
+    bind: Address | None = None
+    token: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class EndpointConfig:
+    """The ``[endpoint]`` table: hooks that see every connection."""
+
+    hooks: tuple[HookSpec, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """A whole, validated configuration; ``source`` is the file as named, if any."""
+
+    server: ServerConfig = ServerConfig()
+    protocols: tuple[RouteConfig, ...] = ()
+    admin: AdminConfig = AdminConfig()
+    endpoint: EndpointConfig = EndpointConfig()
+    source: str | None = None
+
+    @property
+    def timeout_route(self) -> str | None:
+        """The route name for clients that send nothing, defaults applied.
+
+        ``server.on_timeout`` if set, else ``"ssh"`` when a route has that
+        name, else None.
+        """
+        if self.server.on_timeout is not None:
+            return self.server.on_timeout
+        if any(route.name == DEFAULT_TIMEOUT_ROUTE for route in self.protocols):
+            return DEFAULT_TIMEOUT_ROUTE
+        return None
+
+
+def route_transport(route: RouteConfig, in_code: Collection[str] = ()) -> Transport | None:
+    """The transport a route serves, as the router will pick it.
+
+    The route's own ``transport`` if set, else its protocol's: both for
+    patterns and regex, the built-in probe's otherwise.
+
+    Args:
+        route: the route.
+        in_code: names of protocols given in code; their probes (which may
+            replace a built-in one) are not known here.
+
+    Returns:
+        The transport, or None when the protocol is given in code or unknown.
+    """
+    if route.transport is not None:
+        return route.transport
+    if route.patterns or route.regex is not None:
+        return CustomProbe(route.name, route.patterns, route.regex).transport
+    if route.name in in_code:
+        return None
+    probe = registry.get(route.name)
+    return None if probe is None else probe.transport
