@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from refractium.endpoint import Accept, EndpointHooks, Ignore, Reject
+from refractium.endpoint import Accept, EndpointHooks, Ignore, Outcome, Reject
 from refractium.endpoint.chain import FAILED, EndpointChain
 from refractium.util import eager
 
@@ -30,14 +30,14 @@ class Incoming(EndpointHooks):
 
 
 class PlainIncoming(Incoming):
-    def on_incoming(self, addr: tuple[str, int]) -> Any:  # type: ignore[override]
+    def on_incoming(self, addr: tuple[str, int]) -> Any:
         self.log.append(self.name)
         return self.verdict
 
 
 async def verdict_of(chain: EndpointChain) -> Any:
     result = chain.run(chain.incoming, ADDR, where="on_incoming")
-    if isinstance(result, (type(Accept), Reject)):
+    if isinstance(result, (Outcome, Reject)):
         return result, False
     return await result, True
 
@@ -162,3 +162,56 @@ async def test_a_cancelled_wait_reaches_the_coroutine() -> None:
     with pytest.raises(asyncio.CancelledError):
         await task
     assert cleaned == ["finally"]
+
+
+async def test_a_hook_that_raises_before_or_after_waiting_is_logged_with_its_traceback(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    class RaisesAtOnce(EndpointHooks):
+        async def on_incoming(self, addr: tuple[str, int]) -> Any:
+            raise LookupError("no such client")
+
+    class RaisesPlainly(EndpointHooks):
+        def on_incoming(self, addr: tuple[str, int]) -> Any:
+            raise LookupError("plain failure")
+
+    caplog.set_level(logging.ERROR, "refractium.endpoint")
+    assert await verdict_of(EndpointChain([RaisesAtOnce()])) == (FAILED, False)
+    assert await verdict_of(EndpointChain([RaisesPlainly()])) == (FAILED, False)
+    assert [r.getMessage() for r in caplog.records] == [
+        "endpoint hook RaisesAtOnce raised in on_incoming (the connection is rejected)",
+        "endpoint hook RaisesPlainly raised in on_incoming (the connection is rejected)",
+    ]
+    assert "LookupError: no such client" in caplog.text
+    assert "LookupError: plain failure" in caplog.text
+
+
+async def test_an_on_close_hook_that_raises_is_logged_and_the_others_still_run(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    seen: list[str] = []
+
+    class BreaksLater(EndpointHooks):
+        async def on_close(self, conn: Any, stats: Any) -> None:
+            await asyncio.sleep(0)
+            raise RuntimeError("late failure")
+
+    class BreaksAtOnce(EndpointHooks):
+        def on_close(self, conn: Any, stats: Any) -> None:
+            raise RuntimeError("early failure")
+
+    class Counts(EndpointHooks):
+        def on_close(self, conn: Any, stats: Any) -> None:
+            seen.append("counted")
+
+    caplog.set_level(logging.ERROR, "refractium.endpoint")
+    tasks: list[asyncio.Task[Any]] = []
+    chain = EndpointChain([BreaksLater(), BreaksAtOnce(), Counts()])
+    chain.closed(None, None, lambda c: tasks.append(asyncio.ensure_future(c)))  # type: ignore[arg-type]
+    await asyncio.gather(*tasks)
+    assert seen == ["counted"]
+    assert sorted(r.getMessage() for r in caplog.records) == [
+        "endpoint hook BreaksAtOnce raised in on_close",
+        "endpoint hook BreaksLater raised in on_close",
+    ]
+    assert "RuntimeError: late failure" in caplog.text

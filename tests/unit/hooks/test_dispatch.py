@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import logging
 import weakref
 from collections.abc import Coroutine
 from typing import Any
@@ -211,3 +212,92 @@ async def test_a_finished_dispatcher_does_not_keep_its_connection_alive(hook: ty
         assert gone() is None, "freed by reference counting, not left to the GC"
     finally:
         gc.enable()
+
+
+class Faulty(Log):
+    """Raises on packets that start with b"bad", and in on_close."""
+
+    def on_packet(self, ctx: HookContext, direction: Direction, packet: bytes) -> Any:
+        if packet.startswith(b"bad"):
+            raise ValueError(f"{self.name} cannot take {packet!r}")
+        return super().on_packet(ctx, direction, packet)
+
+    def on_close(self, ctx: HookContext) -> None:
+        raise ValueError(f"{self.name} cannot close")
+
+
+class AsyncFaulty(Faulty):
+    async def on_packet(  # type: ignore[override]
+        self, ctx: HookContext, direction: Direction, packet: bytes
+    ) -> None:
+        await asyncio.sleep(0)
+        super().on_packet(ctx, direction, packet)
+
+    async def on_close(self, ctx: HookContext) -> None:  # type: ignore[override]
+        await asyncio.sleep(0)
+        super().on_close(ctx)
+
+
+class LateFaulty(Faulty):
+    """Plain; returns a coroutine that raises for packets that start with b"late"."""
+
+    def on_packet(self, ctx: HookContext, direction: Direction, packet: bytes) -> Any:
+        if packet.startswith(b"late"):
+            return self._later(packet)
+        return super().on_packet(ctx, direction, packet)
+
+    async def _later(self, packet: bytes) -> None:
+        await asyncio.sleep(0)
+        raise ValueError(f"{self.name} cannot take {packet!r} later")
+
+    def on_close(self, ctx: HookContext) -> Any:
+        return self._close_later()
+
+    async def _close_later(self) -> None:
+        await asyncio.sleep(0)
+        raise ValueError(f"{self.name} cannot close later")
+
+
+@pytest.mark.parametrize("faulty", [Faulty, AsyncFaulty, LateFaulty])
+async def test_a_hook_that_raises_is_counted_logged_and_keeps_receiving(
+    faulty: type[Faulty], caplog: pytest.LogCaptureFixture
+) -> None:
+    seen: list[tuple[str, str, bytes]] = []
+    name = f"f-{faulty.__name__}"
+    h = Harness([faulty(name, seen), Log("ok", seen)], limit=1 << 20)
+    caplog.set_level(logging.ERROR, "refractium.hooks.dispatch")
+    packets = [b"one", b"bad", b"late", b"two"]
+    for packet in packets:
+        h.dispatcher.push(IN, packet)
+    h.dispatcher.end()
+    await h.settle()
+    failing = [b"bad", b"late"] if faulty is LateFaulty else [b"bad"]
+    assert [p for n, _, p in seen if n == name] == [p for p in packets if p not in failing]
+    assert [p for n, _, p in seen if n == "ok"] == [*packets, b""], "the other hook misses nothing"
+    assert h.stats[name].errors == len(failing) + 1  # the packets and on_close
+    assert h.stats[name].packets == 4 and h.stats["ok"].errors == 0
+    messages = [r.getMessage() for r in caplog.records]
+    assert messages.count(
+        f"[0000000000000007] hook {name} raised in on_packet (it keeps receiving packets)"
+    ) == len(failing)
+    assert f"[0000000000000007] hook {name} raised in on_close" in messages[-1]
+    assert f"ValueError: {name} cannot take b'bad'" in caplog.text  # with the traceback
+
+
+async def test_an_awaitable_a_plain_on_close_returns_is_awaited_and_its_failure_counted(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    seen: list[tuple[str, str, bytes]] = []
+    h = Harness([LateFaulty("late-close", seen), Log("ok", seen)])
+    caplog.set_level(logging.ERROR, "refractium.hooks.dispatch")
+    h.dispatcher.push(IN, b"one")
+    h.dispatcher.end()
+    assert len(h.tasks) == 1, "the plain hooks were closed at once; the awaitable got a task"
+    await h.settle()
+    assert seen == [
+        ("late-close", "inbound", b"one"),
+        ("ok", "inbound", b"one"),
+        ("ok", "close", b""),
+    ]
+    assert h.stats["late-close"].errors == 1
+    assert "ValueError: late-close cannot close later" in caplog.text
