@@ -1,30 +1,42 @@
 # Two set-up commands on a fresh machine: `make run` (the demo) and `make test`.
-# Each creates its own virtualenv in .venv on first use.
+# Both use one virtualenv in .venv, created on first use. `make run` installs only what
+# Refractium needs; `make test`, `make lint` and `make bench` add the development extras.
+# Each install leaves a stamp file in .venv, so either command may come first.
 
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
+# Refractium and its dependencies; the development extras (pytest, mypy, aioquic...) as well.
+INSTALLED := $(VENV)/.installed
+INSTALLED_DEV := $(VENV)/.installed-dev
 
 .PHONY: run test lint bench tools clean
 
-$(BIN)/.installed: pyproject.toml
+$(VENV)/pyvenv.cfg:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+
+$(INSTALLED): pyproject.toml | $(VENV)/pyvenv.cfg
+	$(BIN)/python -m pip install --quiet -e .
 	touch $@
 
-run: $(BIN)/.installed          ## the demo: built-in backends behind the proxy
+# The extras include Refractium itself, so this install also counts as the plain one.
+$(INSTALLED_DEV): pyproject.toml | $(VENV)/pyvenv.cfg
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $@ $(INSTALLED)
+
+run: $(INSTALLED)               ## the demo: built-in backends behind the proxy
 	$(BIN)/refractium demo
 
-test: $(BIN)/.installed tools   ## every test, with real clients and servers
+test: $(INSTALLED_DEV) tools    ## every test, with real clients and servers
 	$(BIN)/python -m pytest -q
 
-lint: $(BIN)/.installed         ## ruff and mypy (strict)
+lint: $(INSTALLED_DEV)          ## ruff and mypy (strict)
 	$(BIN)/ruff check src tests benchmarks examples
 	$(BIN)/ruff format --check src tests benchmarks examples
 	$(BIN)/mypy
 
-bench: $(BIN)/.installed tools  ## figures against a direct connection, HAProxy and sslh
+bench: $(INSTALLED_DEV) tools   ## figures against a direct connection, HAProxy and sslh
 	BENCH_TOOLS=1 scripts/install-tools.sh
 	$(BIN)/python benchmarks/run.py
 	$(BIN)/python benchmarks/pool.py
