@@ -1,19 +1,15 @@
-"""Tests for the pcapng capture hook (refractium.hooks.pcap), read back with tshark.
+"""The pcapng capture hook (refractium.hooks.pcap): the file it writes, its thread, its path.
 
-The hook is driven directly, as the proxy's hook task would: ``on_packet``
-per chunk, then ``on_close``. tshark (scripts/install-tools.sh installs it)
-then has to find the HTTP requests and TLS server names in the file, which
-it only does if the frames, sequence numbers and checksums are right.
+The hook is driven directly, as the proxy would: ``on_packet`` per chunk,
+then ``on_close``. The file is read back block by block here; that tshark
+decodes it is tests/e2e/test_pcap_e2e.py's business.
 """
 
 from __future__ import annotations
 
-import math
+import logging
 import os
-import shutil
-import ssl
 import struct
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -22,45 +18,19 @@ from typing import Any
 
 import pytest
 
+from refractium.hooks import pcap
 from refractium.hooks.api import Direction, HookContext
-from refractium.hooks.pcap import MAX_SEGMENT, PcapWriter
+from refractium.hooks.pcap import PcapWriter
+from tests.unit.hooks.test_frames import parse
 
 IN = Direction.INBOUND
 OUT = Direction.OUTBOUND
+SHB, IDB, EPB = 0x0A0D0D0A, 1, 6
 
 CLIENT = ("192.0.2.10", 51000)
 BACKEND = ("198.51.100.5", 80)
 REQUEST = b"GET /capture/index.html?q=1 HTTP/1.1\r\nHost: capture.example\r\nAccept: */*\r\n\r\n"
 RESPONSE = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Type: text/plain\r\n\r\nhello"
-
-
-def tshark_exe() -> str:
-    found = shutil.which("tshark")
-    assert found, "tshark is not installed: run scripts/install-tools.sh"
-    return found
-
-
-def tshark(path: Path, *args: str) -> str:
-    """tshark's output on ``path``; its stderr (the root warning) is ignored."""
-    done = subprocess.run(
-        [tshark_exe(), "-r", str(path), *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    return done.stdout
-
-
-def fields(
-    path: Path, display_filter: str, *names: str, options: tuple[str, ...] = ()
-) -> list[str]:
-    """One line per frame that matches ``display_filter``: the fields, tab-separated."""
-    args = [*options, "-Y", display_filter, "-T", "fields"]
-    for name in names or ("frame.number",):
-        args += ["-e", name]
-    return tshark(path, *args).splitlines()
 
 
 def context(
@@ -90,16 +60,48 @@ def http_session(writer: PcapWriter, ctx: HookContext, request: bytes = REQUEST)
     writer.on_close(ctx)
 
 
-def client_hello(server_hostname: str) -> bytes:
-    """A real TLS ClientHello, as Python's ssl module would send it."""
-    tls = ssl.create_default_context()
-    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
-    connection = tls.wrap_bio(incoming, outgoing, server_hostname=server_hostname)
-    with pytest.raises(ssl.SSLWantReadError):
-        connection.do_handshake()
-    hello = outgoing.read()
-    assert hello[0] == 0x16  # a handshake record
-    return hello
+def read_blocks(path: Path) -> list[tuple[int, bytes]]:
+    """The file's pcapng blocks (type, body), checking the framing on the way."""
+    data = path.read_bytes()
+    blocks = []
+    offset = 0
+    while offset < len(data):
+        block_type, total = struct.unpack_from("<II", data, offset)
+        assert total % 4 == 0 and total >= 12, (offset, total)
+        (trailer,) = struct.unpack_from("<I", data, offset + total - 4)
+        assert trailer == total
+        blocks.append((block_type, data[offset + 8 : offset + total - 4]))
+        offset += total
+    assert offset == len(data)
+    return blocks
+
+
+class Packet:
+    """One Enhanced Packet Block: its timestamp, lengths, frame and comment."""
+
+    def __init__(self, body: bytes) -> None:
+        _, high, low, self.captured, self.length = struct.unpack_from("<IIIII", body)
+        self.timestamp_ns = high << 32 | low
+        self.frame = body[20 : 20 + self.captured]
+        rest = body[20 + self.captured + (-self.captured % 4) :]
+        self.comment = ""
+        if rest and struct.unpack_from("<H", rest)[0] == 1:
+            (size,) = struct.unpack_from("<H", rest, 2)
+            self.comment = rest[4 : 4 + size].decode()
+
+    @property
+    def tcp(self) -> dict[str, Any]:
+        return parse(self.frame)
+
+
+def packets(path: Path) -> list[Packet]:
+    return [Packet(body) for kind, body in read_blocks(path) if kind == EPB]
+
+
+def payloads(path: Path, port: int = CLIENT[1]) -> list[tuple[int, bytes]]:
+    """(sequence number, payload) of the data segments the client (``port``) sent."""
+    rows = [p.tcp for p in packets(path)]
+    return [(r["seq"], r["payload"]) for r in rows if r["sport"] == port and r["payload"]]
 
 
 @pytest.fixture
@@ -137,167 +139,20 @@ class Recorder:
         self.inner.close()
 
 
-# --------------------------------------------------------------------------- decoding
+def recorded(monkeypatch: pytest.MonkeyPatch, **kwargs: Any) -> list[Recorder]:
+    """Every file the writers open from now on, wrapped in a Recorder."""
+    opened: list[Recorder] = []
+    real = pcap._open_capture
 
+    def wrapped(path: str, snaplen: int) -> Any:
+        opened.append(Recorder(real(path, snaplen), **kwargs))
+        return opened[-1]
 
-def test_http_request_split_over_chunks_decodes(capture: tuple[PcapWriter, Path]) -> None:
-    writer, path = capture
-    http_session(writer, context(0x1111))
-    writer.close()
-    assert fields(path, "http.request", "http.request.uri") == ["/capture/index.html?q=1"]
-    assert fields(path, "http.response", "http.response.code", "http.file_data") == ["200\thello"]
-    # Client -> backend for the request, backend -> client for the response.
-    assert fields(path, "http.request", "ip.src", "tcp.srcport", "ip.dst", "tcp.dstport") == [
-        "192.0.2.10\t51000\t198.51.100.5\t80"
-    ]
-    assert fields(path, "http.response", "ip.src", "ip.dst") == ["198.51.100.5\t192.0.2.10"]
-
-
-def test_tls_client_hello_server_name(capture: tuple[PcapWriter, Path]) -> None:
-    writer, path = capture
-    ctx = context(0x2222, client=("192.0.2.10", 51002), backend=("198.51.100.5", 443))
-    hello = client_hello("capture.example")
-    writer.on_packet(ctx, IN, hello[:40])  # the SNI is in the second chunk
-    writer.on_packet(ctx, IN, hello[40:])
-    writer.on_close(ctx)
-    writer.close()
-    names = fields(path, "tls.handshake.type==1", "tls.handshake.extensions_server_name")
-    assert names == ["capture.example"]
-
-
-def test_ipv6_session(capture: tuple[PcapWriter, Path]) -> None:
-    writer, path = capture
-    http_session(
-        writer, context(0x3333, client=("2001:db8::10", 51003), backend=("2001:db8::5", 80))
-    )
-    writer.close()
-    assert fields(path, "http.request", "ipv6.src", "ipv6.dst", "http.request.uri") == [
-        "2001:db8::10\t2001:db8::5\t/capture/index.html?q=1"
-    ]
-
-
-def test_mixed_families_use_ipv4_mapped_ipv6(capture: tuple[PcapWriter, Path]) -> None:
-    writer, path = capture
-    http_session(writer, context(0x4444, client=("192.0.2.10", 51004), backend=("2001:db8::5", 80)))
-    writer.close()
-    assert fields(path, "http.request", "ipv6.src", "ipv6.dst") == [
-        "::ffff:192.0.2.10\t2001:db8::5"
-    ]
-    assert fields(path, "ip") == []  # no IPv4 frame at all
-
-
-def test_interleaved_sessions_both_decode(capture: tuple[PcapWriter, Path]) -> None:
-    writer, path = capture
-    first = context(0x5555, client=("192.0.2.10", 51005))
-    second = context(0x6666, client=("192.0.2.11", 51006))
-    one = b"GET /first HTTP/1.1\r\nHost: a\r\n\r\n"
-    two = b"GET /second HTTP/1.1\r\nHost: b\r\n\r\n"
-    writer.on_packet(first, IN, one[:7])
-    writer.on_packet(second, IN, two[:9])
-    writer.on_packet(first, IN, one[7:])
-    writer.on_packet(second, IN, two[9:])
-    writer.on_packet(second, OUT, RESPONSE)
-    writer.on_packet(first, OUT, RESPONSE)
-    writer.on_close(second)
-    writer.on_close(first)
-    writer.close()
-    uris = fields(path, "http.request", "tcp.srcport", "http.request.uri")
-    assert sorted(uris) == ["51005\t/first", "51006\t/second"]
-    assert len(fields(path, "http.response")) == 2
-    assert len(fields(path, "tcp.flags.syn==1 && tcp.flags.ack==0")) == 2
-    assert len(fields(path, "tcp.flags.fin==1")) == 4
-
-
-def test_big_chunk_is_split_and_reassembles(capture: tuple[PcapWriter, Path]) -> None:
-    writer, path = capture
-    ctx = context(0x7777)
-    body = bytes(range(256)) * 800  # 204800 bytes
-    response = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body) + body
-    writer.on_packet(ctx, IN, REQUEST)
-    writer.on_packet(ctx, OUT, response)
-    writer.on_close(ctx)
-    writer.close()
-    lengths = [int(n) for n in fields(path, "tcp.srcport==80 && tcp.len>0", "tcp.len")]
-    assert len(lengths) == math.ceil(len(response) / MAX_SEGMENT) > 1
-    assert sum(lengths) == len(response)
-    assert max(lengths) <= MAX_SEGMENT
-    # Only the chunk's last segment carries PSH.
-    pushed = fields(path, "tcp.srcport==80 && tcp.len>0", "tcp.flags.push")
-    assert pushed == ["0"] * (len(lengths) - 1) + ["1"]
-    assert fields(path, "http.response", "tcp.reassembled.length", "http.content_length") == [
-        f"{len(response)}\t{len(body)}"
-    ]
-
-
-def test_sequence_numbers_and_checksums_are_consistent(capture: tuple[PcapWriter, Path]) -> None:
-    writer, path = capture
-    # Initial sequence numbers (from the session id) 8 and 16 short of 2**32:
-    # both sides' numbers wrap within the session.
-    ctx = context(0xFFFF_FFF0_FFFF_FFF8)
-    http_session(writer, ctx)
-    ctx6 = context(0x8888, client=("2001:db8::10", 51008), backend=("2001:db8::5", 80))
-    writer.on_packet(ctx6, IN, b"x" * 70001)  # odd length: a padded checksum
-    writer.on_close(ctx6)
-    writer.close()
-    checking = ("-o", "tcp.check_checksum:TRUE", "-o", "ip.check_checksum:TRUE")
-    # 1 is "Good"; anything else (0 "Bad", 2 "Unverified") is a bug here.
-    assert set(fields(path, "tcp", "tcp.checksum.status", options=checking)) == {"1"}
-    assert set(fields(path, "ip", "ip.checksum.status", options=checking)) == {"1"}
-    # No retransmission, lost segment, out-of-order, ACK of unseen data...
-    assert fields(path, "tcp.analysis.flags") == []
-    rows = [
-        line.split("\t")
-        for line in fields(
-            path, "tcp.stream==0", "tcp.flags", "tcp.seq", "tcp.ack", "tcp.len", "tcp.seq_raw"
-        )
-    ]
-    request, response = len(REQUEST), len(RESPONSE)
-    third = request // 3
-    syn, syn_ack, ack, psh_ack, fin_ack = 0x02, 0x12, 0x10, 0x18, 0x11
-    # flags, relative seq, relative ack (0: none), payload length
-    assert [[int(row[0], 16), *row[1:4]] for row in rows] == [
-        [syn, "0", "0", "0"],
-        [syn_ack, "0", "1", "0"],
-        [ack, "1", "1", "0"],
-        [psh_ack, "1", "1", str(third)],
-        [psh_ack, str(1 + third), "1", str(third)],
-        [psh_ack, str(1 + 2 * third), "1", str(request - 2 * third)],
-        [psh_ack, "1", str(1 + request), str(response)],
-        [fin_ack, str(1 + request), str(1 + response), "0"],
-        [fin_ack, str(1 + response), str(2 + request), "0"],
-        [ack, str(2 + request), str(2 + response), "0"],
-    ]
-    assert rows[0][4] == str(0xFFFF_FFF8)  # the client's initial number
-    assert rows[1][4] == str(0xFFFF_FFF0)  # the backend's
-    assert int(rows[-1][4]) == (0xFFFF_FFF8 + 2 + request) % 2**32  # wrapped
-
-
-@pytest.mark.parametrize("session_id", [0, 0xFFFF_FFFF_FFFF_FFFF, 0xFFFF_FFFF_0000_0001])
-def test_extreme_session_ids_give_a_clean_conversation(tmp_path: Path, session_id: int) -> None:
-    path = tmp_path / "edge.pcapng"
-    with PcapWriter(path=str(path)) as writer:
-        http_session(writer, context(session_id))
-    assert fields(path, "http.request", "http.request.uri") == ["/capture/index.html?q=1"]
-    assert fields(path, "tcp.analysis.flags") == []
+    monkeypatch.setattr(pcap, "_open_capture", wrapped)
+    return opened
 
 
 # --------------------------------------------------------------------------- the file
-
-
-def read_blocks(path: Path) -> list[tuple[int, bytes]]:
-    """The file's pcapng blocks (type, body), checking the framing on the way."""
-    data = path.read_bytes()
-    blocks = []
-    offset = 0
-    while offset < len(data):
-        block_type, total = struct.unpack_from("<II", data, offset)
-        assert total % 4 == 0 and total >= 12, (offset, total)
-        (trailer,) = struct.unpack_from("<I", data, offset + total - 4)
-        assert trailer == total
-        blocks.append((block_type, data[offset + 8 : offset + total - 4]))
-        offset += total
-    assert offset == len(data)
-    return blocks
 
 
 def test_file_is_valid_pcapng(capture: tuple[PcapWriter, Path]) -> None:
@@ -305,27 +160,21 @@ def test_file_is_valid_pcapng(capture: tuple[PcapWriter, Path]) -> None:
     http_session(writer, context(0x9999))
     writer.close()
     blocks = read_blocks(path)
-    assert [kind for kind, _ in blocks[:2]] == [0x0A0D0D0A, 1]
-    assert {kind for kind, _ in blocks[2:]} == {6}
+    assert [kind for kind, _ in blocks[:2]] == [SHB, IDB]
+    assert {kind for kind, _ in blocks[2:]} == {EPB}
     magic, major, minor, _length = struct.unpack_from("<IHHq", blocks[0][1])
     assert (magic, major, minor) == (0x1A2B3C4D, 1, 0)
     linktype, _, snaplen = struct.unpack_from("<HHI", blocks[1][1])
     assert (linktype, snaplen) == (1, 262144)
+    # A handshake, 3 + 1 data segments, a FIN exchange.
     assert len(blocks) - 2 == 3 + 4 + 3
-    capinfos = shutil.which("capinfos")
-    if capinfos:
-        done = subprocess.run(
-            [capinfos, "-t", "-c", "-M", str(path)], capture_output=True, text=True, check=False
-        )
-        assert done.returncode == 0, done.stderr
-        assert "pcapng" in done.stdout
-        assert "Number of packets:   10" in done.stdout
     # The first frame says which session it was.
-    comments = fields(path, "frame.comment", "frame.comment")
-    assert comments == [
+    assert [p.comment for p in packets(path)] == [
         "refractium session 0000000000009999 protocol=http backend=198.51.100.5:80"
-        " listener=203.0.113.1:8443"
+        " listener=203.0.113.1:8443",
+        *[""] * 9,
     ]
+    assert b"".join(payload for _, payload in payloads(path)) == REQUEST
 
 
 def test_timestamps_are_when_packets_were_given(capture: tuple[PcapWriter, Path]) -> None:
@@ -338,7 +187,7 @@ def test_timestamps_are_when_packets_were_given(capture: tuple[PcapWriter, Path]
     writer.on_close(ctx)
     after = time.time_ns()
     writer.close()
-    times = [int(line.replace(".", "")) for line in fields(path, "tcp.len>0", "frame.time_epoch")]
+    times = [p.timestamp_ns for p in packets(path) if p.tcp["payload"]]
     assert len(times) == 2
     assert before <= times[0] < times[1] <= after
     assert times[1] - times[0] >= 40_000_000  # nanoseconds, kept as such
@@ -350,56 +199,121 @@ def test_snaplen_truncates_frames(tmp_path: Path) -> None:
         ctx = context(0xBBBB)
         writer.on_packet(ctx, IN, b"y" * 500)
         writer.on_close(ctx)
-    rows = fields(path, "frame.len > 96", "frame.len", "frame.cap_len")
-    assert rows == [f"{14 + 20 + 20 + 500}\t96"]
+    assert [(p.length, p.captured) for p in packets(path) if p.length > 96] == [
+        (14 + 20 + 20 + 500, 96)
+    ]
 
 
 def test_session_without_packets_is_still_a_connection(capture: tuple[PcapWriter, Path]) -> None:
     writer, path = capture
     writer.on_close(context(0xCCCC))
     writer.close()
-    assert fields(path, "tcp", "tcp.flags.str") != []
-    assert len(fields(path, "tcp")) == 6
-    assert fields(path, "tcp.analysis.flags") == []
+    syn, ack, fin = 0x02, 0x10, 0x01
+    flags = [p.tcp["flags"] for p in packets(path)]
+    assert flags == [syn, syn | ack, ack, fin | ack, fin | ack, ack]
 
 
-def test_backend_name_gets_a_made_up_address(capture: tuple[PcapWriter, Path]) -> None:
-    writer, path = capture
-    http_session(writer, context(0xDDDD, backend=("backend.internal", 8080)))
+# --------------------------------------------------------------------------- an existing file
+
+
+def test_building_a_writer_leaves_an_existing_capture_byte_identical(tmp_path: Path) -> None:
+    """A writer built (by a reload, a check, a second route) must not wipe yesterday's capture."""
+    path = tmp_path / "cap.pcapng"
+    with PcapWriter(path=str(path)) as first:
+        http_session(first, context(0x1))
+    before = path.read_bytes()
+    writer = PcapWriter(path=str(path))
+    assert path.read_bytes() == before
+    assert writer.flush(timeout=5)
     writer.close()
-    (row,) = fields(path, "http.request", "ip.dst", "tcp.dstport")
-    address, port = row.split("\t")
-    assert address.startswith(("198.18.", "198.19.")) and port == "8080"
-    assert "backend=backend.internal:8080" in fields(path, "frame.comment", "frame.comment")[0]
+    assert path.read_bytes() == before, "a writer never given a packet leaves the file alone"
+    unused = PcapWriter(path=str(tmp_path / "never.pcapng"))
+    unused.close()
+    assert not (tmp_path / "never.pcapng").exists()
 
 
-def test_no_backend_uses_the_listener(capture: tuple[PcapWriter, Path]) -> None:
-    writer, path = capture
-    http_session(writer, context(0xEEEE, backend=None))
+def test_a_second_run_appends_a_section_and_keeps_the_first(tmp_path: Path) -> None:
+    path = tmp_path / "cap.pcapng"
+    with PcapWriter(path=str(path)) as first:
+        http_session(first, context(0x1))
+    first_run = path.read_bytes()
+    with PcapWriter(path=str(path), snaplen=65535) as second:
+        http_session(second, context(0x2, client=("192.0.2.11", 51001)))
+    data = path.read_bytes()
+    assert data.startswith(first_run)
+    kinds = [kind for kind, _ in read_blocks(path)]
+    assert kinds == [SHB, IDB, *[EPB] * 10, SHB, IDB, *[EPB] * 10]
+    assert [p.tcp["sport"] for p in packets(path) if p.tcp["payload"]] == [
+        *[51000] * 3,
+        80,
+        *[51001] * 3,
+        80,
+    ]
+    # Each section describes its own interface.
+    idbs = [body for kind, body in read_blocks(path) if kind == IDB]
+    assert [struct.unpack_from("<HHI", body)[2] for body in idbs] == [262144, 65535]
+
+
+def test_a_capture_cut_inside_a_block_is_kept_aside(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "cap.pcapng"
+    with PcapWriter(path=str(path)) as first:
+        http_session(first, context(0x1))
+    cut = path.read_bytes()[:-10]  # the process was killed while writing
+    path.write_bytes(cut)
+    (tmp_path / "cap-damaged.pcapng").write_bytes(b"an earlier one")
+    caplog.set_level(logging.WARNING, "refractium.hooks.pcap")
+    with PcapWriter(path=str(path)) as second:
+        http_session(second, context(0x2))
+    assert (tmp_path / "cap-damaged-2.pcapng").read_bytes() == cut
+    assert (tmp_path / "cap-damaged.pcapng").read_bytes() == b"an earlier one"
+    assert [kind for kind, _ in read_blocks(path)][:2] == [SHB, IDB]
+    assert f"pcap: {path} ends inside a block; kept as {tmp_path}/cap-damaged-2.pcapng" in (
+        caplog.text
+    )
+
+
+def test_a_file_that_is_not_pcapng_is_refused_and_left_alone(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "refractium.toml"
+    path.write_text("[server]\nport = 8080\n")
+    with pytest.raises(ValueError, match=r"refractium\.toml is not a pcapng file: not writing"):
+        PcapWriter(path=str(path))
+    # It became one after the writer was built: the writer thread refuses too.
+    other = tmp_path / "cap.pcapng"
+    writer = PcapWriter(path=str(other))
+    other.write_bytes(b"classic pcap, say")
+    caplog.set_level(logging.ERROR, "refractium.hooks.pcap")
+    http_session(writer, context(0x3))
     writer.close()
-    rows = fields(path, "tcp.len>0 && tcp.srcport==51000", "ip.dst", "tcp.dstport")
-    assert rows == ["203.0.113.1\t8443"] * 3
+    assert other.read_bytes() == b"classic pcap, say"
+    assert f"pcap: writing {other} failed; capture stopped" in caplog.text
 
 
 # --------------------------------------------------------------------------- the writer thread
 
 
-async def test_writes_happen_off_the_event_loop(capture: tuple[PcapWriter, Path]) -> None:
+async def test_writes_happen_off_the_event_loop(
+    capture: tuple[PcapWriter, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
     writer, path = capture
-    slow = Recorder(writer._sink.file, delay=0.02)
-    writer._sink.file = slow  # type: ignore[assignment]
+    opened = recorded(monkeypatch, delay=0.02)
     started = time.perf_counter()
     for number in range(20):
         ctx = context(0x1000 + number, client=("192.0.2.10", 52000 + number))
         writer.on_packet(ctx, IN, REQUEST)
         writer.on_close(ctx)
-    # 20 sessions are 160 frames: 3.2 s if the loop had to wait for each write.
+    # 20 sessions are 140 frames: 2.8 s if the loop had to wait for each write.
     assert time.perf_counter() - started < 0.5
-    assert writer._thread.is_alive()
+    assert writer._thread is not None and writer._thread.is_alive()
     await writer.aclose()
+    (slow,) = opened
     assert slow.threads == {writer._thread.ident}
     assert threading.get_ident() not in slow.threads
-    assert len(fields(path, "http.request")) == 20
+    assert len(packets(path)) == 20 * 7
+    assert len({p.tcp["sport"] for p in packets(path)}) == 21  # 20 clients and the backend
 
 
 def test_session_end_flushes_so_the_file_is_readable(capture: tuple[PcapWriter, Path]) -> None:
@@ -407,12 +321,12 @@ def test_session_end_flushes_so_the_file_is_readable(capture: tuple[PcapWriter, 
     http_session(writer, context(0x1212))
     assert writer.flush(timeout=10)
     # The writer is still open; the file already holds the whole session.
-    assert fields(path, "http.request", "http.request.uri") == ["/capture/index.html?q=1"]
+    assert len(packets(path)) == 10
     ctx = context(0x1313, client=("192.0.2.10", 51313))
     writer.on_packet(ctx, IN, REQUEST)
     writer.on_close(ctx)
     deadline = time.monotonic() + 10
-    while len(fields(path, "http.request")) < 2:  # flushed by on_close, without flush()
+    while len(packets(path)) < 10 + 7:  # flushed by on_close, without flush()
         assert time.monotonic() < deadline
         time.sleep(0.05)
 
@@ -423,7 +337,7 @@ def test_close_is_idempotent_and_ends_the_thread(capture: tuple[PcapWriter, Path
     writer.close()
     writer.close()
     assert writer.closed
-    assert not writer._thread.is_alive()
+    assert writer._thread is not None and not writer._thread.is_alive()
     size = path.stat().st_size
     writer.on_packet(context(0x1515), IN, REQUEST)  # ignored, and does not raise
     writer.on_close(context(0x1515))
@@ -431,28 +345,42 @@ def test_close_is_idempotent_and_ends_the_thread(capture: tuple[PcapWriter, Path
     assert path.stat().st_size == size
 
 
-def test_a_writer_behind_leaves_chunks_out_visibly(tmp_path: Path) -> None:
+def test_a_closed_writer_never_starts(tmp_path: Path) -> None:
+    writer = PcapWriter(path=str(tmp_path / "cap.pcapng"))
+    writer.close()
+    writer.on_packet(context(0x1), IN, REQUEST)
+    writer.on_close(context(0x1))
+    assert writer._thread is None
+    assert not (tmp_path / "cap.pcapng").exists()
+
+
+def test_a_writer_behind_leaves_chunks_out_visibly(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     path = tmp_path / "behind.pcapng"
+    opened = recorded(monkeypatch)
     writer = PcapWriter(path=str(path), max_pending=1000)
-    stalled = Recorder(writer._sink.file)
-    stalled.gate.clear()
-    writer._sink.file = stalled  # type: ignore[assignment]
     try:
         ctx = context(0x1616)
         writer.on_packet(ctx, IN, b"GET /a HTTP/1.1\r\nHost: a\r\n\r\n")
+        while not opened:  # the thread has opened the file: stall it
+            time.sleep(0.001)
+        opened[0].gate.clear()
         writer.on_packet(ctx, IN, b"z" * 900)  # 928 bytes pending, over 1000 with the next
         writer.on_packet(ctx, IN, b"w" * 500)
         assert (writer.dropped_packets, writer.dropped_bytes) == (1, 500)
         writer.on_close(ctx)
     finally:
-        stalled.gate.set()
+        opened[0].gate.set()
         writer.close()
     # The gap is in the sequence numbers, so Wireshark sees a segment missing.
-    lens = fields(path, "tcp.len>0", "tcp.seq", "tcp.len")
-    assert lens == ["1\t28", "29\t900"]
-    ctx_end = fields(path, "tcp.flags.fin==1 && tcp.srcport==51000", "tcp.seq")
-    assert ctx_end == [str(1 + 28 + 900 + 500)]
-    assert fields(path, "tcp.analysis.lost_segment", "tcp.seq") == [str(1 + 28 + 900 + 500)]
+    first = payloads(path)[0][0]
+    assert [(seq - first, len(data)) for seq, data in payloads(path)] == [(0, 28), (28, 900)]
+    fin = [p.tcp for p in packets(path) if p.tcp["flags"] & 0x01]
+    assert fin[0]["sport"] == CLIENT[1] and fin[0]["seq"] - first == 28 + 900 + 500
+
+
+# --------------------------------------------------------------------------- building
 
 
 def test_config_style_construction(tmp_path: Path) -> None:
@@ -460,7 +388,10 @@ def test_config_style_construction(tmp_path: Path) -> None:
     writer = PcapWriter(**kwargs)
     try:
         assert writer.name == "pcap"
-        assert os.path.getsize(kwargs["path"]) > 0  # the headers are written at once
+        assert not os.path.exists(kwargs["path"]), "nothing on disk before the first packet"
+        writer.on_close(context(0x1717))
+        assert writer.flush(timeout=5)
+        assert [kind for kind, _ in read_blocks(Path(kwargs["path"]))][:2] == [SHB, IDB]
     finally:
         writer.close()
 
@@ -483,7 +414,7 @@ def test_bad_arguments(
     monkeypatch.chdir(tmp_path)
     with pytest.raises(ValueError, match=message):
         PcapWriter(**kwargs)
-    assert not (tmp_path / "x.pcapng").exists()  # checked before the file is made
+    assert not (tmp_path / "x.pcapng").exists()
 
 
 def test_unwritable_path_is_a_clear_oserror(tmp_path: Path) -> None:
@@ -493,11 +424,4 @@ def test_unwritable_path_is_a_clear_oserror(tmp_path: Path) -> None:
     assert str(missing) in str(error.value)
     with pytest.raises(IsADirectoryError, match="cannot create capture file"):
         PcapWriter(path=str(tmp_path))
-
-
-def test_file_is_truncated_on_construction(tmp_path: Path) -> None:
-    path = tmp_path / "again.pcapng"
-    path.write_bytes(b"old contents" * 1000)
-    with PcapWriter(path=str(path)):
-        pass
-    assert [kind for kind, _ in read_blocks(path)] == [0x0A0D0D0A, 1]
+    assert not missing.parent.exists()
