@@ -1,31 +1,93 @@
-"""`refractium demo` as a newcomer runs it: the printed commands work."""
+"""`refractium demo` as a newcomer runs it: each printed command works and finishes by itself."""
 
 from __future__ import annotations
 
-import re
-import shlex
+import asyncio
+import contextlib
+import os
+import signal
 
-from tests.kit.backends import free_port, run
+import pytest
+
+from tests.kit.backends import Completed, free_port
 from tests.kit.proxy import running_proxy
 
+BANNER = b"SSH-2.0-RefractiumDemo\r\n"
+#: Longer than any printed command should take; a command still running then has hung.
+COMMAND_TIMEOUT = 15.0
 
-async def test_demo_commands_reach_each_backend() -> None:
-    async with running_proxy("demo", "-p", str(free_port())) as demo:
+
+def printed_commands(printed: str) -> list[str]:
+    """The commands the demo printed: the lines indented by four spaces, in order."""
+    return [line[4:] for line in printed.splitlines() if line.startswith("    ")]
+
+
+async def shell(command: str) -> Completed:
+    """Run ``command`` as a user pasting it into bash would (pipes, redirections).
+
+    In a session of its own, so that a command that hangs is killed with every
+    process of its pipeline (an ``nc`` left behind would hold the demo open).
+    """
+    args = ["bash", "-c", command]
+    proc = await asyncio.create_subprocess_exec(
+        *args,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        start_new_session=True,
+    )
+    try:
+        async with asyncio.timeout(COMMAND_TIMEOUT):
+            stdout, stderr = await proc.communicate()
+    except TimeoutError:
+        raise AssertionError(f"{command!r} did not finish within {COMMAND_TIMEOUT} s") from None
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        await proc.wait()
+    done = Completed(args, proc.returncode, stdout, stderr)
+    assert done.returncode == 0, (command, done)
+    return done
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "::1"])
+async def test_demo_commands_finish_and_reach_each_backend(host: str) -> None:
+    async with running_proxy("demo", "-b", host, "-p", str(free_port())) as demo:
         await demo.wait_for(r"Stop with Ctrl-C", stdout=True)
         printed = "\n".join(demo.stdout_lines)
-        assert f"127.0.0.1:{demo.port}" in printed
-        commands = {
-            label: line.split(label, 1)[1].strip()
-            for line in printed.splitlines()
-            for label in ("HTTP", "TLS")
-            if line.strip().startswith(label)
-        }
-        http = await run([*shlex.split(commands["HTTP"]), "-s", "--max-time", "10"])
-        assert http.returncode == 0 and b"demo HTTP backend" in http.stdout
-        tls = await run([*shlex.split(commands["TLS"]), "-s", "--max-time", "10"])
-        assert tls.returncode == 0, tls.stderr
-        assert b"demo TLS backend" in tls.stdout and b"sni: demo.refractium.test" in tls.stdout
-        ssh = await run(["nc", "-q", "1", "127.0.0.1", str(demo.port)], input=b"SSH-2.0-me\r\n")
-        assert ssh.stdout.startswith(b"SSH-2.0-RefractiumDemo"), ssh
-        assert re.search(r"backend, which speaks first", printed)
+        where = f"[{host}]:{demo.port}" if ":" in host else f"{host}:{demo.port}"
+        assert f"share one port, {where}." in printed
+        assert "It is not a real SSH server" in printed
+        commands = printed_commands(printed)
+        assert [c.split()[0] for c in commands] == [
+            "curl",
+            "curl",
+            "openssl",
+            "printf",
+            "bash",
+            "bash",
+        ], printed
+        http, https, s_client, nc, bash_banner, bash_silent = commands
+
+        done = await shell(http)
+        assert done.out.startswith("Hello from the Refractium demo HTTP backend\n"), done
+
+        done = await shell(https)
+        assert "demo TLS backend\nsni: demo.refractium.test\nalpn: http/1.1\n" in done.out, done
+
+        # The CA file is given: the chain verifies (no "verify error" line).
+        assert "-CAfile " in s_client and "-servername demo.refractium.test" in s_client
+        done = await shell(s_client)
+        assert "demo TLS backend\nsni: demo.refractium.test\nalpn: h2\n" in done.out, done
+        assert "verify error" not in done.err and "verify return:1" in done.err, done
+
+        # nc -N closes its side after stdin's end, so the backend's echo ends the exchange.
+        done = await shell(nc)
+        assert done.stdout == BANNER + b"SSH-2.0-me\r\n", done
+        done = await shell(bash_banner)
+        assert done.stdout == BANNER + b"SSH-2.0-me\r\n", done
+
+        # Says nothing: sent to the SSH route after the peek timeout, reads the banner.
+        done = await shell(bash_silent)
+        assert done.stdout == BANNER, done
         assert await demo.stop() == 0

@@ -2,7 +2,10 @@
 
 Starts the toy backends of :mod:`refractium.demo.backends`, puts a proxy in
 front of them on 127.0.0.1:8080 (or the next free port) and prints the
-commands that show each route.
+commands that show each route. The commands are meant for a fresh
+Debian or Ubuntu machine: each one finishes by itself, and each tool they
+use is either there by default (curl, openssl, bash) or named with its
+package (nc).
 """
 
 from __future__ import annotations
@@ -17,8 +20,11 @@ from refractium.engine import Refractium
 from refractium.engine.serve import serve
 from refractium.errors import RefractiumError
 
-# A silent client (nc) is handed to the SSH-style backend after this long.
+# A silent client is handed to the SSH-style backend after this long.
 DEMO_PEEK_TIMEOUT_MS = 1000
+
+# Clients cannot connect to a wildcard address by name: the commands use loopback.
+_LOOPBACK = {"0.0.0.0": "127.0.0.1", "::": "::1"}
 
 
 def free_port(host: str, first: int, tries: int = 20) -> int:
@@ -37,7 +43,8 @@ def free_port(host: str, first: int, tries: int = 20) -> int:
 
 def build_engine(backends: DemoBackends, host: str, port: int) -> Refractium:
     def at(address: tuple[str, int]) -> str:
-        return f"{address[0]}:{address[1]}"
+        host, port = address
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
     return (
         Refractium.builder()
@@ -52,19 +59,38 @@ def build_engine(backends: DemoBackends, host: str, port: int) -> Refractium:
 
 
 def instructions(host: str, port: int, ca_file: Path, backends: DemoBackends) -> str:
+    """What the demo prints: each command on its own line, indented by four spaces."""
     name = DEMO_TLS_NAMES[1]
-    where = f"{host}:{port}"
+    client = _LOOPBACK.get(host, host)
+    # URLs, curl --resolve and openssl -connect want an IPv6 address in brackets.
+    bracketed = f"[{client}]" if ":" in client else client
+    where = f"{bracketed}:{port}"
+    tcp = f"/dev/tcp/{client}/{port}"
+    s_client = f"openssl s_client -quiet -connect {where} -servername {name} -CAfile {ca_file}"
+    ports = f"http {backends.http[1]}, tls {backends.tls[1]}, ssh {backends.ssh[1]}"
     return f"""
-Refractium demo: HTTP, TLS and an SSH-style service share {where}
+Refractium demo: HTTP, TLS and an SSH-style service share one port, {where}.
+Try these from another terminal; each one finishes by itself.
 
-  HTTP   curl http://{where}/
-  TLS    curl --cacert {ca_file} --resolve {name}:{port}:{host} https://{name}:{port}/
-         openssl s_client -connect {where} -servername {name} -alpn h2 </dev/null
-  SSH    printf 'SSH-2.0-me\\r\\n' | nc {host} {port}
-         nc {host} {port}     (say nothing: after {DEMO_PEEK_TIMEOUT_MS} ms the SSH-style
-                               backend, which speaks first, answers)
+HTTP, identified by its request line:
+    curl http://{where}/
 
-Backends: http {backends.http[1]}, tls {backends.tls[1]}, ssh {backends.ssh[1]} (ports).
+TLS, identified by its ClientHello and relayed without being decrypted. The backend's
+certificate is signed by a throw-away demo CA, saved in {ca_file}:
+    curl --cacert {ca_file} --resolve {name}:{port}:{bracketed} https://{name}:{port}/
+    {s_client} -alpn h2 </dev/null
+
+SSH-style: a toy backend that sends an SSH banner, then echoes each line it gets back.
+It is not a real SSH server (ssh cannot log in to it). A client that sends an SSH
+identification string (nc is in the netcat-openbsd package):
+    printf 'SSH-2.0-me\\r\\n' | nc -N {client} {port}
+The same without nc:
+    bash -c 'exec 3<>{tcp}; printf "SSH-2.0-me\\r\\n" >&3; head -n 2 <&3'
+A client that sends nothing: after {DEMO_PEEK_TIMEOUT_MS} ms the proxy gives it to the SSH route,
+and the backend, which speaks first, sends its banner:
+    bash -c 'exec 3<>{tcp}; head -n 1 <&3'
+
+Backends: {ports} (ports on {backends.http[0]}).
 Stop with Ctrl-C.
 """
 
