@@ -1,6 +1,6 @@
 """Embed Refractium in an asyncio program: build, serve, reload, shut down.
 
-Run it:  python examples/embed.py
+Run it:  .venv/bin/python examples/embed.py
 
 It starts two tiny backends ("blue" and "green"), puts a proxy in front on a
 free port, sends a request through it, swaps the route table so HTTP goes to

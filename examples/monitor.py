@@ -1,6 +1,6 @@
 """A connection monitor: follow every connection's life without slowing it down.
 
-Run it:  python examples/monitor.py
+Run it:  .venv/bin/python examples/monitor.py
 
 The endpoint hook :class:`Monitor` does almost nothing in the connection's
 path: its ``after_handshake`` puts the connection's :class:`ConnectionInfo`
@@ -90,7 +90,9 @@ class Monitor(EndpointHooks):
         while True:
             conn = await self.queue.get()
             self.recent.append(conn)
-            watcher = asyncio.create_task(self._follow(conn), name=f"monitor-{conn.session_id:x}")
+            watcher = asyncio.create_task(
+                self._follow(conn), name=f"monitor-{conn.session_id:016x}"
+            )
             self._watchers.add(watcher)
             watcher.add_done_callback(self._watchers.discard)
             self.queue.task_done()

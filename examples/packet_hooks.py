@@ -1,6 +1,6 @@
 """Packet hooks from Python code: ``define_hook`` and ``hook_protocol``.
 
-Run it:  python examples/packet_hooks.py
+Run it:  .venv/bin/python examples/packet_hooks.py
 
 It starts a small HTTP backend, puts a proxy in front whose HTTP route
 carries two hooks (one plain function, one coroutine), sends one request

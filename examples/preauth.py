@@ -1,6 +1,6 @@
 """Pre-authentication: SSH stays closed until the client's address has said the secret.
 
-Run it:  python examples/preauth.py --ssh 127.0.0.1:22 [--token secret] [--ttl 60]
+Run it:  .venv/bin/python examples/preauth.py --ssh 127.0.0.1:22 [--token secret] [--ttl 60]
 
 One proxy port carries two routes:
 

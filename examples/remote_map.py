@@ -1,6 +1,6 @@
 """RemoteMap: what the proxy knows about each client address.
 
-Run it:  python examples/remote_map.py
+Run it:  .venv/bin/python examples/remote_map.py
 
 :class:`refractium.remotes.RemoteMap` is an endpoint hook that keeps, per
 client IP, the open and total connections, rejections, bytes each way and
