@@ -60,7 +60,8 @@ forward_to = "{web.address}"
             assert new[accepted] - old.get(accepted, 0) == 3
             relayed = ("refractium_connections_total", (("outcome", "relayed"), ("route", "http")))
             assert new[relayed] == 3
-            assert new["refractium_backend_up", (("backend", web.address),)] == 1
+            up = ("refractium_backend_up", (("backend", web.address), ("transport", "tcp")))
+            assert new[up] == 1
             assert new["refractium_identify_seconds_count", ()] == 3
 
             status, body = await curl(f"{admin}/remotes", *auth)

@@ -20,6 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from refractium import Refractium, RefractiumError
 from refractium.admin import server as admin_module
 from refractium.admin.server import AdminServer
+from refractium.remotes import RemoteMap
 from tests.kit.backends import http_backend, run
 
 HOST = "127.0.0.1"
@@ -129,7 +130,7 @@ async def test_metrics_parse_and_count_a_proxied_connection() -> None:
         text = second.body.decode()
         assert metric(text, accepted) == 1
         assert metric(text, "refractium_routed_total", route="http") == 1
-        assert metric(text, "refractium_backend_up", backend=one.address) == 1
+        assert metric(text, "refractium_backend_up", backend=one.address, transport="tcp") == 1
 
 
 # --------------------------------------------------------------------------- /status
@@ -165,10 +166,11 @@ async def test_status_lists_routes_backends_and_health() -> None:
 # --------------------------------------------------------------------------- /remotes
 
 
-class Snapshots:
-    """Stands in for refractium.remotes.RemoteMap: only snapshot() is used."""
+class Snapshots(RemoteMap):
+    """A RemoteMap whose snapshot() the test decides."""
 
     def __init__(self, entries: list[dict[str, Any]] | None) -> None:
+        super().__init__()
         self.entries = entries
 
     def snapshot(self) -> list[dict[str, Any]]:
@@ -178,13 +180,13 @@ class Snapshots:
 
 
 class WithRemotes(Refractium):
-    """An engine with a ``remote_map``, as one with the RemoteMap hook will have."""
+    """An engine whose endpoint hooks are one RemoteMap, as one configured with it has."""
 
     remotes = Snapshots([])
 
     @property
-    def remote_map(self) -> Any:  # Any: stands in for whatever the engine declares
-        return self.remotes
+    def endpoint_hooks(self) -> tuple[object, ...]:
+        return (self.remotes,)
 
 
 async def test_remotes_without_a_remote_map_is_404_with_the_fix() -> None:

@@ -29,17 +29,10 @@ from refractium.endpoint import (
     Side,
     WeakHandle,
 )
-from tests.kit.backends import (
-    Backend,
-    banner_backend,
-    echo_backend,
-    http_backend,
-    run,
-    sshd_backend,
-    tls_backend,
-)
+from tests.kit.backends import Backend, banner_backend, echo_backend, http_backend, run, tls_backend
 from tests.kit.clients import close, open_nodelay, openssl_get, read_all
 from tests.kit.proxy import LOCAL_TCP, run_cli, running_proxy
+from tests.kit.sshd import sshd_backend
 
 # The repository root, on the proxy's PYTHONPATH so hook specs can name tests.kit.hookmods.
 ROOT = Path(__file__).resolve().parents[2]
@@ -417,8 +410,8 @@ async def test_no_hooks_means_no_record() -> None:
         writer.write(b"HELLO")
         async with asyncio.timeout(10):
             await reader.readexactly(5)
-        (conn,) = engine._tcp.connections  # type: ignore[union-attr]
-        assert conn.record is None, "an engine without endpoint hooks spends nothing on them"
+        (conn,) = engine._tcp.ctx.connections  # type: ignore[union-attr]
+        assert conn.gate is None, "an engine without endpoint hooks spends nothing on them"
         await close(writer)
 
 

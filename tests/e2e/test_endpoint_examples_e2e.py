@@ -25,8 +25,9 @@ from typing import Any
 import pytest
 
 from refractium import Refractium
-from tests.kit.backends import SSHD, SshdBackend, echo_backend, run, sshd_backend
+from tests.kit.backends import echo_backend, run
 from tests.kit.clients import close, open_nodelay, read_all
+from tests.kit.sshd import SSHD, SshdBackend, sshd_backend
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
@@ -245,7 +246,7 @@ async def test_monitor_keeps_no_connection_alive() -> None:
             handle = info.weak_handle()
             live = handle.upgrade()
             assert live is not None
-            assert live._conn in engine._tcp.connections  # the relay's ClientProtocol
+            assert live._conn in engine._tcp.ctx.connections  # the relay's ClientProtocol
             conn_ref = weakref.ref(live._conn)
             del live
             assert info.is_alive

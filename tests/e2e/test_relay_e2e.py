@@ -12,14 +12,10 @@ from collections import Counter
 
 import pytest
 
-from tests.kit.backends import (
-    echo_backend,
-    expected_sha256,
-    sink_source_backend,
-    sink_source_exchange,
-)
+from tests.kit.backends import echo_backend
 from tests.kit.clients import close, exchange, open_nodelay
 from tests.kit.proxy import LOCAL_TCP, running_proxy
+from tests.kit.sinksource import expected_sha256, sink_source_backend, sink_source_exchange
 
 MiB = 1 << 20
 LOOPS = ["uvloop", "asyncio"]
@@ -286,7 +282,7 @@ def test_both_sockets_have_tcp_nodelay(loop: str) -> None:
         (_, proxy_port), *_ = await engine.start_tcp()
         _, writer = await asyncio.open_connection("127.0.0.1", proxy_port)
         writer.write(b"GET / HTTP/1.1\r\n")
-        conns = engine._tcp.connections  # type: ignore[union-attr]  # white-box
+        conns = engine._tcp.ctx.connections  # type: ignore[union-attr]  # white-box
         async with asyncio.timeout(5):
             while not conns or next(iter(conns)).backend is None:
                 await asyncio.sleep(0.01)

@@ -12,8 +12,8 @@ name and puts it back on the samples, giving the same output either way.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import TYPE_CHECKING, cast
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import cast
 
 from prometheus_client.core import (
     CounterMetricFamily,
@@ -24,12 +24,10 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
+from refractium.admin.view import BackendState, EngineView
 from refractium.errors import RefractiumError
 from refractium.hooks.dispatch import HookCounters
 from refractium.relay.stats import Histogram, TcpStats, UdpStats
-
-if TYPE_CHECKING:
-    from refractium.engine import Refractium
 
 PREFIX = "refractium_"
 
@@ -54,7 +52,7 @@ class EngineCollector(Collector):
     it reads the counters while nothing else changes them.
     """
 
-    def __init__(self, engine: Refractium) -> None:
+    def __init__(self, engine: EngineView) -> None:
         self._engine = engine
 
     def collect(self) -> Iterator[Metric]:
@@ -79,7 +77,7 @@ class EngineCollector(Collector):
         if serving:
             yield from hook_families(engine.hook_stats)
         yield _gauge("connections_open", "TCP connections open now.", engine.open_connections)
-        yield from backend_families(engine.health, engine.active_by_backend)
+        yield from backend_families(engine.backends())
 
 
 def udp_families(stats: UdpStats, open_flows: int) -> Iterator[Metric]:
@@ -163,27 +161,27 @@ def hook_families(hooks: Mapping[str, HookCounters]) -> Iterator[Metric]:
         yield _labelled(name, text, "hook", ((n, getattr(hooks[n], attribute)) for n in names))
 
 
-def backend_families(health: Mapping[str, bool], active: Mapping[str, int]) -> Iterator[Metric]:
-    """Up state and open connections per backend ``host:port``.
+def backend_families(backends: Sequence[BackendState]) -> Iterator[Metric]:
+    """Up state and what relays to each backend, per transport (health is per transport).
 
-    Every backend the health checker knows gets both series (0 connections
-    included), so a backend's series do not vanish while it is idle.
+    Every backend a transport knows gets both series (0 included), so a
+    backend's series do not vanish while it is idle.
     """
-    backends = list(health) + [b for b in active if b not in health]
-    yield _labelled(
-        "backend_up",
-        "Whether the backend is up (1) or down (0).",
-        "backend",
-        ((b, int(health.get(b, True))) for b in backends),
-        gauge=True,
+    up = GaugeMetricFamily(
+        PREFIX + "backend_up",
+        "Whether the backend is up (1) or down (0), as each transport sees it.",
+        labels=["backend", "transport"],
     )
-    yield _labelled(
-        "backend_active_connections",
-        "Connections relaying to the backend now.",
-        "backend",
-        ((b, active.get(b, 0)) for b in backends),
-        gauge=True,
+    active = GaugeMetricFamily(
+        PREFIX + "backend_active_connections",
+        "TCP connections (UDP flows) relaying to the backend now.",
+        labels=["backend", "transport"],
     )
+    for backend in backends:
+        up.add_metric([backend.address, backend.transport], int(backend.up))
+        active.add_metric([backend.address, backend.transport], backend.active)
+    yield up
+    yield active
 
 
 def histogram_family(name: str, text: str, histogram: Histogram) -> HistogramMetricFamily:

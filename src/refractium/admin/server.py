@@ -4,11 +4,13 @@ A small HTTP/1.1 server on an asyncio Protocol, parsed by h11 (no hand-made
 HTTP parsing), for operators and Prometheus rather than for the public:
 
 ``GET /metrics``
-    Prometheus text exposition of :class:`refractium.metrics.EngineCollector`.
+    Prometheus text exposition of :class:`refractium.admin.metrics.EngineCollector`.
 ``GET /status``
     Routes, their backends (up, active connections), open connections.
 ``GET /remotes``
-    What a ``refractium.remotes:RemoteMap`` endpoint hook has seen.
+    What a ``refractium.remotes:RemoteMap`` endpoint hook has seen: the
+    first one configured, else the admin server's own, which the engine
+    adds to its endpoint hooks whenever ``[admin]`` is on.
 ``POST /reload``
     Re-read the configuration file and swap the route table.
 
@@ -30,17 +32,17 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from http import HTTPStatus
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, cast
 
 import h11
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from refractium.admin.metrics import EngineCollector
+from refractium.admin.status import status
+from refractium.admin.view import EngineView
+from refractium.endpoint.remotes import RemoteMap
 from refractium.errors import ConfigError, RefractiumError
-from refractium.relay.tcp import listen_error
-
-if TYPE_CHECKING:
-    from refractium.engine import Refractium
+from refractium.relay.listen import listen_error
 
 log = logging.getLogger(__name__)
 
@@ -83,8 +85,11 @@ def error_reply(status: int, message: str, headers: tuple[tuple[str, str], ...] 
 class AdminServer:
     """The admin listener of one engine."""
 
-    def __init__(self, engine: Refractium, host: str, port: int, token: str | None = None) -> None:
+    def __init__(self, engine: EngineView, host: str, port: int, token: str | None = None) -> None:
         self._engine = engine
+        # Served on /remotes when no RemoteMap is configured; the engine adds
+        # it to its endpoint hooks (see endpoint_hooks), so /remotes answers.
+        self.remote_map = RemoteMap()
         self._host = host
         self._port = port
         self._token = token.encode() if token is not None else None
@@ -100,6 +105,13 @@ class AdminServer:
             b"/remotes": (b"GET", self._remotes),
             b"/reload": (b"POST", self._reload),
         }
+
+    def endpoint_hooks(self, configured: tuple[object, ...]) -> tuple[object, ...]:
+        """The endpoint hooks the admin API needs besides ``configured``: a
+        RemoteMap for ``/remotes``, unless one is configured already."""
+        if _first_remote_map(configured) is not None:
+            return ()
+        return (self.remote_map,)
 
     async def start(self) -> tuple[str, int]:
         """Listen; return the real ``(host, port)`` (port 0 picks a free one).
@@ -194,14 +206,14 @@ class AdminServer:
         return json_reply(200, status(self._engine, time.monotonic() - self._started))
 
     def _remotes(self) -> Reply:
-        remote_map = self._engine.remote_map
+        remote_map = _first_remote_map(self._engine.endpoint_hooks)
         if remote_map is None:
             return error_reply(404, NO_REMOTE_MAP)
         return json_reply(200, {"remotes": remote_map.snapshot()})
 
     def _reload(self) -> Reply:
         try:
-            self._engine.reload_routes(None)
+            self._engine.reload_routes()
         except ConfigError as exc:
             log.warning("admin reload failed, keeping the running routes: %s", exc)
             return error_reply(400, str(exc))
@@ -209,40 +221,11 @@ class AdminServer:
             # Not the file's fault: there is none to re-read (a builder engine).
             log.warning("admin reload refused: %s", exc)
             return error_reply(409, str(exc))
-        return json_reply(200, {"reloaded": True, "routes": len(self._engine.tables.routes)})
+        return json_reply(200, {"reloaded": True, "routes": len(self._engine.routes)})
 
 
-def status(engine: Refractium, uptime_s: float) -> dict[str, Any]:
-    """The ``/status`` document: routes and backends as the engine sees them now."""
-    health = engine.health
-    active = engine.active_by_backend
-    routes = []
-    for route in engine.tables.routes:
-        backends = []
-        for member in route.pool.members:
-            address = str(member)
-            # Backends the health checker does not know are treated as up.
-            backends.append(
-                {
-                    "address": address,
-                    "up": health.get(address, True),
-                    "active": active.get(address, 0),
-                }
-            )
-        routes.append(
-            {
-                "name": route.name,
-                "transport": route.transport.value,
-                "balance": route.pool.balance.value,
-                "backends": backends,
-            }
-        )
-    return {
-        "routes": routes,
-        "open_connections": engine.open_connections,
-        "config": engine.config.source,
-        "uptime_s": round(uptime_s, 3),
-    }
+def _first_remote_map(hooks: tuple[object, ...]) -> RemoteMap | None:
+    return next((hook for hook in hooks if isinstance(hook, RemoteMap)), None)
 
 
 class AdminConnection(asyncio.Protocol):

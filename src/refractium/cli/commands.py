@@ -14,6 +14,7 @@ from refractium.cli.parser import DEFAULT_CONFIG
 from refractium.config import Config, apply_overrides, describe, load_file, parse_config
 from refractium.engine.serve import run, serve
 from refractium.errors import RefractiumError
+from refractium.routing import Tables
 from refractium.util import logs
 
 __all__ = [
@@ -90,23 +91,22 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from refractium.engine import Refractium
+    """Validate as ``run`` would, without side effects: no hook is built, nothing opened."""
+    from refractium.engine.snapshot import validate
 
-    engine = Refractium(load_config(args))
-    print(describe(engine.config))
+    config = load_config(args)
+    tables = validate(config)
+    print(describe(config))
     print()
-    print(describe_priority(engine))
+    print(describe_priority(tables))
     print("config OK")
     return 0
 
 
-def describe_priority(engine: object) -> str:
+def describe_priority(tables: Tables) -> str:
     """The order in which routes are considered, most specific first."""
-    from refractium.engine import Refractium
-
-    assert isinstance(engine, Refractium)
     lines = ["match priority (most specific first, then file order):"]
-    routes = sorted(engine.tables.routes, key=lambda r: -r.best_key)
+    routes = sorted(tables.routes, key=lambda r: -r.best_key)
     for rank, route in enumerate(routes, 1):
         filters = route.describe_filters()
         lines.append(

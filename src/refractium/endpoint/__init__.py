@@ -37,388 +37,44 @@ back is a :class:`WeakHandle` whose ``upgrade()`` can close the connection.
 Nothing a hook keeps holds a connection (or the engine) alive.
 """
 
-from __future__ import annotations
-
-import asyncio
-import time
-import weakref
-from collections.abc import AsyncIterator, Awaitable
-from dataclasses import dataclass
-from enum import Enum
-from typing import TYPE_CHECKING, Final, Protocol
-
-if TYPE_CHECKING:
-    from refractium.relay.connection import ClientProtocol
+from refractium.endpoint.api import (
+    Accept,
+    ConnectionEvent,
+    ConnectionStats,
+    EventKind,
+    HookResult,
+    Ignore,
+    Outcome,
+    Reject,
+    Side,
+    Verdict,
+)
+from refractium.endpoint.base import EndpointHooks
+from refractium.endpoint.info import (
+    ConnectionHandle,
+    ConnectionInfo,
+    ConnectionRecord,
+    Figures,
+    LiveConnection,
+    WeakHandle,
+)
 
 __all__ = [
     "Accept",
     "ConnectionEvent",
     "ConnectionHandle",
     "ConnectionInfo",
+    "ConnectionRecord",
     "ConnectionStats",
     "EndpointHooks",
     "EventKind",
+    "Figures",
+    "HookResult",
     "Ignore",
+    "LiveConnection",
     "Outcome",
     "Reject",
     "Side",
+    "Verdict",
     "WeakHandle",
 ]
-
-
-class Side(Enum):
-    """Which end of a proxied connection we are."""
-
-    SERVER = "server"  # the client's connection to us (incoming)
-    CLIENT = "client"  # our connection to the backend (outgoing)
-
-
-class Outcome:
-    """The type of :data:`Accept` and :data:`Ignore` (compare with ``is``)."""
-
-    __slots__ = ("_name",)
-
-    def __init__(self, name: str) -> None:
-        self._name = name
-
-    def __repr__(self) -> str:
-        return self._name
-
-
-#: Let the connection go on.
-Accept: Final = Outcome("Accept")
-#: ``on_incoming`` only: close at once, send nothing, log nothing.
-Ignore: Final = Outcome("Ignore")
-
-
-@dataclass(frozen=True, slots=True)
-class Reject:
-    """Refuse the connection; the client is told in its protocol's terms.
-
-    HTTP/1.x clients get ``error_code`` as the response status (403 when it
-    is not an HTTP status) and ``reason`` as the body; TLS clients a fatal
-    ``access_denied`` alert; others are closed.
-    """
-
-    error_code: int = 403
-    reason: bytes = b""
-
-
-Verdict = Outcome | Reject
-HookResult = Verdict | None | Awaitable[Verdict | None]
-
-
-class EventKind(Enum):
-    """What can happen to a connection, in this order."""
-
-    IDENTIFIED = "identified"  # the route is chosen (protocol, SNI, ALPN known)
-    BACKEND_CONNECTED = "backend_connected"  # relaying to a backend
-    CLOSED = "closed"
-
-
-@dataclass(frozen=True, slots=True)
-class ConnectionEvent:
-    kind: EventKind
-    at: float  # time.time()
-
-
-@dataclass(frozen=True, slots=True)
-class ConnectionStats:
-    """A connection's final figures, given to ``on_close``.
-
-    ``bytes_in``/``packets_in``: what the client sent that was relayed to the
-    backend (reads of it); ``bytes_out``/``packets_out``: the backend's to
-    the client. ``outcome``: relayed, rejected, unrouted, failed or refused.
-    """
-
-    bytes_in: int
-    bytes_out: int
-    packets_in: int
-    packets_out: int
-    duration_s: float
-    connect_s: float | None  # dialling the backend that answered
-    outcome: str
-    route: str | None
-    error_code: int | None = None
-    reason: bytes | None = None
-
-
-class Figures(Protocol):
-    """What a live connection tells about itself (the relay's ClientProtocol)."""
-
-    bytes_in: int
-    bytes_out: int
-    packets_in: int
-    packets_out: int
-
-
-class ConnectionRecord:
-    """What is known about one proxied connection: shared by its two views.
-
-    Owned by the relay. It refers to the live connection weakly, so views of
-    it kept by hooks never keep the connection alive; at the end it takes a
-    copy of the final figures.
-    """
-
-    __slots__ = (
-        "_changed",
-        "_closed",
-        "_conn",
-        "alpn",
-        "backend_addr",
-        "client_addr",
-        "connect_s",
-        "events",
-        "final",
-        "local_addr",
-        "protocol",
-        "session_id",
-        "sni",
-        "started_at",
-    )
-
-    def __init__(
-        self,
-        conn: ClientProtocol,
-        session_id: int,
-        client_addr: tuple[str, int],
-        local_addr: tuple[str, int] | None,
-    ) -> None:
-        self._conn: weakref.ref[ClientProtocol] = weakref.ref(conn)
-        self.session_id = session_id
-        self.client_addr = client_addr
-        self.local_addr = local_addr
-        self.protocol: str | None = None
-        self.sni: str | None = None
-        self.alpn: tuple[str, ...] = ()
-        self.backend_addr: tuple[str, int] | None = None
-        self.connect_s: float | None = None
-        self.started_at = time.time()
-        self.events: list[ConnectionEvent] = []
-        self.final: ConnectionStats | None = None
-        self._changed: asyncio.Future[None] | None = None
-        self._closed: asyncio.Future[None] | None = None
-
-    def live(self) -> ClientProtocol | None:
-        conn = self._conn()
-        return conn if conn is not None and self.final is None else None
-
-    def figures(self) -> Figures | ConnectionStats | None:
-        return self.live() or self.final
-
-    def emit(self, kind: EventKind) -> None:
-        self.events.append(ConnectionEvent(kind, time.time()))
-        changed, self._changed = self._changed, None
-        if changed is not None and not changed.done():
-            changed.set_result(None)
-
-    def finish(
-        self, figures: Figures, outcome: str, route: str | None, verdict: Verdict | None
-    ) -> ConnectionStats:
-        """Take the connection's final figures, end its views and return the figures."""
-        rejected = verdict if isinstance(verdict, Reject) else None
-        stats = ConnectionStats(
-            bytes_in=figures.bytes_in,
-            bytes_out=figures.bytes_out,
-            packets_in=figures.packets_in,
-            packets_out=figures.packets_out,
-            duration_s=max(0.0, time.time() - self.started_at),
-            connect_s=self.connect_s,
-            outcome=outcome,
-            route=route,
-            error_code=rejected.error_code if rejected is not None else None,
-            reason=rejected.reason if rejected is not None else None,
-        )
-        self.end(stats)
-        return stats
-
-    def end(self, stats: ConnectionStats) -> None:
-        self.final = stats
-        self.emit(EventKind.CLOSED)
-        if self._closed is not None and not self._closed.done():
-            self._closed.set_result(None)
-
-    async def wait_closed(self) -> None:
-        if self.final is not None:
-            return
-        if self._closed is None:
-            self._closed = asyncio.get_running_loop().create_future()
-        await asyncio.shield(self._closed)
-
-    async def wait_changed(self) -> None:
-        if self._changed is None:
-            self._changed = asyncio.get_running_loop().create_future()
-        await asyncio.shield(self._changed)
-
-
-class ConnectionInfo:
-    """A read-only view of one side of a proxied connection.
-
-    Safe to keep: it does not keep the connection alive. Figures are live
-    while the connection is open and final afterwards.
-    """
-
-    __slots__ = ("_record", "side")
-
-    def __init__(self, record: ConnectionRecord, side: Side) -> None:
-        self._record = record
-        self.side = side
-
-    @property
-    def session_id(self) -> int:
-        """Random 64-bit id, the same as the packet hooks' ``ctx.session_id``."""
-        return self._record.session_id
-
-    @property
-    def client_addr(self) -> tuple[str, int]:
-        """The client's (host, port); the real client's behind a trusted PROXY header."""
-        return self._record.client_addr
-
-    @property
-    def local_addr(self) -> tuple[str, int] | None:
-        """The proxy address the client connected to."""
-        return self._record.local_addr
-
-    @property
-    def protocol(self) -> str | None:
-        """The route's name once identified (``fallback`` for fallback_tcp)."""
-        return self._record.protocol
-
-    @property
-    def sni(self) -> str | None:
-        return self._record.sni
-
-    @property
-    def alpn(self) -> tuple[str, ...]:
-        return self._record.alpn
-
-    @property
-    def backend_addr(self) -> tuple[str, int] | None:
-        """The backend dialled (being dialled, for ``before_connect``)."""
-        return self._record.backend_addr
-
-    @property
-    def started_at(self) -> float:
-        """When the client connected (``time.time()``)."""
-        return self._record.started_at
-
-    @property
-    def bytes_in(self) -> int:
-        """Client bytes relayed to the backend so far."""
-        figures = self._record.figures()
-        return figures.bytes_in if figures is not None else 0
-
-    @property
-    def bytes_out(self) -> int:
-        """Backend bytes relayed to the client so far."""
-        figures = self._record.figures()
-        return figures.bytes_out if figures is not None else 0
-
-    @property
-    def packets_in(self) -> int:
-        figures = self._record.figures()
-        return figures.packets_in if figures is not None else 0
-
-    @property
-    def packets_out(self) -> int:
-        figures = self._record.figures()
-        return figures.packets_out if figures is not None else 0
-
-    @property
-    def is_alive(self) -> bool:
-        return self._record.live() is not None
-
-    @property
-    def stats(self) -> ConnectionStats | None:
-        """The final figures, once the connection has ended."""
-        return self._record.final
-
-    async def closed(self) -> None:
-        """Return once the connection has ended (at once if it has)."""
-        await self._record.wait_closed()
-
-    async def events(self) -> AsyncIterator[ConnectionEvent]:
-        """Everything that happened to the connection, then what happens next.
-
-        Ends after :attr:`EventKind.CLOSED`.
-        """
-        record = self._record
-        seen = 0
-        while True:
-            while seen < len(record.events):
-                event = record.events[seen]
-                seen += 1
-                yield event
-                if event.kind is EventKind.CLOSED:
-                    return
-            await record.wait_changed()
-
-    def weak_handle(self) -> WeakHandle:
-        """A handle that can close the connection, without keeping it alive."""
-        return WeakHandle(self._record)
-
-    def __repr__(self) -> str:
-        host, port = self.client_addr
-        return (
-            f"<ConnectionInfo {self.session_id:016x} {self.side.value} {host}:{port}"
-            f" {self.protocol or '?'}{' alive' if self.is_alive else ''}>"
-        )
-
-
-class WeakHandle:
-    """Refers to a connection without keeping it alive."""
-
-    __slots__ = ("_record",)
-
-    def __init__(self, record: ConnectionRecord) -> None:
-        self._record = record
-
-    def upgrade(self) -> ConnectionHandle | None:
-        """A handle to the connection while it is open; None once it has ended.
-
-        Hold the result briefly: it keeps the connection's objects alive.
-        """
-        conn = self._record.live()
-        return ConnectionHandle(conn, self._record) if conn is not None else None
-
-
-class ConnectionHandle:
-    """A live connection, as far as a hook may touch it: it can only be closed."""
-
-    __slots__ = ("_conn", "info")
-
-    def __init__(self, conn: ClientProtocol, record: ConnectionRecord) -> None:
-        self._conn = conn
-        self.info = ConnectionInfo(record, Side.SERVER)
-
-    def close(self) -> None:
-        """Close both sides now; what was written is still flushed."""
-        self._conn.close_by_hook()
-
-    def abort(self) -> None:
-        """Cut both sides now (a reset; nothing more is sent)."""
-        self._conn.abort()
-
-
-class EndpointHooks:
-    """Base class for endpoint hooks; override the methods you need.
-
-    The defaults accept and cost nothing: the engine only calls methods a
-    hook overrides.
-    """
-
-    def on_incoming(self, addr: tuple[str, int]) -> HookResult:
-        """A client connected from ``addr``; nothing has been read yet."""
-        return Accept
-
-    def before_connect(self, remote_addr: tuple[str, int], conn: ConnectionInfo) -> HookResult:
-        """About to dial the backend ``remote_addr`` for ``conn``."""
-        return Accept
-
-    def after_handshake(self, conn: ConnectionInfo) -> HookResult:
-        """``conn`` is identified (SERVER side) or its backend connected (CLIENT side)."""
-        return Accept
-
-    def on_close(self, conn: ConnectionInfo, stats: ConnectionStats) -> Awaitable[None] | None:
-        """``conn`` has ended, with these final figures."""
-        return None

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from refractium.endpoint import Accept, ConnectionInfo, ConnectionStats, EndpointHooks, Side
-from refractium.relay.stats import REJECTED
+from refractium.endpoint.api import REJECTED
 
 
 @dataclass(slots=True)

@@ -50,3 +50,18 @@ def when_drained(transport: asyncio.WriteTransport) -> None:
     (something is buffered) and resumes it when the buffer is empty.
     """
     transport.set_write_buffer_limits(high=0, low=0)
+
+
+def send_eof(transport: asyncio.WriteTransport | None) -> bool:
+    """Half-close ``transport`` now, or once drained; True while the EOF is still owed.
+
+    When owed, the caller sends it from the protocol's ``resume_writing()``
+    (see :func:`when_drained`).
+    """
+    if transport is None or transport.is_closing():
+        return False
+    if buffer_empty(transport):
+        shutdown_write(transport)
+        return False
+    when_drained(transport)
+    return True

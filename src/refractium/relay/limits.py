@@ -2,6 +2,8 @@
 
 Counting happens at accept time, before any byte is read, so a flood of
 idle connections from one address is refused before it costs a peek buffer.
+The caps come with each call (from the snapshot the connection took), so a
+reload that changes them needs no update here.
 """
 
 from __future__ import annotations
@@ -18,37 +20,32 @@ class Refusal(Enum):
 
 
 class ConnectionLimits:
-    """Open connections, in total and per client IP, against their caps.
+    """Open connections, in total and per client IP. ``max_per_ip = 0``: no per-IP cap."""
 
-    ``max_per_ip = 0`` means no per-IP cap.
-    """
+    __slots__ = ("by_ip", "total")
 
-    __slots__ = ("by_ip", "max_per_ip", "max_total", "total")
-
-    def __init__(self, max_total: int, max_per_ip: int) -> None:
-        self.max_total = max_total
-        self.max_per_ip = max_per_ip
+    def __init__(self) -> None:
         self.total = 0
         self.by_ip: dict[str, int] = {}
 
-    def admit(self, ip: str) -> Refusal | None:
+    def admit(self, ip: str, max_total: int, max_per_ip: int) -> Refusal | None:
         """Count a new connection from ``ip``, or say why it is refused.
 
         ``ip = ""`` counts toward the global cap only: a trusted proxy's
         connection, until its PROXY header names the real client.
         """
-        if self.total >= self.max_total:
+        if self.total >= max_total:
             return Refusal.GLOBAL_LIMIT
-        if ip and self._over(ip):
+        if ip and max_per_ip and self.by_ip.get(ip, 0) >= max_per_ip:
             return Refusal.PER_IP_LIMIT
         self.total += 1
         if ip:
             self.by_ip[ip] = self.by_ip.get(ip, 0) + 1
         return None
 
-    def rekey(self, old: str, new: str) -> Refusal | None:
+    def rekey(self, old: str, new: str, max_per_ip: int) -> Refusal | None:
         """Count a connection under ``new`` instead of ``old``, or refuse it (unchanged)."""
-        if new and self._over(new):
+        if new and max_per_ip and self.by_ip.get(new, 0) >= max_per_ip:
             return Refusal.PER_IP_LIMIT
         self._forget(old)
         if new:
@@ -60,9 +57,6 @@ class ConnectionLimits:
         self.total -= 1
         self._forget(ip)
 
-    def _over(self, ip: str) -> bool:
-        return bool(self.max_per_ip) and self.by_ip.get(ip, 0) >= self.max_per_ip
-
     def _forget(self, ip: str) -> None:
         if not ip:
             return
@@ -71,8 +65,3 @@ class ConnectionLimits:
             self.by_ip[ip] = held
         else:
             del self.by_ip[ip]
-
-    def resize(self, max_total: int, max_per_ip: int) -> None:
-        """Apply new caps; connections already open are kept."""
-        self.max_total = max_total
-        self.max_per_ip = max_per_ip

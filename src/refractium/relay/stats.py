@@ -10,6 +10,20 @@ from bisect import bisect_left
 from collections import Counter
 from dataclasses import dataclass, field
 
+from refractium.endpoint.api import FAILED, REFUSED, REJECTED, RELAYED, UNROUTED
+
+__all__ = [
+    "FAILED",
+    "IDENTIFY_BUCKETS",
+    "REFUSED",
+    "REJECTED",
+    "RELAYED",
+    "UNROUTED",
+    "Histogram",
+    "TcpStats",
+    "UdpStats",
+]
+
 #: Upper bounds (seconds) of the identification-time histogram's buckets:
 #: from one read (tens of microseconds) to a client trickling its first bytes.
 IDENTIFY_BUCKETS = (
@@ -47,14 +61,6 @@ class Histogram:
         self.counts[bisect_left(self.bounds, value)] += 1
         self.sum += value
         self.count += 1
-
-
-# How a connection ended, for connections_total{route, outcome}.
-RELAYED = "relayed"  # reached a backend and relayed until one side closed
-REJECTED = "rejected"  # an endpoint hook rejected it (or ignored it)
-UNROUTED = "unrouted"  # no route, or closed before it could be identified
-FAILED = "failed"  # no backend of its route (nor the fallback) could be dialled
-REFUSED = "refused"  # a limit or a bad PROXY header refused it
 
 
 @dataclass(slots=True)

@@ -1,9 +1,10 @@
-"""Named, owned background tasks.
+"""Named, owned background tasks: the one place the proxy starts a task.
 
 The event loop keeps only weak references to tasks, so a task nobody holds
 can vanish mid-flight together with its exception. Every task the proxy
-starts goes through :func:`spawn`, which names it and keeps it in its
-owner's set until it finishes.
+starts goes through :func:`spawn` (named, for long-lived work such as health
+checks) or :meth:`Tasks.start` (per connection: unnamed, as cheap as the
+loop allows); both keep the task in their owner's set until it finishes.
 """
 
 from __future__ import annotations
@@ -35,3 +36,35 @@ def _finished(owner: set[asyncio.Task[Any]]) -> Any:
             log.error("task %s failed", task.get_name(), exc_info=exc)
 
     return done
+
+
+class Tasks:
+    """The tasks of one owner (a listener's connections), held until they finish.
+
+    :meth:`start` runs once per connection, so it skips the name formatting
+    and the running-loop lookup of :func:`spawn`.
+    """
+
+    __slots__ = ("_loop", "_tasks")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    def start(self, coro: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
+        """Run ``coro`` as a task held until it finishes."""
+        task = self._loop.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    def pending(self) -> list[asyncio.Task[Any]]:
+        """The tasks not finished yet."""
+        return [task for task in self._tasks if not task.done()]
+
+    def cancel_all(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+
+    def __len__(self) -> int:
+        return len(self._tasks)

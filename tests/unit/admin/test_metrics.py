@@ -98,9 +98,10 @@ async def test_counters_follow_real_traffic() -> None:
     assert value(after["refractium_connections_open"], "refractium_connections_open") == 0
     backend_id = f"127.0.0.1:{port}"
     up = after["refractium_backend_up"]
-    assert value(up, "refractium_backend_up", backend=backend_id) == 1
+    assert value(up, "refractium_backend_up", backend=backend_id, transport="tcp") == 1
     active = after["refractium_backend_active_connections"]
-    assert value(active, "refractium_backend_active_connections", backend=backend_id) == 0
+    labels = {"backend": backend_id, "transport": "tcp"}
+    assert value(active, "refractium_backend_active_connections", **labels) == 0
     # Whatever the data path records in the histogram, the export is cumulative.
     assert_cumulative(after["refractium_identify_seconds"], engine.tcp_stats.identify_seconds.count)
 

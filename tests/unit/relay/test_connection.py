@@ -10,6 +10,7 @@ import pytest
 
 from refractium.backends.health import HealthChecker
 from refractium.config import parse_config
+from refractium.hooks.dispatch import HookStats
 from refractium.relay.connection import (
     CLOSED,
     CONNECTING,
@@ -17,7 +18,8 @@ from refractium.relay.connection import (
     BackendProtocol,
     ClientProtocol,
 )
-from refractium.relay.tcp import TcpService
+from refractium.relay.context import TcpContext
+from refractium.relay.snapshot import Settings, Snapshot
 from refractium.routing import build_tables
 
 
@@ -71,16 +73,16 @@ class FakeTransport:
 
 @pytest.fixture
 def no_dial(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """Identification still runs; the dial is done by the test via _backend_up."""
+    """Identification still runs; the dial is done by the test via backend_up."""
 
-    async def parked(self: ClientProtocol, route: Any, table: Any) -> None:
+    async def parked(self: ClientProtocol, route: Any) -> None:
         await asyncio.Event().wait()
 
     monkeypatch.setattr(ClientProtocol, "_connect", parked)
     return
 
 
-async def service(**server: Any) -> TcpService:
+async def service(**server: Any) -> TcpContext:
     config = parse_config(
         {
             "server": server,
@@ -91,10 +93,11 @@ async def service(**server: Any) -> TcpService:
         },
         source="test",
     )
-    return TcpService(config.server, build_tables(config), HealthChecker())
+    snapshot = Snapshot(build_tables(config), None, Settings.from_server(config.server))
+    return TcpContext(snapshot, HealthChecker(), HookStats())
 
 
-async def connected(svc: TcpService, first: bytes) -> tuple[ClientProtocol, FakeTransport]:
+async def connected(svc: TcpContext, first: bytes) -> tuple[ClientProtocol, FakeTransport]:
     client = FakeTransport()
     proto = ClientProtocol(svc)
     proto.connection_made(client)  # type: ignore[arg-type]

@@ -6,29 +6,45 @@ from refractium.relay.limits import ConnectionLimits, Refusal
 
 
 def test_global_cap_then_release() -> None:
-    limits = ConnectionLimits(max_total=2, max_per_ip=0)
-    assert limits.admit("192.0.2.1") is None
-    assert limits.admit("192.0.2.2") is None
-    assert limits.admit("192.0.2.3") is Refusal.GLOBAL_LIMIT
+    limits = ConnectionLimits()
+    assert limits.admit("192.0.2.1", 2, 0) is None
+    assert limits.admit("192.0.2.2", 2, 0) is None
+    assert limits.admit("192.0.2.3", 2, 0) is Refusal.GLOBAL_LIMIT
     limits.release("192.0.2.1")
-    assert limits.admit("192.0.2.3") is None
+    assert limits.admit("192.0.2.3", 2, 0) is None
     assert limits.total == 2
 
 
 def test_per_ip_cap_counts_each_address_apart() -> None:
-    limits = ConnectionLimits(max_total=100, max_per_ip=2)
-    assert [limits.admit("192.0.2.1") for _ in range(3)] == [None, None, Refusal.PER_IP_LIMIT]
-    assert limits.admit("192.0.2.2") is None
+    limits = ConnectionLimits()
+    assert [limits.admit("192.0.2.1", 100, 2) for _ in range(3)] == [
+        None,
+        None,
+        Refusal.PER_IP_LIMIT,
+    ]
+    assert limits.admit("192.0.2.2", 100, 2) is None
     limits.release("192.0.2.1")
     limits.release("192.0.2.1")
     assert "192.0.2.1" not in limits.by_ip  # nothing left behind per address
-    assert limits.admit("192.0.2.1") is None
+    assert limits.admit("192.0.2.1", 100, 2) is None
 
 
-def test_resize_keeps_open_connections() -> None:
-    limits = ConnectionLimits(max_total=10, max_per_ip=5)
+def test_lower_caps_keep_open_connections() -> None:
+    """A reload that lowers a cap refuses new connections only."""
+    limits = ConnectionLimits()
     for _ in range(4):
-        limits.admit("192.0.2.1")
-    limits.resize(max_total=10, max_per_ip=2)
+        limits.admit("192.0.2.1", 10, 5)
+    assert limits.admit("192.0.2.1", 10, 2) is Refusal.PER_IP_LIMIT
     assert limits.by_ip["192.0.2.1"] == 4
-    assert limits.admit("192.0.2.1") is Refusal.PER_IP_LIMIT
+    assert limits.admit("192.0.2.2", 4, 2) is Refusal.GLOBAL_LIMIT
+
+
+def test_rekey_moves_a_connection_to_its_real_client() -> None:
+    """A trusted proxy's connection ("" until its header) is counted under the client."""
+    limits = ConnectionLimits()
+    assert limits.admit("", 10, 1) is None
+    assert limits.rekey("", "192.0.2.9", 1) is None
+    assert limits.by_ip == {"192.0.2.9": 1}
+    assert limits.admit("", 10, 1) is None
+    assert limits.rekey("", "192.0.2.9", 1) is Refusal.PER_IP_LIMIT
+    assert limits.total == 2

@@ -1,0 +1,378 @@
+"""The embeddable proxy: build it, run it in any asyncio program, reload, stop.
+
+```python
+engine = (
+    Refractium.builder()
+    .bind("127.0.0.1").port(8443)
+    .route("http", "127.0.0.1:8080")
+    .route("tls", ["10.0.0.1:443", "10.0.0.2:443"], sni=["example.com"])
+    .build()
+)
+await engine.run_tcp()          # until engine.shutdown()
+```
+
+The engine validates everything when it is built, so a bad route fails
+before anything listens. It holds no global state: several engines can run
+in one process. A reload builds a new snapshot (route tables, endpoint
+hooks, settings) and swaps it whole; health is configured from it once,
+for every transport that is served.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from refractium.admin.server import AdminServer
+from refractium.admin.view import BackendState
+from refractium.backends.health import HealthChecker
+from refractium.config import Config, load_file, parse_config
+from refractium.endpoint.chain import EndpointChain
+from refractium.engine.builder import RefractiumBuilder
+from refractium.engine.snapshot import Hooks, build_snapshot, health_checks
+from refractium.errors import RefractiumError
+from refractium.hooks.dispatch import HookStats
+from refractium.protocols.base import Probe
+from refractium.relay.snapshot import Snapshot
+from refractium.relay.stats import TcpStats, UdpStats
+from refractium.relay.tcp import TcpService
+from refractium.relay.udp import UdpService
+from refractium.routing import Route, Tables
+
+log = logging.getLogger(__name__)
+
+ReloadSource = Config | str | os.PathLike[str] | Sequence[Mapping[str, Any]] | None
+
+
+class Refractium:
+    """One proxy instance: its configuration, route tables and listeners."""
+
+    def __init__(
+        self,
+        config: Config,
+        probes: Mapping[str, Probe] | None = None,
+        endpoint_hooks: Sequence[object] = (),
+    ) -> None:
+        """Validate ``config`` and resolve its routes; nothing listens yet.
+
+        Args:
+            config: the configuration.
+            probes: protocol probes given in code, by route name.
+            endpoint_hooks: endpoint hooks given in code; they run after the
+                ones ``[endpoint] hooks`` names, in this order.
+
+        Raises:
+            ConfigError: a route or a hook cannot be resolved.
+        """
+        self._probes = dict(probes or {})
+        self._config = config
+        self._hooks = Hooks(endpoint_hooks)  # instances outlive reloads that keep them
+        admin = config.admin
+        self._admin = (
+            AdminServer(self, admin.bind.host, admin.bind.port, admin.token)
+            if admin.bind is not None
+            else None
+        )
+        self._chain = self._endpoint_chain(config)
+        self._snapshot = build_snapshot(config, self._probes, self._hooks, self._chain)
+        self._tcp: TcpService | None = None
+        self._udp: UdpService | None = None
+        self._hook_stats = HookStats()
+        # Health is kept per transport: a backend that refuses TCP may well
+        # answer UDP (a DNS resolver), and active checks connect over TCP.
+        self._tcp_health = HealthChecker()
+        self._udp_health = HealthChecker()
+        self._admin_started = False
+        self._stopped = asyncio.Event()
+
+    @staticmethod
+    def builder() -> RefractiumBuilder[Refractium]:
+        """Start describing an engine in code."""
+        return RefractiumBuilder(Refractium)
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike[str]) -> Refractium:
+        """An engine configured by a TOML file (raises ConfigError)."""
+        return cls(load_file(path))
+
+    def _endpoint_chain(self, config: Config) -> EndpointChain:
+        chain = self._hooks.endpoint_chain(config)
+        if self._admin is None:
+            return chain
+        extra = self._admin.endpoint_hooks(chain.hooks)
+        return self._hooks.endpoint_chain(config, extra) if extra else chain
+
+    # -- what it is serving ------------------------------------------------
+
+    @property
+    def config(self) -> Config:
+        """The configuration in force."""
+        return self._config
+
+    @property
+    def config_source(self) -> str | None:
+        """The file the configuration came from ("builder" for the builder's)."""
+        return self._config.source
+
+    @property
+    def snapshot(self) -> Snapshot:
+        """What connections accepted now read (replaced whole on reload)."""
+        return self._snapshot
+
+    @property
+    def tables(self) -> Tables:
+        """The route tables in force (replaced whole on reload)."""
+        return self._snapshot.tables
+
+    @property
+    def routes(self) -> tuple[Route, ...]:
+        return self._snapshot.tables.routes
+
+    @property
+    def endpoint_hooks(self) -> tuple[object, ...]:
+        """The endpoint hooks in force, in the order they run."""
+        return self._chain.hooks
+
+    @property
+    def tcp_addresses(self) -> list[tuple[str, int]]:
+        """Where the TCP listeners are (after ``start_tcp``), e.g. to learn port 0's port."""
+        return self._tcp.addresses if self._tcp else []
+
+    @property
+    def udp_addresses(self) -> list[tuple[str, int]]:
+        """Where the UDP listeners are (after ``start_udp``)."""
+        return self._udp.addresses if self._udp else []
+
+    # -- what it has done ----------------------------------------------------
+
+    @property
+    def health(self) -> dict[str, bool]:
+        """Backend ``host:port`` -> up, on TCP (see :meth:`backends` for UDP)."""
+        return {str(address): up for address, up in self._tcp_health.snapshot().items()}
+
+    def backends(self) -> list[BackendState]:
+        """Every backend each running transport knows: health and what relays to it."""
+        out: list[BackendState] = []
+        for transport, service, health in (
+            ("tcp", self._tcp, self._tcp_health),
+            ("udp", self._udp, self._udp_health),
+        ):
+            if service is None:
+                continue
+            active = service.ctx.active
+            for address, up in health.snapshot().items():
+                out.append(BackendState(transport, str(address), up, active.get(address, 0)))
+        return out
+
+    @property
+    def hook_stats(self) -> HookStats:
+        """Packets, bytes, drops and errors per packet hook (by name), TCP and UDP."""
+        return self._hook_stats
+
+    @property
+    def tcp_stats(self) -> TcpStats:
+        """Counters of the TCP side."""
+        if self._tcp is None:
+            raise RefractiumError("the TCP listener is not running")
+        return self._tcp.ctx.stats
+
+    @property
+    def udp_stats(self) -> UdpStats:
+        """Counters of the UDP side."""
+        if self._udp is None:
+            raise RefractiumError("the UDP listener is not running")
+        return self._udp.ctx.stats
+
+    @property
+    def open_connections(self) -> int:
+        """TCP connections open now (being identified, dialled or relayed)."""
+        return len(self._tcp.ctx.connections) if self._tcp is not None else 0
+
+    @property
+    def open_flows(self) -> int:
+        """UDP flows alive now."""
+        return len(self._udp.ctx.flows) if self._udp is not None else 0
+
+    @property
+    def active_by_backend(self) -> dict[str, int]:
+        """Backend ``host:port`` -> TCP connections relaying to it now."""
+        if self._tcp is None:
+            return {}
+        return {str(address): n for address, n in self._tcp.ctx.active.items()}
+
+    # -- running ----------------------------------------------------------
+
+    async def start_tcp(self) -> list[tuple[str, int]]:
+        """Open the TCP listeners and return their addresses; returns at once.
+
+        Raises:
+            RefractiumError: a listener cannot be opened (port in use...).
+        """
+        if self._tcp is not None:
+            raise RefractiumError("the TCP listener is already running")
+        server = self._config.server
+        service = TcpService(self._snapshot, self._tcp_health, self._hook_stats)
+        await service.listen(server.bind, server.port)
+        try:
+            await self._start_admin()
+        except RefractiumError:
+            await service.stop_listening()
+            raise
+        self._tcp = service
+        self._configure_health()
+        return service.addresses
+
+    async def start_udp(self, port: int | None = None) -> list[tuple[str, int]]:
+        """Open the UDP listeners and return their addresses; returns at once.
+
+        Args:
+            port: the port to bind (default ``server.port``; with port 0 and
+                TCP already listening, the TCP listeners' port).
+
+        Raises:
+            RefractiumError: a listener cannot be opened (port in use...).
+        """
+        if self._udp is not None:
+            raise RefractiumError("the UDP listener is already running")
+        server = self._config.server
+        if port is None:
+            port = server.port
+            if port == 0 and self._tcp is not None and self._tcp.addresses:
+                port = self._tcp.addresses[0][1]
+        service = UdpService(self._snapshot, self._udp_health, self._hook_stats)
+        await service.listen(server.bind, port)
+        try:
+            await self._start_admin()
+        except RefractiumError:
+            service.close_listeners()
+            raise
+        self._udp = service
+        self._configure_health()
+        return service.addresses
+
+    async def start_both(self) -> None:
+        """Open the TCP listeners, then the UDP ones on the same port."""
+        await self.start_tcp()
+        try:
+            await self.start_udp()
+        except RefractiumError:
+            if self._tcp is not None:
+                await self._tcp.stop_listening()
+                self._tcp = None
+            raise
+
+    async def _start_admin(self) -> None:
+        if self._admin is None or self._admin_started:
+            return
+        await self._admin.start()
+        self._admin_started = True
+
+    def _configure_health(self) -> None:
+        """Tell each running transport's checker its backends (once, for every kind of start)."""
+        tables = self._snapshot.tables
+        if self._tcp is not None:
+            self._tcp_health.configure(health_checks(tables.tcp, active=True))
+        if self._udp is not None:
+            self._udp_health.configure(health_checks(tables.udp, active=False))
+
+    async def run_tcp(self) -> None:
+        """Listen on TCP and serve until :meth:`shutdown`."""
+        await self.start_tcp()
+        await self.wait_stopped()
+
+    async def run_udp(self) -> None:
+        """Listen on UDP and serve until :meth:`shutdown`."""
+        await self.start_udp()
+        await self.wait_stopped()
+
+    async def run_both(self) -> None:
+        """Serve TCP and UDP until :meth:`shutdown`."""
+        await self.start_both()
+        await self.wait_stopped()
+
+    async def wait_stopped(self) -> None:
+        """Return once :meth:`shutdown` has finished."""
+        await self._stopped.wait()
+
+    async def shutdown(self, grace_ms: int | None = None) -> None:
+        """Stop accepting, let open connections finish, then close the rest.
+
+        Args:
+            grace_ms: how long open connections may take; default
+                ``server.shutdown_grace_ms``.
+        """
+        grace = self._config.server.shutdown_grace_ms if grace_ms is None else grace_ms
+        if self._udp is not None:
+            await self._udp.shutdown()
+        if self._tcp is not None:
+            await self._tcp.shutdown(grace / 1000)
+        if self._admin is not None and self._admin_started:
+            # After the drain: it can be watched to the end.
+            await self._admin.close()
+            self._admin_started = False
+        await self._tcp_health.close()
+        await self._udp_health.close()
+        await self._hooks.aclose()
+        self._stopped.set()
+
+    def abort_connections(self) -> None:
+        """Cut every open connection now (a second stop signal)."""
+        if self._tcp is not None:
+            self._tcp.abort_all()
+
+    # -- reloading --------------------------------------------------------
+
+    def reload_routes(self, config: ReloadSource = None) -> None:
+        """Swap the whole route table atomically; open connections keep their backend.
+
+        Args:
+            config: a whole new configuration; a path to read one from; a
+                list of routes (``[[protocols]]`` tables as dicts) replacing
+                the current routes only; or None to re-read the file the
+                current configuration came from.
+
+        Raises:
+            ConfigError: the new configuration is invalid; the running table
+                is kept.
+        """
+        new_config = self._resolve_reload(config)
+        chain = self._endpoint_chain(new_config)
+        old, new = self._config.server, new_config.server
+        if (old.bind, old.port) != (new.bind, new.port):
+            log.warning(
+                "reload: listener change (bind/port) needs a restart; still on %s port %d",
+                ",".join(old.bind),
+                old.port,
+            )
+            # Record what is really listening, not what the file asks for.
+            new = dataclasses.replace(new, bind=old.bind, port=old.port)
+            new_config = dataclasses.replace(new_config, server=new)
+        snapshot = build_snapshot(new_config, self._probes, self._hooks, chain)
+        self._config = new_config
+        self._chain = chain
+        self._snapshot = snapshot
+        if not self._stopped.is_set():
+            for service in (self._tcp, self._udp):
+                if service is not None:
+                    service.ctx.snapshot = snapshot  # the one swap connections see
+            # Backends that stay keep their health; new ones start up.
+            self._configure_health()
+        log.info("routes reloaded: %d route(s)", len(snapshot.tables.routes))
+
+    def _resolve_reload(self, config: ReloadSource) -> Config:
+        if isinstance(config, Config):
+            return config
+        if config is None:
+            if self._config.source is None or self._config.source == "builder":
+                raise RefractiumError("reload: this engine has no config file to re-read")
+            return load_file(self._config.source, extra_protocols=self._probes.keys())
+        if isinstance(config, (str, os.PathLike)):
+            return load_file(config, extra_protocols=self._probes.keys())
+        routes = parse_config(
+            {"protocols": list(config)}, source="reload_routes", extra_protocols=self._probes.keys()
+        )
+        return dataclasses.replace(self._config, protocols=routes.protocols)
