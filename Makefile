@@ -31,10 +31,11 @@ run: $(INSTALLED)               ## the demo: built-in backends behind the proxy
 test: $(INSTALLED_DEV) tools    ## every test, with real clients and servers
 	$(BIN)/python -m pytest -q
 
-lint: $(INSTALLED_DEV)          ## ruff and mypy (strict)
+lint: $(INSTALLED_DEV)          ## ruff, mypy (strict) and the layer contract (import-linter)
 	$(BIN)/ruff check src tests benchmarks examples
 	$(BIN)/ruff format --check src tests benchmarks examples
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 bench: $(INSTALLED_DEV) tools   ## figures against a direct connection, HAProxy and sslh
 	BENCH_TOOLS=1 scripts/install-tools.sh
