@@ -10,7 +10,7 @@ import signal
 import pytest
 
 from tests.kit.backends import Completed, free_port
-from tests.kit.proxy import running_proxy
+from tests.kit.proxy import run_cli, running_proxy
 
 BANNER = b"SSH-2.0-RefractiumDemo\r\n"
 #: Longer than any printed command should take; a command still running then has hung.
@@ -91,3 +91,16 @@ async def test_demo_commands_finish_and_reach_each_backend(host: str) -> None:
         done = await shell(bash_silent)
         assert done.stdout == BANNER, done
         assert await demo.stop() == 0
+
+
+@pytest.mark.parametrize(
+    ("bind", "reason"),
+    [
+        ("127.0.0.1,::1", "Name or service not known"),
+        ("192.0.2.1", "Cannot assign requested address"),
+    ],
+)
+async def test_demo_on_an_address_it_cannot_use_is_one_line(bind: str, reason: str) -> None:
+    done = await run_cli("demo", "-b", bind)
+    assert done.returncode == 1, done
+    assert done.stderr == f"refractium: demo: cannot listen on {bind}: {reason}\n", done

@@ -11,6 +11,7 @@ package (nc).
 from __future__ import annotations
 
 import errno
+import os
 import socket
 import tempfile
 from pathlib import Path
@@ -39,6 +40,14 @@ def free_port(host: str, first: int, tries: int = 20) -> int:
                 raise RefractiumError(f"demo: cannot listen on {host}: {exc.strerror}") from None
             return int(probe.getsockname()[1])
     raise RefractiumError(f"demo: no free port on {host}")
+
+
+def _reason(exc: OSError) -> str:
+    """What went wrong, in the system's words."""
+    if isinstance(exc, socket.gaierror) or not exc.errno:  # a name that does not resolve
+        return exc.strerror or str(exc)
+    # Not exc.strerror: the event loop rewrites it ("error while attempting to bind ...").
+    return os.strerror(exc.errno)
 
 
 def build_engine(backends: DemoBackends, host: str, port: int) -> Refractium:
@@ -96,8 +105,15 @@ Stop with Ctrl-C.
 
 
 async def run_demo(host: str = "127.0.0.1", first_port: int = 8080) -> None:
-    """Run the demo until SIGINT/SIGTERM."""
-    backends = await start_demo_backends(host)
+    """Run the demo until SIGINT/SIGTERM.
+
+    Raises:
+        RefractiumError: ``host`` cannot be listened on (one line for the user).
+    """
+    try:
+        backends = await start_demo_backends(host)
+    except OSError as exc:
+        raise RefractiumError(f"demo: cannot listen on {host}: {_reason(exc)}") from None
     try:
         with tempfile.TemporaryDirectory(prefix="refractium-demo-") as tmp:
             ca_file = Path(tmp) / "demo-ca.pem"
