@@ -103,3 +103,23 @@ async def test_an_admin_port_in_use_is_a_one_line_error(tmp_path: Path) -> None:
         assert result.stderr.strip().splitlines()[-1] == (
             f"refractium: admin.bind {web.address}: address already in use"
         )
+
+
+async def test_remotes_answers_with_admin_on_and_no_hook_configured() -> None:
+    """[admin] alone keeps a RemoteMap: /remotes always answers."""
+    admin_port = free_port()
+    async with http_backend("web") as web:
+        config = f"""
+[admin]
+bind = "{HOST}:{admin_port}"
+
+[[protocols]]
+name = "http"
+forward_to = "{web.address}"
+"""
+        async with running_proxy(*LOCAL_TCP, config=config) as proxy:
+            assert (await run(["curl", "-s", f"http://{HOST}:{proxy.port}/"])).out == "web\n"
+            status, body = await curl(f"http://{HOST}:{admin_port}/remotes")
+    assert status == 200
+    (remote,) = json.loads(body)["remotes"]
+    assert remote["remote"] == HOST

@@ -189,6 +189,7 @@ async def running_proxy(
     env: Mapping[str, str] | None = None,
     timeout: float = START_TIMEOUT,
     cwd: str | os.PathLike[str] | None = None,
+    ready: re.Pattern[str] | None = None,
 ) -> AsyncIterator[RunningProxy]:
     """Run ``python -m refractium *args [-c CONFIG]`` until the block exits.
 
@@ -216,7 +217,8 @@ async def running_proxy(
         proxy = RunningProxy(proc, argv)
         started = failed = False
         try:
-            match = await proxy.wait_for(LISTEN_RE, timeout=timeout)
+            # `ready`: another line with the host and port, e.g. UDP's for `refractium udp`.
+            match = await proxy.wait_for(ready or LISTEN_RE, timeout=timeout)
             proxy.host, proxy.port = match.group(1), int(match.group(2))
             started = failed = True
             yield proxy
