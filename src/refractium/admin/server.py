@@ -37,6 +37,7 @@ from typing import Any, cast
 import h11
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
+from refractium.addr import format_host
 from refractium.admin.metrics import EngineCollector
 from refractium.admin.status import status
 from refractium.admin.view import EngineView
@@ -134,7 +135,7 @@ class AdminServer:
         self._started = time.monotonic()
         address = self.address
         assert address is not None
-        log.info("admin API listening on http://%s:%d", _url_host(address[0]), address[1])
+        log.info("admin API listening on http://%s:%d", format_host(address[0]), address[1])
         return address
 
     @property
@@ -250,7 +251,7 @@ class AdminConnection(asyncio.Protocol):
         self._transport = cast(asyncio.Transport, transport)
         peer = transport.get_extra_info("peername")
         if peer:
-            self._peer = f"{_url_host(peer[0])}:{peer[1]}"
+            self._peer = f"{format_host(peer[0])}:{peer[1]}"
         self._server.opened(self)
         self._arm_timer()
 
@@ -422,7 +423,3 @@ class AdminConnection(asyncio.Protocol):
         )
         if self._transport is not None:
             self._transport.write(data)
-
-
-def _url_host(host: str) -> str:
-    return f"[{host}]" if ":" in host else host

@@ -16,6 +16,7 @@ import socket
 import tempfile
 from pathlib import Path
 
+from refractium.addr import format_host
 from refractium.demo.backends import DEMO_TLS_NAMES, DemoBackends, start_demo_backends
 from refractium.engine import Refractium
 from refractium.engine.serve import serve
@@ -52,8 +53,7 @@ def _reason(exc: OSError) -> str:
 
 def build_engine(backends: DemoBackends, host: str, port: int) -> Refractium:
     def at(address: tuple[str, int]) -> str:
-        host, port = address
-        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        return f"{format_host(address[0])}:{address[1]}"
 
     return (
         Refractium.builder()
@@ -72,8 +72,7 @@ def instructions(host: str, port: int, ca_file: Path, backends: DemoBackends) ->
     name = DEMO_TLS_NAMES[1]
     client = _LOOPBACK.get(host, host)
     # URLs, curl --resolve and openssl -connect want an IPv6 address in brackets.
-    bracketed = f"[{client}]" if ":" in client else client
-    where = f"{bracketed}:{port}"
+    where = f"{format_host(client)}:{port}"
     tcp = f"/dev/tcp/{client}/{port}"
     s_client = f"openssl s_client -quiet -connect {where} -servername {name} -CAfile {ca_file}"
     ports = f"http {backends.http[1]}, tls {backends.tls[1]}, ssh {backends.ssh[1]}"
@@ -86,7 +85,7 @@ HTTP, identified by its request line:
 
 TLS, identified by its ClientHello and relayed without being decrypted. The backend's
 certificate is signed by a throw-away demo CA, saved in {ca_file}:
-    curl --cacert {ca_file} --resolve {name}:{port}:{bracketed} https://{name}:{port}/
+    curl --cacert {ca_file} --resolve {name}:{port}:{format_host(client)} https://{name}:{port}/
     {s_client} -alpn h2 </dev/null
 
 SSH-style: a toy backend that sends an SSH banner, then echoes each line it gets back.

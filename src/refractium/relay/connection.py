@@ -30,7 +30,6 @@ from refractium.endpoint.api import (
     RELAYED,
     UNROUTED,
     Accept,
-    Ignore,
     Outcome,
     Reject,
     Verdict,
@@ -42,6 +41,7 @@ from refractium.relay.gate import Gate
 from refractium.relay.halfclose import send_eof
 from refractium.relay.packets import start_packet_hooks
 from refractium.relay.pipe import INBOUND, BackendProtocol, HeldBackendProtocol, Pipe
+from refractium.relay.refusal import count_refusal
 from refractium.relay.state import (
     CLOSED,
     CONNECTING,
@@ -74,7 +74,6 @@ class ClientProtocol(Pipe):
         "_snap",
         "_timer",
         "backend_addr",
-        "client_addr",
         "dial_started",
         "gate",
         "limit_key",
@@ -90,7 +89,6 @@ class ClientProtocol(Pipe):
         # The configuration this connection lives by, whatever reloads come.
         self._snap = ctx.snapshot
         self.session_id = random.getrandbits(64)
-        self.client_addr: tuple[str, int] = ("", 0)
         # The key the connection is counted under for max_connections_per_ip:
         # the client's IP, or "" for a trusted proxy until its header arrives.
         self.limit_key = ""
@@ -481,30 +479,15 @@ class ClientProtocol(Pipe):
 
     def reject(self, verdict: Verdict, where: str) -> None:
         """Refuse the client in its protocol's terms (see :mod:`refractium.wire.rejection`)."""
-        stats = self.ctx.stats
+        route = self.route.name if self.route is not None else None
+        count_refusal(self.ctx.stats, verdict, where, self.client_addr, route)
         self.outcome = REJECTED
         reply = b""
-        if verdict is Ignore:
-            stats.ignored += 1
-        elif isinstance(verdict, Reject):
-            stats.rejected[verdict.error_code] += 1
+        if isinstance(verdict, Reject):
             match = self.match
+            protocol = match.protocol if match is not None else None
             reply = rejection.reply_for(
-                match.protocol if match is not None else None,
-                bytes(self._buf),
-                verdict.error_code,
-                verdict.reason,
-            )
-            route = self.route
-            events.log(
-                logging.INFO,
-                f"reject:{verdict.error_code}",
-                "rejected %s:%d (%s, %s): %d %s",
-                *self.client_addr,
-                route.name if route is not None else "not identified",
-                where,
-                verdict.error_code,
-                verdict.reason.decode("utf-8", "replace"),
+                protocol, bytes(self._buf), verdict.error_code, verdict.reason
             )
         self._rejected_with = verdict
         self.state = CLOSED
@@ -516,29 +499,10 @@ class ClientProtocol(Pipe):
                 self.transport.write(reply)
             self.transport.close()
 
-    def close_by_hook(self) -> None:
-        """A hook's handle closed the connection: both sides, flushing what was sent."""
-        if self.state == CLOSED:
-            return
-        self.state = CLOSED
-        self.close_both()
-
     def _close_unrouted(self, why: str) -> None:
         self.ctx.stats.unidentified_closed += 1
         if log.isEnabledFor(logging.DEBUG):
             log.debug("[%016x] %s:%d closed: %s", self.session_id, *self.client_addr, why)
         self.state = CLOSED
         if self.transport is not None:
-            self.transport.close()
-
-    def give_up(self, why: str) -> None:
-        events.log(logging.WARNING, "give-up", "%s:%d closed: %s", *self.client_addr, why)
-        self.state = CLOSED
-        if self.transport is not None:
-            self.transport.close()
-
-    def shutdown(self) -> None:
-        """Server is stopping: drop connections not yet relaying, let the rest finish."""
-        if self.state in (PEEKING, CONNECTING) and self.transport is not None:
-            self.state = CLOSED
             self.transport.close()

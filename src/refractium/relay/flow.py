@@ -42,6 +42,7 @@ from refractium.relay.dial import dial
 from refractium.relay.gate import Gate
 from refractium.relay.listen import grow_buffers
 from refractium.relay.packets import start_packet_hooks
+from refractium.relay.refusal import count_refusal
 from refractium.relay.state import CLOSED, CONNECTING, PEEKING, RELAYING, State
 from refractium.routing import NEED_MORE, Route
 from refractium.util.logs import RateLimitedLog
@@ -343,22 +344,9 @@ class Flow:
 
     def reject(self, verdict: Verdict, where: str) -> None:
         """UDP has no way to say no: the flow's datagrams are dropped until it idles out."""
-        stats = self.ctx.stats
+        route = self.route.name if self.route is not None else None
+        count_refusal(self.ctx.stats, verdict, where, self.client_addr, route, transport="udp")
         self._rejected_with = verdict
-        if isinstance(verdict, Reject):
-            stats.rejected[verdict.error_code] += 1
-            events.log(
-                logging.INFO,
-                f"udp-reject:{verdict.error_code}",
-                "rejected udp %s:%d (%s, %s): %d %s",
-                *self.client_addr,
-                self.route.name if self.route is not None else "not identified",
-                where,
-                verdict.error_code,
-                verdict.reason.decode("utf-8", "replace"),
-            )
-        else:
-            stats.ignored += 1
         self._close_quietly(REJECTED)
 
     def _close_quietly(self, outcome: str) -> None:

@@ -26,9 +26,11 @@ from refractium.hooks.api import Direction
 from refractium.hooks.dispatch import Dispatcher
 from refractium.relay.context import TcpContext
 from refractium.relay.halfclose import send_eof
-from refractium.relay.state import CLOSED, PAUSE_FLOW, PAUSE_HOOKS, State
+from refractium.relay.state import CLOSED, CONNECTING, PAUSE_FLOW, PAUSE_HOOKS, PEEKING, State
+from refractium.util.logs import RateLimitedLog
 
 log = logging.getLogger(__name__)
+events = RateLimitedLog(log)
 
 INBOUND, OUTBOUND = Direction.INBOUND, Direction.OUTBOUND
 
@@ -48,6 +50,7 @@ class Pipe(asyncio.Protocol):
         "backend",
         "bytes_in",
         "bytes_out",
+        "client_addr",
         "ctx",
         "hooks",
         "packets_in",
@@ -64,6 +67,7 @@ class Pipe(asyncio.Protocol):
         self.backend: asyncio.Transport | None = None
         self.hooks: Dispatcher | None = None
         self.session_id = 0
+        self.client_addr: tuple[str, int] = ("", 0)
         self.bytes_in = 0  # client -> backend
         self.bytes_out = 0  # backend -> client
         self.packets_in = 0  # reads relayed client -> backend
@@ -83,10 +87,6 @@ class Pipe(asyncio.Protocol):
 
     def backend_up(self, backend: asyncio.Transport) -> None:
         """The backend is connected and accepted: start relaying."""
-        raise NotImplementedError
-
-    def give_up(self, why: str) -> None:
-        """Close the connection, logging why (rate-limited)."""
         raise NotImplementedError
 
     # -- the client transport's write side --------------------------------
@@ -202,6 +202,25 @@ class Pipe(asyncio.Protocol):
             self.transport.close()
         if self.backend is not None:
             self.backend.close()
+
+    def close_by_hook(self) -> None:
+        """A hook's handle closed the connection: both sides, flushing what was sent."""
+        if self.state == CLOSED:
+            return
+        self.state = CLOSED
+        self.close_both()
+
+    def give_up(self, why: str) -> None:
+        events.log(logging.WARNING, "give-up", "%s:%d closed: %s", *self.client_addr, why)
+        self.state = CLOSED
+        if self.transport is not None:
+            self.transport.close()
+
+    def shutdown(self) -> None:
+        """Server is stopping: drop connections not yet relaying, let the rest finish."""
+        if self.state in (PEEKING, CONNECTING) and self.transport is not None:
+            self.state = CLOSED
+            self.transport.close()
 
     def abort(self) -> None:
         """Cut the connection (grace period over, or a hook's handle)."""

@@ -50,10 +50,6 @@ class Suspended:
             except StopIteration as stop:
                 return stop.value
 
-    def close(self) -> None:
-        """Abandon the coroutine (its ``finally`` blocks run)."""
-        self._coro.close()
-
 
 async def _wrap(awaitable: Awaitable[Any]) -> Any:
     return await awaitable

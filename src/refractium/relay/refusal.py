@@ -1,0 +1,53 @@
+"""Counting and logging an endpoint hook's refusal, for TCP connections and UDP flows alike.
+
+How the client is told is each transport's: a TCP client gets a reply in
+its protocol's terms (:mod:`refractium.wire.rejection`); UDP has no way to
+say no, so a refused flow's datagrams are dropped until it idles out.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from typing import Protocol
+
+from refractium.endpoint.api import Reject, Verdict
+from refractium.util.logs import RateLimitedLog
+
+log = logging.getLogger(__name__)
+events = RateLimitedLog(log)
+
+
+class RefusalCounters(Protocol):
+    """The counters a transport keeps of refusals (TcpStats, UdpStats)."""
+
+    rejected: Counter[int]  # by error code
+    ignored: int
+
+
+def count_refusal(
+    stats: RefusalCounters,
+    verdict: Verdict,
+    where: str,
+    client_addr: tuple[str, int],
+    route: str | None,
+    *,
+    transport: str = "tcp",
+) -> None:
+    """Count ``verdict`` (a Reject by its code, Ignore apart); log a Reject, rate-limited."""
+    if not isinstance(verdict, Reject):
+        stats.ignored += 1  # Ignore: closed with no byte, and nothing logged
+        return
+    stats.rejected[verdict.error_code] += 1
+    prefix = "" if transport == "tcp" else f"{transport} "
+    events.log(
+        logging.INFO,
+        f"{prefix}reject:{verdict.error_code}",
+        "rejected %s%s:%d (%s, %s): %d %s",
+        prefix,
+        *client_addr,
+        route or "not identified",
+        where,
+        verdict.error_code,
+        verdict.reason.decode("utf-8", "replace"),
+    )
