@@ -96,6 +96,37 @@ def udp_families(stats: UdpStats, open_flows: int) -> Iterator[Metric]:
     yield _labelled(
         "udp_routed_total", "UDP flows relayed, by route.", "route", sorted(stats.routed.items())
     )
+    yield _counter(
+        "udp_unidentified_total",
+        "UDP flows no route (nor fallback_udp) took.",
+        stats.unidentified,
+    )
+    yield _counter(
+        "udp_failed_total", "UDP flows whose route had no backend to reach.", stats.failed
+    )
+    ended = CounterMetricFamily(
+        PREFIX + "udp_flows_ended_total",
+        "Ended UDP flows, by route and outcome.",
+        labels=["route", "outcome"],
+    )
+    for (route, outcome), n in sorted(stats.closed.items()):
+        ended.add_metric([route, outcome], n)
+    yield ended
+    relayed = CounterMetricFamily(
+        PREFIX + "udp_bytes_total",
+        "Bytes relayed by ended UDP flows: in = client to backend, out = back.",
+        labels=["direction"],
+    )
+    relayed.add_metric(["in"], stats.bytes_in)
+    relayed.add_metric(["out"], stats.bytes_out)
+    yield relayed
+    yield _labelled(
+        "udp_rejections_total",
+        "UDP flows an endpoint hook rejected, by error code.",
+        "code",
+        ((str(code), n) for code, n in sorted(stats.rejected.items())),
+    )
+    yield _counter("udp_ignored_total", "UDP flows an endpoint hook ignored.", stats.ignored)
     yield histogram_family(
         "udp_identify_seconds",
         "From a UDP flow's first datagram to its route decision.",

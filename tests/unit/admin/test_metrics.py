@@ -12,7 +12,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from refractium import Refractium
 from refractium.admin.metrics import EngineCollector
-from refractium.relay.stats import IDENTIFY_BUCKETS
+from refractium.admin.view import BackendState
+from refractium.errors import RefractiumError
+from refractium.hooks.dispatch import HookStats
+from refractium.relay.stats import IDENTIFY_BUCKETS, TcpStats, UdpStats
 
 ACCEPTED = "refractium_connections_accepted_total"
 REPLY = b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nConnection: close\r\n\r\nok\n"
@@ -211,3 +214,60 @@ async def test_types_and_no_tcp_families_before_start() -> None:
     # The exposed names carry _total exactly once.
     assert "# TYPE refractium_connections_accepted_total counter" in text
     assert "_total_total" not in text
+
+
+class UdpOnlyView:
+    """An EngineView serving UDP only, with counters the test sets (no engine, no socket)."""
+
+    routes: tuple[object, ...] = ()
+    config_source = "test"
+    open_connections = 0
+    open_flows = 3
+    endpoint_hooks: tuple[object, ...] = ()
+
+    def __init__(self, stats: UdpStats) -> None:
+        self.udp_stats = stats
+        self.hook_stats = HookStats()
+
+    @property
+    def tcp_stats(self) -> TcpStats:
+        raise RefractiumError("the TCP listener is not running")
+
+    def backends(self) -> list[BackendState]:
+        return [
+            BackendState("udp", "127.0.0.1:53", True, 3),
+            BackendState("tcp", "127.0.0.1:53", False, 0),
+        ]
+
+    def reload_routes(self) -> None:
+        raise RefractiumError("not here")
+
+
+def test_every_udp_counter_is_exported() -> None:
+    stats = UdpStats(flows=9, refused=1, unidentified=2, failed=1, expired=4, dropped=5)
+    stats.routed["dns"] = 6
+    stats.bytes_in, stats.bytes_out = 700, 1400
+    stats.closed["dns", "relayed"] = 4
+    stats.closed["", "unrouted"] = 2
+    stats.rejected[403] = 1
+    stats.ignored = 1
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(EngineCollector(UdpOnlyView(stats)))
+    text = generate_latest(registry).decode()
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+
+    def udp(name: str, **labels: str) -> float:
+        family = families[f"refractium_udp_{name}"]
+        return value(family, f"refractium_udp_{name}_total", **labels)
+
+    assert udp("flows") == 9 and udp("refused") == 1 and udp("expired") == 4
+    assert udp("unidentified") == 2 and udp("failed") == 1 and udp("dropped") == 5
+    assert udp("routed", route="dns") == 6
+    assert udp("bytes", direction="in") == 700 and udp("bytes", direction="out") == 1400
+    assert udp("flows_ended", route="dns", outcome="relayed") == 4
+    assert udp("flows_ended", route="", outcome="unrouted") == 2
+    assert udp("rejections", code="403") == 1 and udp("ignored") == 1
+    up = families["refractium_backend_up"]
+    assert value(up, "refractium_backend_up", backend="127.0.0.1:53", transport="udp") == 1
+    assert value(up, "refractium_backend_up", backend="127.0.0.1:53", transport="tcp") == 0
+    assert "refractium_connections_accepted" not in families  # no TCP side served
