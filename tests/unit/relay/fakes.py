@@ -73,3 +73,72 @@ def context(built: Tables, health: HealthChecker | None = None, **server: Any) -
     config = parse_config({"server": server}, source="test")
     snapshot = Snapshot(built, None, Settings.from_server(config.server))
     return Context(snapshot, health or HealthChecker(), HookStats())
+
+
+class FakeSocket:
+    """What ``get_extra_info("socket")`` gives: only TCP_INFO's state byte is asked."""
+
+    ESTABLISHED, CLOSE = 1, 7
+
+    def __init__(self) -> None:
+        self.tcp_state = self.ESTABLISHED
+
+    def getsockopt(self, level: int, option: int, size: int = 0) -> bytes:
+        return bytes([self.tcp_state])
+
+    def fileno(self) -> int:
+        return -1
+
+
+class FakeTransport:
+    """Records what the protocol did to it."""
+
+    def __init__(self, peer: tuple[str, int] = ("192.0.2.7", 40000)) -> None:
+        self.written = bytearray()
+        self.eof_written = False
+        self.paused = False
+        self.closed = False
+        self.aborted = False
+        self.peer = peer
+        # None: half-close through write_eof(); a FakeSocket: TCP_INFO for the sweep.
+        self.socket: FakeSocket | None = None
+        self.buffered = 0  # what the test pretends is still queued
+        self.limits: tuple[int | None, int | None] | None = None
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        if name == "peername":
+            return self.peer
+        if name == "socket":
+            return self.socket
+        return default
+
+    def write(self, data: bytes) -> None:
+        assert not self.eof_written, "write after write_eof"
+        self.written += data
+
+    def can_write_eof(self) -> bool:
+        return True
+
+    def get_write_buffer_size(self) -> int:
+        return self.buffered
+
+    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
+        self.limits = (high, low)
+
+    def write_eof(self) -> None:
+        self.eof_written = True
+
+    def pause_reading(self) -> None:
+        self.paused = True
+
+    def resume_reading(self) -> None:
+        self.paused = False
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def close(self) -> None:
+        self.closed = True
+
+    def abort(self) -> None:
+        self.aborted = self.closed = True

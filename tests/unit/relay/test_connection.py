@@ -21,54 +21,7 @@ from refractium.relay.connection import (
 from refractium.relay.context import TcpContext
 from refractium.relay.snapshot import Settings, Snapshot
 from refractium.routing import build_tables
-
-
-class FakeTransport:
-    """Records what the protocol did to it."""
-
-    def __init__(self, peer: tuple[str, int] = ("192.0.2.7", 40000)) -> None:
-        self.written = bytearray()
-        self.eof_written = False
-        self.paused = False
-        self.closed = False
-        self.aborted = False
-        self.peer = peer
-        self.buffered = 0  # what the test pretends is still queued
-        self.limits: tuple[int | None, int | None] | None = None
-
-    def get_extra_info(self, name: str, default: Any = None) -> Any:
-        return self.peer if name == "peername" else default
-
-    def write(self, data: bytes) -> None:
-        assert not self.eof_written, "write after write_eof"
-        self.written += data
-
-    def can_write_eof(self) -> bool:
-        return True
-
-    def get_write_buffer_size(self) -> int:
-        return self.buffered
-
-    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
-        self.limits = (high, low)
-
-    def write_eof(self) -> None:
-        self.eof_written = True
-
-    def pause_reading(self) -> None:
-        self.paused = True
-
-    def resume_reading(self) -> None:
-        self.paused = False
-
-    def is_closing(self) -> bool:
-        return self.closed
-
-    def close(self) -> None:
-        self.closed = True
-
-    def abort(self) -> None:
-        self.aborted = self.closed = True
+from tests.unit.relay.fakes import FakeTransport
 
 
 @pytest.fixture
