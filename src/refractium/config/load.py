@@ -9,7 +9,7 @@ A file goes through three stages, each failing fast with a one-line
 3. value checking and resolution into the frozen dataclasses of
    :mod:`refractium.config.model`, which are all the rest of the program reads.
 
-Files written for the original Rust crate load unchanged: top-level
+Files written for Refractium's Rust implementation load unchanged: top-level
 ``fallback_tcp``/``fallback_udp``, ``sni`` as a single string, protocol names
 in any case.
 """

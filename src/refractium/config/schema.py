@@ -111,7 +111,7 @@ class ConfigFile(_Table):
     admin: AdminTable | None = None
     endpoint: EndpointTable | None = None
     protocols: list[ProtocolTable] | None = None
-    # The original Rust crate reads the fallbacks at the top level.
+    # Refractium's Rust implementation reads the fallbacks at the top level.
     fallback_tcp: str | None = None
     fallback_udp: str | None = None
 
@@ -255,7 +255,10 @@ def network(key: str, text: str) -> IPv4Network | IPv6Network:
 
 
 def route_name(key: str, text: str) -> str:
-    """A route name, lower-cased (as the Rust crate does); it shows in logs and metrics."""
+    """A route name, lower-cased (as Refractium's Rust implementation does).
+
+    It shows in logs and metrics.
+    """
     name = text.lower()
     if not _ROUTE_NAME.match(name):
         raise ConfigError(

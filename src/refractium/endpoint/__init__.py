@@ -1,8 +1,9 @@
 """Endpoint hooks: observe or reject a connection at fixed points of its life.
 
-Modelled on iroh's ``EndpointHooks``, applied to a proxy. The client's
-connection to us is the incoming side (:attr:`Side.SERVER`); our connection
-to a backend is the outgoing side (:attr:`Side.CLIENT`).
+Modelled on the ``EndpointHooks`` of iroh (a Rust networking library),
+applied to a proxy. The client's connection to us is the incoming side
+(:attr:`Side.SERVER`); our connection to a backend is the outgoing side
+(:attr:`Side.CLIENT`).
 
 ```python
 from refractium.endpoint import EndpointHooks, Accept, Reject, ConnectionInfo, Side

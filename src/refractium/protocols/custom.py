@@ -4,7 +4,7 @@ A custom protocol is recognised by fixed byte patterns, a regular expression,
 or both:
 
 * patterns: a pattern matches if it occurs *anywhere* in the bytes seen so
-  far (a substring search, like the memmem of the original Rust crate). The
+  far (a substring search, like the memmem of Refractium's Rust implementation). The
   probe needs more while the data is a strict prefix of some pattern; once the
   data is as long as every pattern without containing one, the answer is NO.
 * regex: a bytes regex run with the third-party ``regex`` module's partial
