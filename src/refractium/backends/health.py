@@ -41,10 +41,10 @@ from collections.abc import Mapping
 from typing import Any
 
 from refractium.addr import Address
-from refractium.config import Config, HealthCheck
+from refractium.config import HealthCheck
 from refractium.util.tasks import spawn
 
-__all__ = ["HealthChecker", "checks_for", "probe"]
+__all__ = ["HealthChecker", "probe"]
 
 log = logging.getLogger(__name__)
 
@@ -55,24 +55,6 @@ EXPECT_READ_LIMIT = 4096
 _NEVER = math.inf
 
 _TASK_PREFIX = "health-check"
-
-
-def checks_for(config: Config) -> dict[Address, HealthCheck | None]:
-    """The argument to :meth:`HealthChecker.configure` for ``config``.
-
-    Every backend of every route, plus the TCP fallback, in file order. When
-    an address appears in several routes, the first route that checks it
-    decides its check; an address no route checks gets None (passive only).
-    """
-    checks: dict[Address, HealthCheck | None] = {}
-    for route in config.protocols:
-        for address in route.forward_to:
-            if checks.get(address) is None:
-                checks[address] = route.health_check
-    fallback = config.server.fallback_tcp
-    if fallback is not None and fallback not in checks:
-        checks[fallback] = None
-    return checks
 
 
 async def probe(address: Address, check: HealthCheck) -> str | None:

@@ -16,8 +16,8 @@ import pytest
 
 from refractium.addr import Address
 from refractium.backends import health
-from refractium.backends.health import HealthChecker, checks_for, probe
-from refractium.config import HealthCheck, parse_config
+from refractium.backends.health import HealthChecker, probe
+from refractium.config import HealthCheck
 
 FAST = HealthCheck(interval_ms=20, timeout_ms=200, rise=2, fall=3)
 LOOPBACK = "127.0.0.1"
@@ -489,30 +489,3 @@ async def test_first_checks_are_spread_over_the_interval(monkeypatch: pytest.Mon
     offsets = sorted(t - origin for t in started[:20])
     assert offsets[-1] < 1.0  # each within (about) one interval
     assert offsets[-1] - offsets[0] > 0.05  # not all at once
-
-
-def test_checks_for_config() -> None:
-    config = parse_config(
-        {
-            "server": {"fallback_tcp": "127.0.0.1:7000"},
-            "protocols": [
-                {"name": "ssh", "forward_to": ["127.0.0.1:22"]},
-                {"name": "http", "forward_to": ["127.0.0.1:22", "127.0.0.1:80"]},
-                {
-                    "name": "tls",
-                    "forward_to": "127.0.0.1:443",
-                    "health_check": {"interval_ms": 100},
-                },
-            ],
-        },
-        None,
-    )
-    checks = checks_for(config)
-    assert list(checks) == [
-        Address("127.0.0.1", 22),
-        Address("127.0.0.1", 80),
-        Address("127.0.0.1", 443),
-        Address("127.0.0.1", 7000),
-    ]
-    assert checks[Address("127.0.0.1", 443)] == HealthCheck(interval_ms=100)
-    assert checks[Address("127.0.0.1", 22)] is None
