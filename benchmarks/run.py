@@ -2,11 +2,14 @@
 HAProxy and sslh, all pinned to one CPU.
 
     python benchmarks/run.py [--quick] [--only NAME[,NAME...]] [--targets T[,T...]]
-                             [--json out.json] [--cpu N]
+                             [--json out.json] [--cpu N] [--baseline SRC]
 
 Sections (``--only``): bulk, connrate, rtt, idle, ident. Targets
 (``--targets``): direct, refractium-uvloop, refractium-asyncio, haproxy, sslh
-(direct is always measured: every ratio is against it). See README.md.
+(direct is always measured: every ratio is against it). ``--baseline SRC`` adds
+refractium-uvloop-base and refractium-asyncio-base: the proxy of another tree's
+``src`` (e.g. a ``git worktree`` of an older commit), measured in the same run.
+See README.md.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from targets import (
     Backend,
     Direct,
     Nginx,
+    Refractium,
     Tagger,
     Target,
     all_targets,
@@ -605,6 +609,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--json", type=Path, help="also write every sample to this file")
     p.add_argument("--cpu", type=int, default=0, help="the CPU everything is pinned to")
     p.add_argument("--reps", type=int, help="runs per figure (median taken)")
+    p.add_argument("--baseline", type=Path, help="another tree's src/ to measure beside this one")
     return p.parse_args(argv)
 
 
@@ -622,6 +627,11 @@ def main(argv: list[str] | None = None) -> int:
     raise_file_limit()
 
     targets = all_targets()
+    if args.baseline is not None:
+        source = args.baseline.resolve()
+        if not (source / "refractium" / "__init__.py").is_file():
+            raise SystemExit(f"--baseline: {source} has no refractium package")
+        targets += [Refractium("uvloop", source), Refractium("asyncio", source)]
     if args.targets:
         wanted = {"direct", *args.targets.split(",")}
         unknown = wanted - {t.name for t in targets}

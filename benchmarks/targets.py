@@ -337,11 +337,11 @@ class Target(ABC):
         self.proc = None
         return problems
 
-    def _spawn(self, cmd: list[str]) -> None:
+    def _spawn(self, cmd: list[str], env: dict[str, str] | None = None) -> None:
         assert self.dir is not None
         self.port = self.port or free_port()
         with open(self.dir / "stderr.log", "wb") as err:
-            self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err)
+            self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err, env=env)
         wait_listening(self.port, self.proc, self.label)
 
 
@@ -377,11 +377,19 @@ forward_to = "{host}:{other}"
 
 
 class Refractium(Target):
-    def __init__(self, loop: str) -> None:
+    """The proxy of this tree, or (``source``) the one in another tree's ``src``.
+
+    A baseline tree runs in the same suite as this one, so before/after
+    ratios come from one run on one machine state (``run.py --baseline``).
+    """
+
+    def __init__(self, loop: str, source: Path | None = None) -> None:
         super().__init__()
         self.loop = loop
-        self.name = f"refractium-{loop}"
-        self.label = f"refr-{loop}"
+        self.source = source
+        suffix = "-base" if source is not None else ""
+        self.name = f"refractium-{loop}{suffix}"
+        self.label = f"{'base' if source is not None else 'refr'}-{loop}"
 
     def unavailable(self) -> str | None:
         if self.loop == "uvloop":
@@ -416,7 +424,8 @@ class Refractium(Target):
                 self.loop,
                 "--log-level",
                 "warning",
-            ]
+            ],
+            env=None if self.source is None else {**os.environ, "PYTHONPATH": str(self.source)},
         )
 
 
