@@ -21,6 +21,11 @@ Kinds:
     A selector loop that reads a request head and answers a tiny HTTP/1.0
     response, then closes: the fallback for the connection-rate figure when
     nginx is not installed (much slower than nginx).
+
+They read requests with the parser of the demo's toy servers
+(:mod:`refractium.demo.servers`) but are their own code otherwise: threads and
+selectors rather than asyncio Streams, so that the backend is never what a
+benchmark measures.
 """
 
 from __future__ import annotations
@@ -33,8 +38,11 @@ import socket
 import sys
 import threading
 
+from refractium.demo.servers import http_response, request_end, request_line
+
 CHUNK = 1 << 20
-REPLY = b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 3\r\n\r\nok\n"
+REPLY = http_response(b"ok\n")
+HEAD_LIMIT = 65536
 
 
 def listener(port: int, backlog: int = 4096) -> socket.socket:
@@ -45,18 +53,17 @@ def listener(port: int, backlog: int = 4096) -> socket.socket:
     return sock
 
 
-def read_head(conn: socket.socket) -> tuple[bytes, bytes]:
-    """Read up to the blank line; return (head, bytes already read past it)."""
+def read_head(conn: socket.socket) -> tuple[str, bytes]:
+    """Read one request; return its request line and the bytes already read past it."""
     buf = b""
-    while b"\r\n\r\n" not in buf:
+    while (end := request_end(buf)) is None:
         data = conn.recv(65536)
         if not data:
-            return buf, b""
+            return request_line(buf), b""
         buf += data
-        if len(buf) > 65536:
-            break
-    head, _, rest = buf.partition(b"\r\n\r\n")
-    return head, rest
+        if len(buf) > HEAD_LIMIT:
+            return request_line(buf), b""
+    return request_line(buf), buf[end:]
 
 
 def serve_threads(port: int, handler: type[Handler]) -> None:
@@ -81,10 +88,9 @@ class Handler:
 class Bulk(Handler):
     def handle(self) -> None:
         conn = self.conn
-        head, rest = read_head(conn)
-        line = head.split(b"\r\n", 1)[0]
+        line, rest = read_head(conn)
         parts = line.split()
-        path = parts[1].decode() if len(parts) > 1 else ""
+        path = parts[1] if len(parts) > 1 else ""
         if path.startswith("/up/"):
             # Read the announced size (no half-close needed: sslh does not forward one).
             want = int(path[len("/up/") :])
@@ -177,7 +183,7 @@ def serve_reply(port: int) -> None:
             except OSError:
                 data = b""
             buf = bufs[conn] + data
-            if data and b"\r\n\r\n" not in buf:
+            if data and request_end(buf) is None and len(buf) <= HEAD_LIMIT:
                 bufs[conn] = buf
                 continue
             if data:

@@ -9,19 +9,21 @@ import socket
 import pytest
 
 from tests.kit.backends import (
-    BLOCK,
     banner_backend,
     echo_backend,
-    expected_sha256,
     free_port,
     http_backend,
-    pattern_chunks,
     run,
-    sink_source_backend,
-    sink_source_exchange,
-    sshd_backend,
     tls_backend,
 )
+from tests.kit.sinksource import (
+    BLOCK,
+    expected_sha256,
+    pattern_chunks,
+    sink_source_backend,
+    sink_source_exchange,
+)
+from tests.kit.sshd import sshd_backend
 
 MiB = 1 << 20
 

@@ -11,14 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.kit.backends import (
-    echo_backend,
-    expected_sha256,
-    sink_source_backend,
-    sink_source_exchange,
-)
+from tests.kit.backends import echo_backend
 from tests.kit.clients import close, open_nodelay
 from tests.kit.proxy import LOCAL_TCP, running_proxy
+from tests.kit.sinksource import expected_sha256, sink_source_backend, sink_source_exchange
 
 # The repository root, on the proxy's PYTHONPATH so hook specs can name tests.kit.hookmods.
 ROOT = Path(__file__).resolve().parents[2]
@@ -132,7 +128,7 @@ async def test_block_mode_delivers_every_byte_to_a_slow_hook(tmp_path: Path) -> 
 
 
 def _sha256_of_download(size: int, trailer: bytes) -> str:
-    from tests.kit.backends import pattern_chunks
+    from tests.kit.sinksource import pattern_chunks
 
     digest = hashlib.sha256()
     for piece in pattern_chunks(size):

@@ -10,16 +10,10 @@ import asyncio
 
 import pytest
 
-from tests.kit.backends import (
-    banner_backend,
-    echo_backend,
-    http_backend,
-    run,
-    sshd_backend,
-    tls_backend,
-)
+from tests.kit.backends import banner_backend, echo_backend, http_backend, run, tls_backend
 from tests.kit.clients import exchange, open_nodelay, openssl_get, read_all, send, tls_request
 from tests.kit.proxy import LOCAL_TCP, running_proxy
+from tests.kit.sshd import sshd_backend
 
 BYTE_DELAY = 0.005
 SSH_CLIENT_BANNER = b"SSH-2.0-OpenSSH_9.2p1 Debian-2+deb12u3\r\n"
@@ -182,7 +176,7 @@ forward_to = "{regex.address}"
 def web_reply(tag: str) -> bytes:
     body = f"{tag}\n".encode()
     return (
-        b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n"
+        b"HTTP/1.1 200 OK\r\nContent-Type: text/plain; charset=utf-8\r\n"
         + f"Content-Length: {len(body)}\r\n".encode()
         + b"Connection: close\r\n\r\n"
         + body

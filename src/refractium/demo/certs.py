@@ -9,8 +9,20 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
+import ssl
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True, slots=True)
+class CertificateFiles:
+    """Where :meth:`Issued.write` put the PEM files."""
+
+    ca_file: Path
+    cert_file: Path
+    key_file: Path
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,6 +32,35 @@ class Issued:
     ca_pem: bytes
     cert_pem: bytes
     key_pem: bytes
+
+    def write(self, directory: Path) -> CertificateFiles:
+        """Write ``ca.pem``, ``cert.pem`` and ``key.pem`` into ``directory``."""
+        files = CertificateFiles(
+            directory / "ca.pem", directory / "cert.pem", directory / "key.pem"
+        )
+        files.ca_file.write_bytes(self.ca_pem)
+        files.cert_file.write_bytes(self.cert_pem)
+        files.key_file.touch(mode=0o600)
+        files.key_file.write_bytes(self.key_pem)
+        return files
+
+    def server_context(self, alpn: Sequence[str] = ()) -> ssl.SSLContext:
+        """A TLS server context presenting the certificate and the CA that signed it.
+
+        ``alpn`` lists the protocols it accepts, in its order of preference; when
+        empty, it selects none.
+        """
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        # ssl loads certificates and keys only from files.
+        with tempfile.TemporaryDirectory(prefix="refractium-cert-") as tmp:
+            chain = Path(tmp) / "chain.pem"
+            chain.write_bytes(self.cert_pem + self.ca_pem)
+            key = Path(tmp) / "key.pem"
+            key.write_bytes(self.key_pem)
+            context.load_cert_chain(chain, key)
+        if alpn:
+            context.set_alpn_protocols(list(alpn))
+        return context
 
 
 def issue(
