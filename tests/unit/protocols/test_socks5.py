@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
-import socket
-import subprocess
 from typing import Any
 
 import pytest
@@ -75,35 +72,3 @@ def test_not_socks5(data: bytes) -> None:
 @pytest.mark.parametrize("data", [b"", b"\x05", b"\x05\x02", b"\x05\x02\x00", b"\x05\x0a\x00"])
 def test_prefixes_need_more(data: bytes) -> None:
     assert PROBE.probe(data) is Verdict.NEED_MORE
-
-
-@pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
-@pytest.mark.parametrize("proxy", ["socks5h://127.0.0.1:{}", "socks5://user:secret@127.0.0.1:{}"])
-def test_live_curl_greeting(proxy: str) -> None:
-    with socket.socket() as server:
-        server.bind(("127.0.0.1", 0))
-        server.listen()
-        server.settimeout(10)
-        argv = [
-            "curl",
-            "-s",
-            "-x",
-            proxy.format(server.getsockname()[1]),
-            "http://example.invalid/",
-        ]
-        proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        try:
-            conn, _ = server.accept()
-            with conn:
-                conn.settimeout(10)
-                greeting = conn.recv(4096)
-                while len(greeting) < 2 or len(greeting) < 2 + greeting[1]:
-                    chunk = conn.recv(4096)
-                    if not chunk:
-                        break
-                    greeting += chunk
-        finally:
-            proc.kill()
-            proc.wait()
-    assert greeting[:1] == b"\x05"
-    assert PROBE.probe(greeting) == MATCH
