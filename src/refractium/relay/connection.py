@@ -358,18 +358,13 @@ class ClientProtocol(Pipe):
         self._dialler = self.ctx.tasks.start(self._connect(route))
 
     async def _connect(self, route: Route) -> None:
-        """The endpoint hooks decide, then the dial plan finds a backend."""
-        gate = self.gate
-        if gate is not None and not await gate.identified(
-            self, self.client_addr, route.name, self.match
-        ):
-            return
+        """The dial plan (endpoint hooks first) finds a backend."""
         backend = await dial(
             self,
             route,
             self._snap.tables.tcp.fallback,
             self.ctx,
-            gate,
+            self.gate,
             self._open,
             on_failure=self._dial_failed,
         )

@@ -1,6 +1,8 @@
 """The dial plan, shared by TCP connections and UDP flows.
 
-The route's pool is tried in the balancer's order, healthy members only,
+Once identification has chosen a route, the incoming ``after_handshake``
+decides first (:meth:`~refractium.relay.gate.Gate.identified`). Then the
+route's pool is tried in the balancer's order, healthy members only,
 then the fallback's; ``before_connect`` runs for each backend tried; each
 failure is reported to the health checker, counted and logged, and the next
 candidate is tried. How a backend is reached (a TCP connect with its
@@ -17,6 +19,7 @@ from time import perf_counter
 from typing import Protocol, TypeVar
 
 from refractium.addr import Address
+from refractium.protocols.base import Match
 from refractium.relay.context import Context
 from refractium.relay.gate import Gate, Gated
 from refractium.routing import Route
@@ -32,6 +35,7 @@ class Dialling(Gated, Protocol):
     """A connection being dialled: the dial plan records what it tries."""
 
     client_addr: tuple[str, int]
+    match: Match | None
     route: Route | None
     backend_addr: Address | None
     dial_started: float
@@ -61,13 +65,18 @@ async def dial(
         route: the route identification chose.
         fallback: the transport's fallback route, tried after the route's pool.
         ctx: where health, the balancer's figures and tasks are.
-        gate: the connection's endpoint gate (None: no endpoint hooks).
+        gate: the connection's endpoint gate (None: no endpoint hooks); its
+            incoming after_handshake decides before anything is dialled.
         connect: opens a connection to one backend; raises OSError or
             TimeoutError when it cannot.
         confirmed: whether a successful ``connect`` proves the backend up
             (TCP); a UDP socket proves nothing until the backend answers.
         on_failure: counts a failed attempt (the transport's own counter).
     """
+    if gate is not None and not await gate.identified(
+        conn, conn.client_addr, route.name, conn.match
+    ):
+        return None
     health = ctx.health
     client_ip = conn.client_addr[0]
     for target in targets(route, fallback):

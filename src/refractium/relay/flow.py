@@ -246,18 +246,13 @@ class Flow:
     # -- the backend socket ---------------------------------------------------------
 
     async def _connect(self, route: Route) -> None:
-        """The endpoint hooks decide, then the dial plan opens a backend socket."""
-        gate = self.gate
-        if gate is not None and not await gate.identified(
-            self, self.client_addr, route.name, self.match
-        ):
-            return
+        """The dial plan (endpoint hooks first) opens a backend socket."""
         backend = await dial(
             self,
             route,
             self._snap.tables.udp.fallback,
             self.ctx,
-            gate,
+            self.gate,
             self._open,
             confirmed=False,  # a UDP socket proves nothing: the first reply does
         )

@@ -9,6 +9,7 @@ from refractium.backends.health import HealthChecker
 from refractium.config import parse_config
 from refractium.endpoint.api import Verdict
 from refractium.hooks.dispatch import HookStats
+from refractium.protocols.base import Match
 from refractium.relay.context import Context
 from refractium.relay.snapshot import Settings, Snapshot
 from refractium.routing import Route, Tables, build_tables
@@ -19,6 +20,7 @@ class FakeConn:
 
     def __init__(self, client: tuple[str, int] = ("192.0.2.7", 40000)) -> None:
         self.client_addr = client
+        self.match: Match | None = None
         self.route: Route | None = None
         self.backend_addr: Address | None = None
         self.dial_started = 0.0

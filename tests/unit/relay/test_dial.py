@@ -155,3 +155,16 @@ async def test_the_outgoing_after_handshake_can_refuse_the_backend() -> None:
     assert opened[0].closed, "a refused backend connection is closed"
     assert conn.rejected[0][1] == "after_handshake"
     assert ("after_handshake", "client") in hook.seen
+
+
+async def test_the_incoming_after_handshake_decides_before_any_dial() -> None:
+    class Closed(EndpointHooks):
+        def after_handshake(self, conn: object) -> object:
+            return Reject(403, b"closed") if conn.side.value == "server" else None  # type: ignore[attr-defined]
+
+    built, route, fallback = routes_with_fallback()
+    conn, connect = FakeConn(), Connector()
+    gate = Gate(EndpointChain([Closed()]), conn, 1, conn.client_addr, None)
+    assert await dial(conn, route, fallback, context(built), gate, connect) is None
+    assert connect.tried == []
+    assert conn.rejected == [(Reject(403, b"closed"), "after_handshake")]
