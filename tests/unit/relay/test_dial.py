@@ -135,6 +135,7 @@ async def test_before_connect_runs_per_candidate_and_a_reject_stops_the_dial() -
     assert backend is None
     assert connect.tried == [A]  # B was never dialled
     assert hook.seen == [
+        ("after_handshake", "server"),
         ("before_connect", ("127.0.0.1", 7001)),
         ("before_connect", ("127.0.0.1", 7002)),
     ]
