@@ -2,9 +2,10 @@
 
     python benchmarks/endpoint.py [--reps 5] [--cpu 0] [--seconds 3]
 
-Refractium with no endpoint hook, with three plain no-op endpoint hooks and
+Refractium with no endpoint hook, with three plain no-op endpoint hooks,
 with three coroutine no-op endpoint hooks (each overriding all four methods:
-on_incoming, before_connect, after_handshake on both sides, on_close), in
+on_incoming, before_connect, after_handshake on both sides, on_close), and
+with the one RemoteMap that ``[admin]`` keeps by default, in
 one run, runs interleaved, everything pinned to one CPU. Short HTTP
 connections to nginx through the proxy; the figure is connections per
 second and the proxy's CPU time per connection. The cost should stay under
@@ -25,15 +26,17 @@ from loadgen import conn_tool, run_connrate
 from pool import HOST, Proxy
 from targets import Nginx, cpu_seconds
 
-SETUPS = {
-    "no hook": "",
-    "3 plain no-op": "noop_hooks:SyncNoOpEndpoint",
-    "3 async no-op": "noop_hooks:AsyncNoOpEndpoint",
+SETUPS: dict[str, tuple[str, ...]] = {
+    "no hook": (),
+    "3 plain no-op": ("noop_hooks:SyncNoOpEndpoint",) * 3,
+    "3 async no-op": ("noop_hooks:AsyncNoOpEndpoint",) * 3,
+    "RemoteMap": ("refractium.remotes:RemoteMap",),
 }
 
 
-def config(port: int, hook: str) -> str:
-    endpoint = f'[endpoint]\nhooks = ["{hook}", "{hook}", "{hook}"]\n' if hook else ""
+def config(port: int, hooks: tuple[str, ...]) -> str:
+    names = ", ".join(f'"{hook}"' for hook in hooks)
+    endpoint = f"[endpoint]\nhooks = [{names}]\n" if hooks else ""
     return f'{endpoint}[[protocols]]\nname = "http"\nforward_to = "{HOST}:{port}"\n'
 
 
@@ -43,8 +46,8 @@ def measure(reps: int, seconds: float) -> None:
     cpu: dict[str, list[float]] = {name: [] for name in SETUPS}
     with Nginx() as nginx:
         for _ in range(reps):
-            for name, hook in SETUPS.items():
-                proxy = Proxy(config(nginx.port, hook))
+            for name, hooks in SETUPS.items():
+                proxy = Proxy(config(nginx.port, hooks))
                 try:
                     run_connrate(tool, HOST, proxy.port, 1, 32)  # warm-up
                     before = cpu_seconds([proxy.proc.pid])
@@ -54,7 +57,7 @@ def measure(reps: int, seconds: float) -> None:
                     cpu[name].append(used / max(result.connections, 1) * 1e6)
                 finally:
                     proxy.stop()
-    print(f"three no-op endpoint hooks vs none (median of {reps}; {tool} for {seconds:g} s)")
+    print(f"endpoint hooks vs none (median of {reps}; {tool} for {seconds:g} s)")
     base_rate = statistics.median(rates["no hook"])
     base_cpu = statistics.median(cpu["no hook"])
     for name in SETUPS:
