@@ -418,10 +418,6 @@ class ClientProtocol(Pipe):
             return HeldBackendProtocol(self, 2 * self._snap.settings.peek_buffer_size)
         return BackendProtocol(self)
 
-    def _backend_address(self) -> tuple[str, int] | None:
-        address = self.backend_addr
-        return (address.host, address.port) if address is not None else None
-
     # -- relaying -----------------------------------------------------------
 
     def backend_up(self, backend: asyncio.Transport) -> None:
@@ -434,7 +430,7 @@ class ClientProtocol(Pipe):
         self.state = RELAYING
         self.ctx.routed(self)
         if self.gate is not None:
-            self.gate.relaying(self._backend_address(), self.dial_started)
+            self.gate.relaying(self.backend_addr, self.dial_started)
         early = self._buf
         self._buf = bytearray()
         self._resume_client(PAUSE_DIAL)

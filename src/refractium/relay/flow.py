@@ -291,9 +291,7 @@ class Flow:
         if self.backend_addr is not None:
             ctx.backend_opened(self.backend_addr)
         if self.gate is not None:
-            address = self.backend_addr
-            remote = (address.host, address.port) if address is not None else None
-            self.gate.relaying(remote, self.dial_started)
+            self.gate.relaying(self.backend_addr, self.dial_started)
         if route.hooks:
             self.hooks = start_packet_hooks(
                 ctx,

@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable
 from time import perf_counter
 from typing import Any, Protocol
 
+from refractium.addr import Address
 from refractium.endpoint.api import Accept, EventKind, Side, Verdict
 from refractium.endpoint.chain import Call, EndpointChain
 from refractium.endpoint.info import ConnectionInfo, ConnectionRecord, LiveConnection
@@ -133,14 +134,14 @@ class Gate:
             conn, calls, "after_handshake", ConnectionInfo(record, Side.CLIENT)
         )
 
-    def relaying(self, remote: tuple[str, int] | None, dial_started: float) -> None:
-        """Bytes flow: the record's ``BACKEND_CONNECTED`` event."""
+    def relaying(self, backend: Address | None, dial_started: float) -> None:
+        """Bytes flow to ``backend``: the record's ``BACKEND_CONNECTED`` event."""
         record = self.record
         if record is None:
             return
         if record.connect_s is None:
             record.connect_s = perf_counter() - dial_started
-        record.backend_addr = remote
+        record.backend_addr = (backend.host, backend.port) if backend is not None else None
         record.emit(EventKind.BACKEND_CONNECTED)
 
     def ended(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from refractium.addr import Address
 from refractium.endpoint import (
     ConnectionInfo,
     ConnectionStats,
@@ -57,7 +58,7 @@ async def test_every_point_in_order_with_what_is_known_there() -> None:
     assert await gate.identified(conn, conn.client_addr, "https", Match("tls", sni="a.example"))
     assert await gate.before_connect(conn, ("127.0.0.1", 8443))
     assert await gate.backend_ready(conn, ("127.0.0.1", 8443), 0.002)
-    gate.relaying(("127.0.0.1", 8443), 0.0)
+    gate.relaying(Address("127.0.0.1", 8443), 0.0)
     conn.bytes_in = 5
     gate.ended(conn, "relayed", "https", None, spawn)
     assert hook.lines == [
