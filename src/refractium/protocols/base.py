@@ -87,3 +87,14 @@ def first_bytes(probe: Probe) -> frozenset[int] | None:
     """
     declared = getattr(probe, "first_bytes", None)
     return None if declared is None else frozenset(declared)
+
+
+def metadata(probe: Probe) -> frozenset[str]:
+    """What a probe's matches can carry besides the name: ``"sni"``, ``"alpn"``.
+
+    A probe that fills in :attr:`Match.sni` or :attr:`Match.alpn` declares it
+    in a ``metadata`` attribute (a frozenset of those field names); none
+    declared means it never does. ``refractium check`` warns about a route
+    filtering on what its protocol never carries, as ``sni`` on ``http``.
+    """
+    return frozenset(getattr(probe, "metadata", ()))

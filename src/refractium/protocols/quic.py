@@ -404,6 +404,8 @@ class QuicProbe:
     #: Long header packets (see ``base.first_bytes``). The fixed bit is not
     #: required: RFC 9287 lets a client clear it.
     first_bytes: Final = frozenset(range(_FORM_LONG, 0x100))
+    #: What a Match carries (see ``base.metadata``).
+    metadata: Final = frozenset({"sni", "alpn"})
 
     name: str
     transport: Transport

@@ -44,6 +44,8 @@ class TlsProbe:
 
     #: A handshake record (see ``base.first_bytes``).
     first_bytes: Final = frozenset({_CONTENT_HANDSHAKE})
+    #: What a Match carries (see ``base.metadata``).
+    metadata: Final = frozenset({"sni", "alpn"})
 
     name: str
     transport: Transport
