@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -79,8 +80,10 @@ name = "quic"
 sni = ["b.example"]
 forward_to = "{HOST}:{port_b}"
 """
-        async with running_proxy("run", "-b", HOST, "-p", "0", config=config) as proxy:
-            await proxy.wait_for(rf"listening on udp 127\.0\.0\.1:{proxy.port}\b")
+        # QUIC routes only: `run` opens UDP listeners and no TCP one.
+        ready = re.compile(r"listening on udp (\S+):(\d+)")
+        async with running_proxy("run", "-b", HOST, "-p", "0", config=config, ready=ready) as proxy:
+            assert "listening on tcp" not in proxy.stderr
             assert await ask(proxy.port, "a.example", ca_a, [ALPN]) == b"A: hello a.example"
             assert await ask(proxy.port, "b.example", ca_b, [ALPN]) == b"B: hello b.example"
             # A ClientHello bigger than one Initial packet: 60 long ALPN names first.

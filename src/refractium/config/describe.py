@@ -17,8 +17,10 @@ __all__ = ["describe"]
 def describe(config: Config) -> str:
     """The configuration as `refractium check` prints it: listeners, routes, the rest."""
     server = config.server
-    any_port = " (any free port)" if server.port == 0 else ""
-    listen = ", ".join(f"{format_host(host)}:{server.port}" for host in server.bind)
+    any_port = " (any free port)" if server.port == (0,) else ""
+    listen = ", ".join(
+        f"{format_host(host)}:{port}" for host in server.bind for port in server.port
+    )
     lines = [f"config:       {config.source or '(none)'}", f"listen:       {listen}{any_port}", ""]
     if config.protocols:
         header = ("#", "name", "transport", "balance", "match", "options", "forward to")

@@ -37,6 +37,7 @@ from refractium.config.model import (
     EndpointConfig,
     HealthCheck,
     HookSpec,
+    LogConfig,
     Overflow,
     RouteConfig,
     ServerConfig,
@@ -115,13 +116,52 @@ def _resolve(raw: schema.ConfigFile, source: str | None, extra: frozenset[str]) 
     if server.on_timeout is not None:
         _check_on_timeout(server.on_timeout, routes, extra)
     endpoint = raw.endpoint or schema.EndpointTable()
-    return Config(
+    config = Config(
         server=server,
         protocols=routes,
         admin=_admin(raw.admin),
         endpoint=EndpointConfig(hooks=_hooks("endpoint.hooks", endpoint.hooks)),
+        log=_log(raw.log),
         source=source,
     )
+    check_route_ports(config)
+    return config
+
+
+_LOG_LEVELS = ("debug", "info", "warning", "error")
+_LOG_FORMATS = ("text", "json")
+
+
+def _log(table: schema.LogTable | None) -> LogConfig:
+    """The ``[log]`` table, checked; what it does not set stays None."""
+    if table is None:
+        return LogConfig()
+    level = table.level.lower() if table.level is not None else None
+    if level is not None and level not in _LOG_LEVELS:
+        raise ConfigError(
+            None, "log.level", f"unknown value {table.level!r} (expected: {', '.join(_LOG_LEVELS)})"
+        )
+    fmt = table.format.lower() if table.format is not None else None
+    if fmt is not None and fmt not in _LOG_FORMATS:
+        raise ConfigError(
+            None, "log.format", f"unknown value {table.format!r} (expected: text, json)"
+        )
+    file = table.file or None
+    syslog = table.syslog or None
+    if syslog is not None:
+        _check_syslog("log.syslog", syslog)
+    return LogConfig(level=level, format=fmt, file=file, syslog=syslog)
+
+
+def _check_syslog(key: str, target: str) -> None:
+    """``unix:/path`` or ``udp:HOST:PORT``."""
+    scheme, _, rest = target.partition(":")
+    if scheme == "unix" and rest.startswith("/"):
+        return
+    if scheme == "udp" and rest:
+        schema.checked(key, parse_address, rest)
+        return
+    raise ConfigError(None, key, f"expected 'unix:/dev/log' or 'udp:HOST:PORT', got {target!r}")
 
 
 def _check_on_timeout(name: str, routes: tuple[RouteConfig, ...], extra: frozenset[str]) -> None:
@@ -163,7 +203,15 @@ def _server(raw: schema.ConfigFile) -> ServerConfig:
     if table.bind is not None:
         given["bind"] = schema.binds("server.bind", table.bind)
     if table.port is not None:
-        given["port"] = schema.listen_port("server.port", table.port)
+        given["port"] = schema.listen_ports("server.port", table.port)
+    if table.idle_timeout_s is not None:
+        given["idle_timeout_s"] = schema.idle_seconds("server.idle_timeout_s", table.idle_timeout_s)
+    for name in ("user", "group"):
+        value = getattr(table, name)
+        if value is not None:
+            if not value:
+                raise ConfigError(None, f"server.{name}", "empty name")
+            given[name] = value
     for name, minimum in _SERVER_MINIMUMS.items():
         value = getattr(table, name)
         if value is not None:
@@ -239,8 +287,38 @@ def _route(
         hooks=_hooks(f"{key}.hooks", table.hooks),
         overflow=schema.choice(f"{key}.overflow", table.overflow, Overflow) or Overflow.DROP,
         health_check=_route_health(f"{key}.health_check", table.health_check, health_base),
+        ports=_route_ports(f"{key}.ports", table.ports),
+        idle_timeout_s=(
+            None
+            if table.idle_timeout_s is None
+            else schema.idle_seconds(f"{key}.idle_timeout_s", table.idle_timeout_s)
+        ),
+        transparent=bool(table.transparent),
         index=index,
     )
+
+
+def _route_ports(key: str, value: int | list[int] | None) -> tuple[int, ...]:
+    if value is None:
+        return ()
+    ports = schema.listen_ports(key, value)
+    if 0 in ports:
+        raise ConfigError(None, key, "0 is not a listen port a route can name")
+    return ports
+
+
+def check_route_ports(config: Config) -> None:
+    """Every port a route names must be one the server listens on.
+
+    Run again after command-line overrides (``-p``) change the ports.
+    """
+    listening = config.server.port
+    for route in config.protocols:
+        for position, port in enumerate(route.ports):
+            if port not in listening:
+                key = f"{route.key}.ports" + (f"[{position}]" if len(route.ports) > 1 else "")
+                ports = ", ".join(map(str, listening))
+                raise ConfigError(None, key, f"{port} is not a listen port (server.port: {ports})")
 
 
 def _route_health(

@@ -101,6 +101,12 @@ class RouteConfig:
     hooks: tuple[HookSpec, ...] = ()
     overflow: Overflow = Overflow.DROP
     health_check: HealthCheck | None = None
+    # Listen ports this route is served on (empty: every port).
+    ports: tuple[int, ...] = ()
+    # None: the server's idle_timeout_s; 0: never.
+    idle_timeout_s: float | None = None
+    # Dial the backend from the client's own address (IP_TRANSPARENT).
+    transparent: bool = False
     index: int = 0
 
     @property
@@ -114,7 +120,8 @@ class ServerConfig:
     """The ``[server]`` table: listeners, limits and timeouts."""
 
     bind: tuple[str, ...] = ("0.0.0.0",)
-    port: int = 8080
+    # Listen ports: every bind address listens on each (0: any free port, alone).
+    port: tuple[int, ...] = (8080,)
     peek_buffer_size: int = 16384
     peek_timeout_ms: int = 3000
     connect_timeout_ms: int = 3000
@@ -130,6 +137,11 @@ class ServerConfig:
     accept_proxy_protocol: bool = False
     trusted_proxies: tuple[IPv4Network | IPv6Network, ...] = ()
     health_check: HealthCheck = HealthCheck()
+    # Close a relayed TCP connection idle both ways this long (0: never).
+    idle_timeout_s: float = 0.0
+    # Drop to this user and group once every listener is bound (None: stay).
+    user: str | None = None
+    group: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,6 +160,18 @@ class EndpointConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class LogConfig:
+    """The ``[log]`` table; None: not set (the command line or the default decides)."""
+
+    level: str | None = None  # debug, info, warning, error
+    format: str | None = None  # text, json
+    # Write logs to a file, or to syslog ("unix:/dev/log", "udp:HOST:PORT"),
+    # instead of stderr; both may be set.
+    file: str | None = None
+    syslog: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     """A whole, validated configuration; ``source`` is the file as named, if any."""
 
@@ -155,6 +179,7 @@ class Config:
     protocols: tuple[RouteConfig, ...] = ()
     admin: AdminConfig = AdminConfig()
     endpoint: EndpointConfig = EndpointConfig()
+    log: LogConfig = LogConfig()
     source: str | None = None
 
     @property

@@ -13,6 +13,7 @@ from typing import TypeVar
 
 from refractium.addr import Address, AddressError, parse_address, parse_bind
 from refractium.config import schema
+from refractium.config.load import check_route_ports
 from refractium.config.model import Config, RouteConfig
 from refractium.errors import ConfigError
 
@@ -25,7 +26,7 @@ def apply_overrides(
     config: Config,
     *,
     bind: str | None,
-    port: int | None,
+    port: int | Sequence[int] | None,
     forwards: Sequence[str],
     extra_protocols: Collection[str] = (),
 ) -> Config:
@@ -34,7 +35,7 @@ def apply_overrides(
     Args:
         config: the configuration loaded from the file (or an empty one).
         bind: replaces the listen addresses (comma-separated for several).
-        port: replaces the listen port.
+        port: replaces the listen ports (``-p`` may repeat).
         forwards: each ``NAME=HOST:PORT`` adds a backend for NAME: the same
             name twice makes a pool; a name that already has routes in the
             file replaces their ``forward_to``, otherwise a route is appended.
@@ -46,10 +47,23 @@ def apply_overrides(
     server = config.server
     if bind is not None:
         server = replace(server, bind=_cli_binds(bind))
-    if port is not None:
-        server = replace(server, port=schema.listen_port("-p", port))
+    if port is not None and port != []:
+        server = replace(server, port=_cli_ports([port] if isinstance(port, int) else port))
     routes = _apply_forwards(config.protocols, forwards, frozenset(extra_protocols))
-    return replace(config, server=server, protocols=routes)
+    result = replace(config, server=server, protocols=routes)
+    if server.port != config.server.port:
+        check_route_ports(result)
+    return result
+
+
+def _cli_ports(ports: Sequence[int]) -> tuple[int, ...]:
+    """``-p`` values, each checked and named ``-p`` in errors."""
+    checked = tuple(schema.listen_port("-p", port) for port in ports)
+    if len(set(checked)) != len(checked):
+        raise ConfigError(None, "-p", f"a port is given twice: {list(checked)}")
+    if 0 in checked and len(checked) > 1:
+        raise ConfigError(None, "-p", "0 (any free port) cannot be given with other ports")
+    return checked
 
 
 def _cli_binds(text: str) -> tuple[str, ...]:

@@ -55,7 +55,7 @@ class ServerTable(_Table):
     """[server]."""
 
     bind: StrOrList | None = None
-    port: int | None = None
+    port: int | list[int] | None = None
     peek_buffer_size: int | None = None
     peek_timeout_ms: int | None = None
     connect_timeout_ms: int | None = None
@@ -71,6 +71,9 @@ class ServerTable(_Table):
     accept_proxy_protocol: bool | None = None
     trusted_proxies: StrOrList | None = None
     health_check: HealthCheckTable | None = None
+    idle_timeout_s: float | None = None
+    user: str | None = None
+    group: str | None = None
 
 
 class AdminTable(_Table):
@@ -102,6 +105,18 @@ class ProtocolTable(_Table):
     overflow: str | None = None
     # true: check with the [server.health_check] values; a table overrides some.
     health_check: HealthCheckTable | bool | None = None
+    ports: int | list[int] | None = None
+    idle_timeout_s: float | None = None
+    transparent: bool | None = None
+
+
+class LogTable(_Table):
+    """[log]."""
+
+    level: str | None = None
+    format: str | None = None
+    file: str | None = None
+    syslog: str | None = None
 
 
 class ConfigFile(_Table):
@@ -110,6 +125,7 @@ class ConfigFile(_Table):
     server: ServerTable | None = None
     admin: AdminTable | None = None
     endpoint: EndpointTable | None = None
+    log: LogTable | None = None
     protocols: list[ProtocolTable] | None = None
     # Refractium's Rust implementation reads the fallbacks at the top level.
     fallback_tcp: str | None = None
@@ -123,6 +139,7 @@ _TABLES: dict[str, type[_Table]] = {
     "server.health_check": HealthCheckTable,
     "admin": AdminTable,
     "endpoint": EndpointTable,
+    "log": LogTable,
     "protocols": ProtocolTable,
     "protocols.health_check": HealthCheckTable,
 }
@@ -224,6 +241,28 @@ def at_least(key: str, value: int, minimum: int) -> int:
 def listen_port(key: str, value: int) -> int:
     if not 0 <= value <= 65535:
         raise ConfigError(None, key, f"must be 0..65535 (0: any free port), got {value}")
+    return value
+
+
+def listen_ports(key: str, value: int | list[int]) -> tuple[int, ...]:
+    """One port or a list of them, each 0..65535, no repeats; 0 only alone."""
+    entries = items(key, value)
+    if not entries:
+        raise ConfigError(None, key, "no listen port")
+    ports = tuple(listen_port(item_key, port) for item_key, port in entries)
+    if len(set(ports)) != len(ports):
+        raise ConfigError(None, key, f"a port is listed twice: {list(ports)}")
+    if 0 in ports and len(ports) > 1:
+        raise ConfigError(None, key, "0 (any free port) cannot be listed with other ports")
+    return ports
+
+
+def idle_seconds(key: str, value: float) -> float:
+    """An idle timeout: 0 means never."""
+    if not 0 <= value < math.inf:
+        raise ConfigError(
+            None, key, f"must be 0 (never) or a positive number of seconds, got {value}"
+        )
     return value
 
 

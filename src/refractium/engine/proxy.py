@@ -24,6 +24,7 @@ import asyncio
 import dataclasses
 import logging
 import os
+import socket
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -36,7 +37,8 @@ from refractium.engine.builder import RefractiumBuilder
 from refractium.engine.snapshot import Hooks, build_snapshot, health_checks
 from refractium.errors import RefractiumError
 from refractium.hooks.dispatch import HookStats
-from refractium.protocols.base import Probe
+from refractium.protocols.base import Probe, Transport
+from refractium.relay.listen import describe_socket
 from refractium.relay.snapshot import Snapshot
 from refractium.relay.stats import TcpStats, UdpStats
 from refractium.relay.tcp import TcpService
@@ -87,6 +89,8 @@ class Refractium:
         self._tcp_health = HealthChecker()
         self._udp_health = HealthChecker()
         self._admin_started = False
+        # Sockets passed by socket activation that no listener has taken yet.
+        self._unclaimed: list[socket.socket] | None = None
         self._stopped = asyncio.Event()
 
     @staticmethod
@@ -206,17 +210,34 @@ class Refractium:
 
     # -- running ----------------------------------------------------------
 
-    async def start_tcp(self) -> list[tuple[str, int]]:
+    def ports_for(self, transport: Transport) -> tuple[int, ...]:
+        """The listen ports where ``transport`` has a route (or a fallback) to serve."""
+        tables = self._snapshot.tables
+        return tuple(port for port in self._config.server.port if tables.serves(transport, port))
+
+    async def start_tcp(self, inherited: Sequence[socket.socket] = ()) -> list[tuple[str, int]]:
         """Open the TCP listeners and return their addresses; returns at once.
 
+        Every bind address listens on each port where a route serves TCP
+        (on every port if none does: TCP was asked for).
+
+        Args:
+            inherited: sockets passed by socket activation; one that is a
+                configured listener is used instead of binding it.
+
         Raises:
-            RefractiumError: a listener cannot be opened (port in use...).
+            RefractiumError: a listener cannot be opened (port in use...), or
+                a passed socket is no configured listener.
         """
+        await self._start_tcp(self.ports_for(Transport.TCP) or self._config.server.port, inherited)
+        self._check_inherited(inherited)
+        return self.tcp_addresses
+
+    async def _start_tcp(self, ports: tuple[int, ...], inherited: Sequence[socket.socket]) -> None:
         if self._tcp is not None:
             raise RefractiumError("the TCP listener is already running")
-        server = self._config.server
         service = TcpService(self._snapshot, self._tcp_health, self._hook_stats)
-        await service.listen(server.bind, server.port)
+        await service.listen(self._config.server.bind, ports, self._passed(inherited))
         try:
             await self._start_admin()
         except RefractiumError:
@@ -224,27 +245,36 @@ class Refractium:
             raise
         self._tcp = service
         self._configure_health()
-        return service.addresses
 
-    async def start_udp(self, port: int | None = None) -> list[tuple[str, int]]:
+    async def start_udp(
+        self, port: int | None = None, inherited: Sequence[socket.socket] = ()
+    ) -> list[tuple[str, int]]:
         """Open the UDP listeners and return their addresses; returns at once.
 
+        Every bind address listens on each port where a route (or
+        ``fallback_udp``) serves UDP (on every port if none does).
+
         Args:
-            port: the port to bind (default ``server.port``; with port 0 and
-                TCP already listening, the TCP listeners' port).
+            port: listen on this port only (with ``server.port = 0`` and TCP
+                already listening, the default is the TCP listeners' port).
+            inherited: sockets passed by socket activation.
 
         Raises:
-            RefractiumError: a listener cannot be opened (port in use...).
+            RefractiumError: a listener cannot be opened (port in use...), or
+                a passed socket is no configured listener.
         """
+        ports = (port,) if port is not None else self.ports_for(Transport.UDP)
+        await self._start_udp(ports or self._config.server.port, inherited)
+        self._check_inherited(inherited)
+        return self.udp_addresses
+
+    async def _start_udp(self, ports: tuple[int, ...], inherited: Sequence[socket.socket]) -> None:
         if self._udp is not None:
             raise RefractiumError("the UDP listener is already running")
-        server = self._config.server
-        if port is None:
-            port = server.port
-            if port == 0 and self._tcp is not None and self._tcp.addresses:
-                port = self._tcp.addresses[0][1]
+        if ports == (0,) and self._tcp is not None and self._tcp.addresses:
+            ports = (self._tcp.addresses[0][1],)  # any free port: the one TCP got
         service = UdpService(self._snapshot, self._udp_health, self._hook_stats)
-        await service.listen(server.bind, port)
+        await service.listen(self._config.server.bind, ports, self._passed(inherited))
         try:
             await self._start_admin()
         except RefractiumError:
@@ -252,18 +282,42 @@ class Refractium:
             raise
         self._udp = service
         self._configure_health()
-        return service.addresses
 
-    async def start_both(self) -> None:
-        """Open the TCP listeners, then the UDP ones on the same port."""
-        await self.start_tcp()
-        try:
-            await self.start_udp()
-        except RefractiumError:
-            if self._tcp is not None:
-                await self._tcp.stop_listening()
-                self._tcp = None
-            raise
+    async def start_both(self, inherited: Sequence[socket.socket] = ()) -> None:
+        """Open the listeners each transport needs: TCP where TCP routes are, UDP where UDP are.
+
+        A file with TCP routes only opens no UDP socket (and the other way
+        round). With ``server.port = 0`` UDP takes the port TCP got.
+        """
+        tcp, udp = self.ports_for(Transport.TCP), self.ports_for(Transport.UDP)
+        if not tcp and not udp:
+            tcp = self._config.server.port  # nothing routes anywhere: still answer TCP
+        if tcp:
+            await self._start_tcp(tcp, inherited)
+        if udp:
+            try:
+                await self._start_udp(udp, inherited)
+            except RefractiumError:
+                if self._tcp is not None:
+                    await self._tcp.stop_listening()
+                    self._tcp = None
+                raise
+        self._check_inherited(inherited)
+
+    def _passed(self, inherited: Sequence[socket.socket]) -> list[socket.socket]:
+        """The passed sockets no listener has taken yet (kept across both transports)."""
+        if not inherited:
+            return []
+        if self._unclaimed is None:
+            self._unclaimed = list(inherited)
+        return self._unclaimed
+
+    def _check_inherited(self, inherited: Sequence[socket.socket]) -> None:
+        """Every passed socket must be a configured listener."""
+        left = self._unclaimed
+        if inherited and left:
+            names = ", ".join(describe_socket(sock) for sock in left)
+            raise RefractiumError(f"passed socket matches no configured listener: {names}")
 
     async def _start_admin(self) -> None:
         if self._admin is None or self._admin_started:
@@ -275,9 +329,9 @@ class Refractium:
         """Tell each running transport's checker its backends (once, for every kind of start)."""
         tables = self._snapshot.tables
         if self._tcp is not None:
-            self._tcp_health.configure(health_checks(tables.tcp, active=True))
+            self._tcp_health.configure(health_checks(tables, Transport.TCP))
         if self._udp is not None:
-            self._udp_health.configure(health_checks(tables.udp, active=False))
+            self._udp_health.configure(health_checks(tables, Transport.UDP))
 
     async def run_tcp(self) -> None:
         """Listen on TCP and serve until :meth:`shutdown`."""
@@ -344,9 +398,9 @@ class Refractium:
         old, new = self._config.server, new_config.server
         if (old.bind, old.port) != (new.bind, new.port):
             log.warning(
-                "reload: listener change (bind/port) needs a restart; still on %s port %d",
+                "reload: listener change (bind/port) needs a restart; still on %s port %s",
                 ",".join(old.bind),
-                old.port,
+                ",".join(map(str, old.port)),
             )
             # Record what is really listening, not what the file asks for.
             new = dataclasses.replace(new, bind=old.bind, port=old.port)

@@ -19,7 +19,7 @@ from refractium.endpoint.loader import check_endpoint_hook, load_endpoint_hook
 from refractium.hooks.loader import HookCache
 from refractium.protocols.base import Probe, Transport
 from refractium.relay.snapshot import Settings, Snapshot
-from refractium.routing import RouteTable, Tables, build_tables
+from refractium.routing import Tables, build_tables
 
 
 class Hooks:
@@ -68,24 +68,25 @@ def validate(config: Config, probes: Mapping[str, Probe] | None = None) -> Table
     return build_tables(config, probes or {}, packet)
 
 
-def health_checks(table: RouteTable, *, active: bool) -> dict[Address, HealthCheck | None]:
+def health_checks(tables: Tables, transport: Transport) -> dict[Address, HealthCheck | None]:
     """What one transport's health checker should know: its backends, and their checks.
 
-    Every backend of the table's routes, then its fallback, in file order.
-    When an address is in several routes, the first route that checks it
-    decides its check; None means passive marking only. ``active=False``
-    (UDP): no active checks at all, since they connect over TCP.
+    Every backend of the routes that serve ``transport`` (on any port),
+    then its fallback, in file order. When an address is in several routes,
+    the first route that checks it decides its check; None means passive
+    marking only. UDP gets no active checks at all: they connect over TCP.
     """
+    active = transport is Transport.TCP
     checks: dict[Address, HealthCheck | None] = {}
-    for route in table.routes:
+    for route in tables.routes:
+        if not route.transport.covers(transport):
+            continue
         check = route.config.health_check if active and route.config is not None else None
         for address in route.pool.members:
             if checks.get(address) is None:
                 checks[address] = check
-    if table.fallback is not None:
-        for address in table.fallback.pool.members:
+    fallback = (tables.tcp if active else tables.udp).fallback
+    if fallback is not None:
+        for address in fallback.pool.members:
             checks.setdefault(address, None)
     return checks
-
-
-TRANSPORTS = (Transport.TCP, Transport.UDP)

@@ -72,6 +72,7 @@ class ClientProtocol(Pipe):
         "_gated",
         "_rejected_with",
         "_snap",
+        "_table",
         "_timer",
         "backend_addr",
         "dial_started",
@@ -84,10 +85,12 @@ class ClientProtocol(Pipe):
         "upstream",
     )
 
-    def __init__(self, ctx: TcpContext) -> None:
+    def __init__(self, ctx: TcpContext, port: int = 0) -> None:
         super().__init__(ctx)
-        # The configuration this connection lives by, whatever reloads come.
-        self._snap = ctx.snapshot
+        # The configuration this connection lives by, whatever reloads come,
+        # and the routes of the port it came in on.
+        self._snap = snap = ctx.snapshot
+        self._table = snap.tables.tcp_at(port)
         self.session_id = random.getrandbits(64)
         # The key the connection is counted under for max_connections_per_ip:
         # the client's IP, or "" for a trusted proxy until its header arrives.
@@ -312,7 +315,7 @@ class ClientProtocol(Pipe):
             self.transport.close()
 
     def _decide(self, data: bytes, final: bool) -> None:
-        table = self._snap.tables.tcp
+        table = self._table
         decision = table.decide(data, final)
         if decision is NEED_MORE:
             return
@@ -339,7 +342,7 @@ class ClientProtocol(Pipe):
         if self._buf:
             self._decide(bytes(self._buf), final=True)
             return
-        table = self._snap.tables.tcp
+        table = self._table
         route = table.on_timeout or table.fallback
         if route is None:
             self._close_unrouted("sent nothing before peek_timeout_ms")
@@ -362,7 +365,7 @@ class ClientProtocol(Pipe):
         backend = await dial(
             self,
             route,
-            self._snap.tables.tcp.fallback,
+            self._table.fallback,
             self.ctx,
             self.gate,
             self._open,

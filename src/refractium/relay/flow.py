@@ -88,6 +88,7 @@ class Flow:
         "_rejected_with",
         "_snap",
         "_started",
+        "_table",
         "backend",
         "backend_addr",
         "bytes_in",
@@ -116,9 +117,11 @@ class Flow:
         ctx: UdpContext,
         listener: asyncio.DatagramTransport,
         key: tuple[Any, ...],
+        port: int = 0,
     ) -> None:
         self.ctx = ctx
         self._snap = ctx.snapshot  # kept to the flow's end, whatever reloads come
+        self._table = self._snap.tables.udp_at(port)  # the routes of its listen port
         self.listener = listener
         self.key = key
         self.client_addr: tuple[str, int] = (str(key[0]), int(key[1]))
@@ -216,7 +219,7 @@ class Flow:
 
     def _identify(self, final: bool) -> None:
         ctx = self.ctx
-        table = self._snap.tables.udp
+        table = self._table
         decision = table.decide_datagrams(self._held, final)
         if decision is NEED_MORE:
             if self._peek_timer is None:
@@ -250,7 +253,7 @@ class Flow:
         backend = await dial(
             self,
             route,
-            self._snap.tables.udp.fallback,
+            self._table.fallback,
             self.ctx,
             self.gate,
             self._open,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import ipaddress
 import socket
 
 from refractium.addr import format_host
@@ -56,3 +57,46 @@ def grow_buffers(sock: socket.socket | None) -> None:
     for option in (socket.SO_RCVBUF, socket.SO_SNDBUF):
         with contextlib.suppress(OSError):
             sock.setsockopt(socket.SOL_SOCKET, option, SOCKET_BUFFER)
+
+
+def take_inherited(
+    inherited: list[socket.socket] | None, host: str, port: int, kind: socket.SocketKind
+) -> socket.socket | None:
+    """The passed socket (socket activation) that is the listener ``host:port`` of ``kind``.
+
+    It is removed from ``inherited``, so that what is left at the end
+    matched no configured listener.
+    """
+    if not inherited:
+        return None
+    for sock in inherited:
+        if sock.type != kind:
+            continue
+        name = sock.getsockname()
+        if (port == 0 or name[1] == port) and _same_host(name[0], host):
+            inherited.remove(sock)
+            return sock
+    return None
+
+
+def _same_host(address: str, host: str) -> bool:
+    try:
+        return ipaddress.ip_address(address) == ipaddress.ip_address(host)
+    except ValueError:
+        pass
+    try:
+        infos = socket.getaddrinfo(host, None)
+    except OSError:
+        return False
+    return any(ipaddress.ip_address(info[4][0]) == ipaddress.ip_address(address) for info in infos)
+
+
+def describe_socket(sock: socket.socket) -> str:
+    """``tcp 0.0.0.0:443 (fd 3)``, for errors about a passed socket."""
+    kind = "udp" if sock.type == socket.SOCK_DGRAM else "tcp"
+    try:
+        name = sock.getsockname()
+        where = f"{format_host(name[0])}:{name[1]}"
+    except OSError:
+        where = "?"
+    return f"{kind} {where} (fd {sock.fileno()})"

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 
 from refractium.addr import format_host
 from refractium.backends.health import HealthChecker
@@ -19,7 +20,7 @@ from refractium.errors import RefractiumError
 from refractium.hooks.dispatch import HookStats
 from refractium.relay.connection import ClientProtocol
 from refractium.relay.context import TcpContext
-from refractium.relay.listen import listen_error
+from refractium.relay.listen import listen_error, take_inherited
 from refractium.relay.snapshot import Snapshot
 
 log = logging.getLogger(__name__)
@@ -37,31 +38,58 @@ class TcpService:
 
     # -- listening --------------------------------------------------------
 
-    async def listen(self, binds: tuple[str, ...], port: int, backlog: int = 1024) -> None:
-        """Open one listener per bind address; raise RefractiumError if one can't.
+    async def listen(
+        self,
+        binds: tuple[str, ...],
+        ports: tuple[int, ...],
+        inherited: list[socket.socket] | None = None,
+        backlog: int = 1024,
+    ) -> None:
+        """One listener per bind address and port; RefractiumError if one can't be opened.
 
-        With port 0 the first listener picks a free port and the others use
-        the same one, so every address answers on one port.
+        A listener that is among ``inherited`` (sockets passed by socket
+        activation; the ones used are removed from the list) is taken as it
+        is. With port 0 the first listener picks a free port and the others
+        use the same one, so every address answers on one port.
         """
+        for port in ports:
+            for host in binds:
+                sock = (
+                    take_inherited(inherited, host, port, socket.SOCK_STREAM) if inherited else None
+                )
+                port = await self._listen_one(host, port, sock, backlog)
+
+    async def _listen_one(
+        self, host: str, port: int, sock: socket.socket | None, backlog: int
+    ) -> int:
+        """Open (or adopt) one listener; return its port."""
         ctx = self.ctx
-        for host in binds:
-            try:
+        # The factory knows its listener's port: routes may be served on some ports only.
+        listen_port = port if sock is None else sock.getsockname()[1]
+        try:
+            if sock is not None:
                 server = await ctx.loop.create_server(
-                    lambda: ClientProtocol(ctx),
+                    lambda: ClientProtocol(ctx, listen_port), sock=sock, backlog=backlog
+                )
+            else:
+                server = await ctx.loop.create_server(
+                    lambda: ClientProtocol(ctx, listen_port),
                     host=host,
                     port=port,
                     reuse_address=True,
                     backlog=backlog,
                 )
-            except OSError as exc:
-                await self.stop_listening()
-                raise RefractiumError(listen_error(host, port, exc)) from None
-            self._servers.append(server)
-            if port == 0:
-                port = server.sockets[0].getsockname()[1]
-            for sock in server.sockets:
-                addr = sock.getsockname()
-                log.info("listening on tcp %s:%d", format_host(addr[0]), addr[1])
+        except OSError as exc:
+            await self.stop_listening()
+            raise RefractiumError(listen_error(host, port, exc)) from None
+        self._servers.append(server)
+        actual: int = server.sockets[0].getsockname()[1]
+        if port == 0:
+            listen_port = actual
+        for bound in server.sockets:
+            addr = bound.getsockname()
+            log.info("listening on tcp %s:%d", format_host(addr[0]), addr[1])
+        return actual
 
     @property
     def addresses(self) -> list[tuple[str, int]]:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
+from functools import partial
 from typing import Any
 
 from refractium.addr import format_host
@@ -17,7 +19,7 @@ from refractium.errors import RefractiumError
 from refractium.hooks.dispatch import HookStats
 from refractium.relay.context import UdpContext
 from refractium.relay.flow import Flow
-from refractium.relay.listen import listen_error, udp_socket
+from refractium.relay.listen import listen_error, take_inherited, udp_socket
 from refractium.relay.snapshot import Snapshot
 from refractium.util.logs import RateLimitedLog
 
@@ -28,8 +30,9 @@ events = RateLimitedLog(log)
 class UdpListener(asyncio.DatagramProtocol):
     """One bound UDP socket: hands each datagram to its client's flow."""
 
-    def __init__(self, ctx: UdpContext) -> None:
+    def __init__(self, ctx: UdpContext, port: int = 0) -> None:
         self.ctx = ctx
+        self.port = port  # routes may be served on some ports only
         self.transport: asyncio.DatagramTransport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -59,7 +62,7 @@ class UdpListener(asyncio.DatagramProtocol):
             )
             return None
         assert self.transport is not None
-        flow = Flow(ctx, self.transport, key)
+        flow = Flow(ctx, self.transport, key, self.port)
         ctx.flows[key] = flow
         ctx.stats.flows += 1
         return flow
@@ -76,22 +79,36 @@ class UdpService:
         self.ctx = UdpContext(snapshot, health, hook_stats)
         self._listeners: list[asyncio.DatagramTransport] = []
 
-    async def listen(self, binds: tuple[str, ...], port: int) -> None:
-        """One socket per bind address; RefractiumError if one cannot be bound."""
+    async def listen(
+        self,
+        binds: tuple[str, ...],
+        ports: tuple[int, ...],
+        inherited: list[socket.socket] | None = None,
+    ) -> None:
+        """One socket per bind address and port; RefractiumError if one cannot be bound.
+
+        A socket among ``inherited`` (socket activation) is taken as it is
+        and removed from the list.
+        """
         ctx = self.ctx
-        for host in binds:
-            try:
-                transport, _ = await ctx.loop.create_datagram_endpoint(
-                    lambda: UdpListener(ctx), sock=udp_socket(host, port)
+        for port in ports:
+            for host in binds:
+                passed = (
+                    take_inherited(inherited, host, port, socket.SOCK_DGRAM) if inherited else None
                 )
-            except OSError as exc:
-                self.close_listeners()
-                raise RefractiumError("udp " + listen_error(host, port, exc)) from None
-            self._listeners.append(transport)
-            addr = transport.get_extra_info("sockname")
-            if port == 0:
-                port = addr[1]
-            log.info("listening on udp %s:%d", format_host(addr[0]), addr[1])
+                try:
+                    # Bound here, not by the loop: its errors keep their errno.
+                    sock = passed or udp_socket(host, port)
+                    listener = partial(UdpListener, ctx, sock.getsockname()[1])
+                    transport, _ = await ctx.loop.create_datagram_endpoint(listener, sock=sock)
+                except OSError as exc:
+                    self.close_listeners()
+                    raise RefractiumError("udp " + listen_error(host, port, exc)) from None
+                self._listeners.append(transport)
+                addr = transport.get_extra_info("sockname")
+                if port == 0:
+                    port = addr[1]
+                log.info("listening on udp %s:%d", format_host(addr[0]), addr[1])
 
     @property
     def addresses(self) -> list[tuple[str, int]]:

@@ -89,19 +89,26 @@ def build_tables(
             )
         )
     server = config.server
-    on_timeout = _named_route(routes, config.timeout_route, Transport.TCP)
-    return Tables(
-        tcp=RouteTable(
-            routes,
-            Transport.TCP,
-            fallback=_fallback(server.fallback_tcp, Transport.TCP),
-            on_timeout=on_timeout,
-        ),
-        udp=RouteTable(
-            routes, Transport.UDP, fallback=_fallback(server.fallback_udp, Transport.UDP)
-        ),
-        routes=tuple(routes),
-    )
+    fallback_tcp = _fallback(server.fallback_tcp, Transport.TCP)
+    fallback_udp = _fallback(server.fallback_udp, Transport.UDP)
+
+    def tables_for(served: list[Route]) -> tuple[RouteTable, RouteTable]:
+        on_timeout = _named_route(served, config.timeout_route, Transport.TCP)
+        return (
+            RouteTable(served, Transport.TCP, fallback=fallback_tcp, on_timeout=on_timeout),
+            RouteTable(served, Transport.UDP, fallback=fallback_udp),
+        )
+
+    everywhere = [route for route in routes if route.config is None or not route.config.ports]
+    tcp, udp = tables_for(everywhere)
+    named = sorted({port for route in routes if route.config for port in route.config.ports})
+    by_port = {
+        port: tables_for(
+            [r for r in routes if r.config is None or not r.config.ports or port in r.config.ports]
+        )
+        for port in named
+    }
+    return Tables(tcp=tcp, udp=udp, routes=tuple(routes), by_port=by_port)
 
 
 def _route_hooks(

@@ -15,7 +15,7 @@ could still produce a better route needs more data, the decision waits.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Final, TypeVar, cast
 
@@ -245,8 +245,30 @@ def _choose(groups: tuple[_Group[_Seen], ...], seen: _Seen, final: bool) -> Deci
 
 @dataclass(frozen=True, slots=True)
 class Tables:
-    """Everything a listener needs to route: one table per transport."""
+    """Everything a listener needs to route: one table per transport (and listen port).
+
+    ``tcp`` and ``udp`` hold the routes served on every port. When routes
+    name ``ports``, each named port gets tables of its own in ``by_port``
+    (its routes: those without ``ports`` plus those naming it); a port not
+    in ``by_port`` uses ``tcp``/``udp``.
+    """
 
     tcp: RouteTable
     udp: RouteTable
     routes: tuple[Route, ...]
+    by_port: Mapping[int, tuple[RouteTable, RouteTable]] = field(default_factory=dict)
+
+    def tcp_at(self, port: int) -> RouteTable:
+        """The TCP table of the listener on ``port``."""
+        tables = self.by_port.get(port)
+        return self.tcp if tables is None else tables[0]
+
+    def udp_at(self, port: int) -> RouteTable:
+        """The UDP table of the listener on ``port``."""
+        tables = self.by_port.get(port)
+        return self.udp if tables is None else tables[1]
+
+    def serves(self, transport: Transport, port: int) -> bool:
+        """Whether a listener of ``transport`` on ``port`` has anything to do."""
+        table = self.tcp_at(port) if transport is Transport.TCP else self.udp_at(port)
+        return bool(table.routes) or table.fallback is not None

@@ -46,7 +46,7 @@ def test_describe() -> None:
 
 
 def test_describe_without_routes() -> None:
-    text = describe(Config(server=ServerConfig(port=0)))
+    text = describe(Config(server=ServerConfig(port=(0,))))
     assert "config:       (none)" in text
     assert "listen:       0.0.0.0:0 (any free port)" in text
     assert "routes:       none" in text

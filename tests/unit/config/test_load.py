@@ -75,7 +75,7 @@ def test_rust_crate_file_loads_unchanged(in_tmp: Path) -> None:
     assert config.source == FILE
     assert config.server == ServerConfig(
         bind=("0.0.0.0",),
-        port=8080,
+        port=(8080,),
         max_connections=20000,
         max_connections_per_ip=2000,
         peek_timeout_ms=3000,
@@ -121,7 +121,7 @@ def test_every_server_key() -> None:
     server = parse_config(tomllib.loads(text), FILE).server
     assert server == ServerConfig(
         bind=("0.0.0.0", "::"),
-        port=0,
+        port=(0,),
         peek_buffer_size=64,
         peek_timeout_ms=100,
         connect_timeout_ms=200,
@@ -270,10 +270,11 @@ def test_starter_file_documents_every_key_with_its_default() -> None:
             config_schema.HealthCheckTable,
             config_schema.AdminTable,
             config_schema.EndpointTable,
+            config_schema.LogTable,
             config_schema.ProtocolTable,
         )
         for f in msgspec.structs.fields(table)
-        if f.name not in {"server", "admin", "endpoint", "protocols", "health_check"}
+        if f.name not in {"server", "admin", "endpoint", "log", "protocols", "health_check"}
     }
     assert every_key - documented == set()
     defaults = ServerConfig()

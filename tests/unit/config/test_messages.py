@@ -50,7 +50,7 @@ def test_unknown_key_in_a_route_and_a_health_check() -> None:
 def test_wrong_type_in_plain_words() -> None:
     assert (
         error_of('[server]\nport = "8080"\n')
-        == "refractium.toml: server.port: expected an integer, got a string"
+        == "refractium.toml: server.port: expected an integer or a list, got a string"
     )
 
 
@@ -60,8 +60,8 @@ def test_wrong_type_in_plain_words() -> None:
         ("[server]\nhot_reload = 1\n", "server.hot_reload: expected true/false, got an integer"),
         ("[server]\nbind = 1\n", "server.bind: expected a string or a list, got an integer"),
         ("[server]\nbind = ['::', 1]\n", "server.bind[1]: expected a string, got an integer"),
-        ("[server]\nport = 1.5\n", "server.port: expected an integer, got a number"),
-        ("[server]\nport = 1979-05-27\n", "server.port: expected an integer, got a date"),
+        ("[server]\nport = 1.5\n", "server.port: expected an integer or a list, got a number"),
+        ("[server]\nport = 1979-05-27\n", "server.port: expected an integer or a list, got a date"),
         ("server = 1\n", "server: expected a table, got an integer"),
         (
             "[protocols]\nname = 'http'\n",

@@ -17,8 +17,26 @@ from tests.unit.config.helpers import FILE, KNOWN, route, rust_config
 def test_port_and_bind_override() -> None:
     config = apply_overrides(rust_config(), bind="::,127.0.0.1", port=9999, forwards=())
     assert config.server.bind == ("::", "127.0.0.1")
-    assert config.server.port == 9999
+    assert config.server.port == (9999,)
     assert config.protocols == rust_config().protocols
+
+
+def test_repeated_ports() -> None:
+    config = apply_overrides(rust_config(), bind=None, port=[8443, 443], forwards=())
+    assert config.server.port == (8443, 443)
+
+
+def test_ports_a_route_names_must_stay_listened_on() -> None:
+    base = parse_config(
+        {
+            "server": {"port": [443, 8443]},
+            "protocols": [{"name": "ssh", "forward_to": "127.0.0.1:22", "ports": [8443]}],
+        },
+        "refractium.toml",
+    )
+    with pytest.raises(ConfigError) as caught:
+        apply_overrides(base, bind=None, port=[443], forwards=())
+    assert str(caught.value) == "protocols[0].ports: 8443 is not a listen port (server.port: 443)"
 
 
 def test_no_overrides_change_nothing() -> None:

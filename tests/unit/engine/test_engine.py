@@ -10,6 +10,7 @@ from refractium import Refractium
 from refractium.addr import Address
 from refractium.config import parse_config
 from refractium.engine.snapshot import health_checks
+from refractium.protocols.base import Transport
 from refractium.remotes import RemoteMap
 from refractium.routing import build_tables
 
@@ -100,8 +101,8 @@ def test_health_is_per_transport_and_active_checks_are_tcp_only() -> None:
         source="test",
     )
     tables = build_tables(config)
-    tcp = health_checks(tables.tcp, active=True)
-    udp = health_checks(tables.udp, active=False)
+    tcp = health_checks(tables, Transport.TCP)
+    udp = health_checks(tables, Transport.UDP)
     dns = Address(HOST, 53)
     assert tcp[dns] is not None  # dns serves TCP too: checked there
     assert udp == {dns: None}  # UDP: passive marking only, never a TCP check
@@ -124,7 +125,7 @@ def test_checks_cover_every_backend_and_the_fallback_in_file_order() -> None:
         },
         source="test",
     )
-    checks = health_checks(build_tables(config).tcp, active=True)
+    checks = health_checks(build_tables(config), Transport.TCP)
     assert list(checks) == [
         Address("127.0.0.1", 22),
         Address("127.0.0.1", 80),
