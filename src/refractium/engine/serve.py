@@ -1,22 +1,30 @@
-"""Running an engine as the main program: event loop, signals, file limits.
+"""Running an engine as the main program: event loop, signals, file limits, the service.
 
-SIGTERM and SIGINT stop accepting and drain (DESIGN section 1); SIGHUP
-re-reads the configuration file and swaps the route table, keeping the
-running one if the file is bad. uvloop is used when installed unless told
-otherwise.
+SIGTERM and SIGINT stop accepting and drain; SIGHUP re-reads the
+configuration file and swaps the route table, keeping the running one if
+the file is bad. uvloop is used when installed unless told otherwise.
+
+As a service, in this order: ``[server] user``/``group`` are resolved
+before anything listens; sockets passed by systemd (``LISTEN_FDS``) are
+used instead of binding; once every listener is open the pid file is
+written and privileges are dropped; then systemd hears ``READY=1``. Each
+reload is bracketed by ``RELOADING=1`` and ``READY=1``, draining starts
+with ``STOPPING=1``, and ``STATUS=`` says how many connections are open.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import resource
 import signal
-from collections.abc import Awaitable, Callable
+import socket
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from refractium.config import Config
-from refractium.engine import Refractium
+from refractium.engine import Refractium, privileges, systemd
 from refractium.engine.watch import watch_file
 from refractium.errors import ConfigError, RefractiumError
 from refractium.util.tasks import spawn
@@ -24,6 +32,9 @@ from refractium.util.tasks import spawn
 log = logging.getLogger(__name__)
 
 LOOPS = ("auto", "asyncio", "uvloop")
+
+#: How often systemd's STATUS= line is refreshed (when it changed).
+STATUS_INTERVAL_S = 5.0
 
 
 def loop_factory(name: str = "auto") -> Callable[[], asyncio.AbstractEventLoop]:
@@ -64,21 +75,34 @@ async def serve(
     *,
     transport: str = "both",
     reload_config: Callable[[], Config] | None = None,
+    pidfile: str | None = None,
 ) -> None:
     """Start ``engine`` on ``transport`` (tcp/udp/both) and serve until a signal.
 
     Args:
         reload_config: what SIGHUP loads (the file plus the command line's
             overrides); by default the engine re-reads its file.
+        pidfile: write the process id here once listening; removed at exit.
+
+    Raises:
+        RefractiumError: a listener cannot be opened, a passed socket is no
+            configured listener, the pid file cannot be written, or the
+            privilege drop failed (nothing is left listening).
     """
     loop = asyncio.get_running_loop()
     limit = raise_open_file_limit()
-    if limit < engine.config.server.max_connections * 2:
+    config = engine.config
+    if limit < config.server.max_connections * 2:
         log.warning(
             "open-file limit %d is below what max_connections=%d may need",
             limit,
-            engine.config.server.max_connections,
+            config.server.max_connections,
         )
+    source = config.source if config.source != "builder" else None
+    # Before anything listens: an unknown user is a config mistake, not a
+    # half-started service.
+    identity = privileges.resolve(config.server.user, config.server.group, source)
+    inherited = systemd.listen_fds()
     tasks: set[asyncio.Task[Any]] = set()
 
     def stop(signame: str) -> None:
@@ -88,13 +112,17 @@ async def serve(
             engine.abort_connections()
             return
         log.info("%s received: stopping", signame)
+        systemd.notify("STOPPING=1")
         spawn(engine.shutdown(), name="shutdown", owner=tasks)
 
     def reload() -> None:
+        systemd.notify(systemd.reloading_message())
         try:
             engine.reload_routes(reload_config() if reload_config else None)
         except (ConfigError, RefractiumError) as exc:
             log.error("reload failed, keeping the running routes: %s", exc)
+        # Ready again either way: a bad file leaves the old routes serving.
+        systemd.notify(f"READY=1\n{status_line(engine)}")
 
     watching = asyncio.Event()  # set to stop the file watcher
     # Handlers first: a signal that comes while the listeners open still
@@ -102,18 +130,81 @@ async def serve(
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop, sig.name)
     loop.add_signal_handler(signal.SIGHUP, reload)
-    if transport == "tcp":
-        await engine.start_tcp()
-    elif transport == "udp":
-        await engine.start_udp()
-    else:
-        await engine.start_both()
-    source = engine.config.source
-    if engine.config.server.hot_reload and source is not None and source != "builder":
-        spawn(watch_file(source, reload, watching), name="watch-config", owner=tasks)
+    written = False
     try:
+        await _start(engine, transport, inherited)
+        if pidfile is not None:
+            write_pidfile(pidfile)
+            written = True
+        path = engine.config.source
+        if engine.config.server.hot_reload and path is not None and path != "builder":
+            spawn(watch_file(path, reload, watching), name="watch-config", owner=tasks)
+            # Let it import and set up its watch while still privileged.
+            await asyncio.sleep(0)
+        if identity is not None:
+            try:
+                privileges.drop(identity)
+            except RefractiumError:
+                await engine.shutdown(0)
+                raise
+        if systemd.notify(f"READY=1\n{status_line(engine)}"):
+            spawn(_report_status(engine), name="systemd-status", owner=tasks)
         await engine.wait_stopped()
     finally:
         watching.set()
+        for task in tasks:
+            if task.get_name() == "systemd-status":
+                task.cancel()
         loop.remove_signal_handler(signal.SIGHUP)
+        if written and pidfile is not None:
+            remove_pidfile(pidfile)
     log.info("stopped")
+
+
+async def _start(engine: Refractium, transport: str, inherited: Sequence[socket.socket]) -> None:
+    if transport == "tcp":
+        await engine.start_tcp(inherited=inherited)
+    elif transport == "udp":
+        await engine.start_udp(inherited=inherited)
+    else:
+        await engine.start_both(inherited=inherited)
+
+
+def status_line(engine: Refractium) -> str:
+    """systemd's ``STATUS=`` line: what ``systemctl status`` shows."""
+    return f"STATUS={engine.open_connections} connections, {engine.open_flows} UDP flows open"
+
+
+async def _report_status(engine: Refractium) -> None:
+    last = status_line(engine)
+    while True:
+        await asyncio.sleep(STATUS_INTERVAL_S)
+        line = status_line(engine)
+        if line != last:
+            systemd.notify(line)
+            last = line
+
+
+def write_pidfile(path: str) -> None:
+    """Write this process's id to ``path`` (one line), replacing what was there.
+
+    Raises:
+        RefractiumError: the file cannot be written.
+    """
+    try:
+        with open(path, "w", encoding="ascii") as out:
+            out.write(f"{os.getpid()}\n")
+    except OSError as exc:
+        raise RefractiumError(f"{path}: cannot write the pid file: {exc.strerror}") from None
+
+
+def remove_pidfile(path: str) -> None:
+    """Remove ``path`` if it still holds this process's id (another may have taken it)."""
+    try:
+        with open(path, encoding="ascii") as held:
+            if held.read().strip() != str(os.getpid()):
+                return
+        os.unlink(path)
+    except OSError as exc:
+        # After a privilege drop the directory must be writable by that user.
+        log.warning("cannot remove the pid file %s: %s", path, exc.strerror)

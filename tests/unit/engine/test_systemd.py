@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -57,7 +58,7 @@ def test_reloading_message_carries_the_monotonic_clock() -> None:
     assert first == "RELOADING=1"
     key, value = second.split("=")
     assert key == "MONOTONIC_USEC"
-    assert abs(int(value) - __import__("time").monotonic_ns() // 1000) < 5_000_000
+    assert abs(int(value) - time.monotonic_ns() // 1000) < 5_000_000
 
 
 @contextlib.contextmanager
