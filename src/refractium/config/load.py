@@ -286,6 +286,7 @@ def _route(
         proxy_protocol=schema.proxy_version(f"{key}.proxy_protocol", table.proxy_protocol),
         hooks=_hooks(f"{key}.hooks", table.hooks),
         overflow=schema.choice(f"{key}.overflow", table.overflow, Overflow) or Overflow.DROP,
+        overflow_set=table.overflow is not None,
         health_check=_route_health(f"{key}.health_check", table.health_check, health_base),
         ports=_route_ports(f"{key}.ports", table.ports),
         idle_timeout_s=(

@@ -100,6 +100,8 @@ class RouteConfig:
     proxy_protocol: int = 0
     hooks: tuple[HookSpec, ...] = ()
     overflow: Overflow = Overflow.DROP
+    # Whether the file set ``overflow`` (``check`` warns when there are no hooks).
+    overflow_set: bool = False
     health_check: HealthCheck | None = None
     # Listen ports this route is served on (empty: every port).
     ports: tuple[int, ...] = ()

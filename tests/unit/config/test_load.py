@@ -207,6 +207,7 @@ def test_full_route() -> None:
             ),
         ),
         overflow=Overflow.BLOCK,
+        overflow_set=True,
         health_check=HealthCheck(
             interval_ms=2000, timeout_ms=500, fall=5, send=b"PING\r\n", expect=b"PONG"
         ),
