@@ -15,6 +15,7 @@ with ``STOPPING=1``, and ``STATUS=`` says how many connections are open.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import resource
@@ -191,10 +192,15 @@ def write_pidfile(path: str) -> None:
     Raises:
         RefractiumError: the file cannot be written.
     """
+    # Written aside and renamed over: a reader never sees it empty or half written.
+    aside = f"{path}.{os.getpid()}.tmp"
     try:
-        with open(path, "w", encoding="ascii") as out:
+        with open(aside, "w", encoding="ascii") as out:
             out.write(f"{os.getpid()}\n")
+        os.replace(aside, path)
     except OSError as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(aside)
         raise RefractiumError(f"{path}: cannot write the pid file: {exc.strerror}") from None
 
 
