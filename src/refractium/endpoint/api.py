@@ -21,6 +21,7 @@ REJECTED: Final = "rejected"  # an endpoint hook rejected it (or ignored it)
 UNROUTED: Final = "unrouted"  # no route, or closed before it could be identified
 FAILED: Final = "failed"  # no backend of its route (nor the fallback) could be dialled
 REFUSED: Final = "refused"  # a limit or a bad PROXY header refused it
+IDLE: Final = "idle"  # relayed, then closed by idle_timeout_s: no byte either way for that long
 
 
 class Side(Enum):

@@ -80,7 +80,6 @@ class ClientProtocol(Pipe):
         "limit_key",
         "local_addr",
         "match",
-        "outcome",
         "route",
         "upstream",
     )
@@ -101,8 +100,6 @@ class ClientProtocol(Pipe):
         self.backend_addr: Address | None = None  # the backend dialled (last tried)
         self.route: Route | None = None
         self.match: Match | None = None
-        # How it ended, when not plain from the state (see final_outcome).
-        self.outcome: str | None = None
         self.gate: Gate | None = None  # the endpoint hooks, when there are any
         self._buf = bytearray()
         self._timer: asyncio.TimerHandle | None = None
@@ -468,6 +465,8 @@ class ClientProtocol(Pipe):
             self._eof_to_backend = send_eof(backend)
         if self._backend_early is not None:
             self.release_backend_early()
+        if route.idle_timeout_s:
+            self.ctx.idle.watch(self, route.idle_timeout_s)
 
     # -- refusing and ending -------------------------------------------------
 

@@ -16,6 +16,7 @@ import socket
 from collections import Counter
 from typing import TYPE_CHECKING, Any, Protocol
 
+from refractium.relay.idle import IdleWatch, Watched
 from refractium.relay.limits import ConnectionLimits, Refusal
 from refractium.relay.snapshot import Snapshot
 from refractium.relay.stats import REFUSED, TcpStats, UdpStats
@@ -79,7 +80,7 @@ class Pausable(Protocol):
     def client_gone(self) -> None: ...
 
 
-class Tracked(Pausable, Protocol):
+class Tracked(Pausable, Watched, Protocol):
     """A TCP connection as its bookkeeping sees it."""
 
     client_addr: tuple[str, int]
@@ -102,7 +103,16 @@ class Tracked(Pausable, Protocol):
 class TcpContext(Context):
     """TCP connections: admission against the limits, counters, the open set."""
 
-    __slots__ = ("_idle", "_sweep", "closing", "connections", "limits", "paused", "stats")
+    __slots__ = (
+        "_idle",
+        "_sweep",
+        "closing",
+        "connections",
+        "idle",
+        "limits",
+        "paused",
+        "stats",
+    )
 
     def __init__(self, snapshot: Snapshot, health: HealthChecker, hook_stats: HookStats) -> None:
         super().__init__(snapshot, health, hook_stats)
@@ -115,6 +125,8 @@ class TcpContext(Context):
         self._idle = asyncio.Event()
         self._idle.set()
         self.closing = False
+        # Relaying connections with an idle timeout (one sweep, no timer each).
+        self.idle = IdleWatch(self.loop)
 
     def admit(self, conn: Tracked, snapshot: Snapshot) -> bool:
         """Count ``conn`` against the limits, or refuse it (False)."""
@@ -166,6 +178,7 @@ class TcpContext(Context):
             return False
         self.connections.discard(conn)
         self.paused.discard(conn)
+        self.idle.forget(conn)
         self.limits.release(conn.limit_key)
         if conn.backend is not None and conn.backend_addr is not None:
             self.backend_closed(conn.backend_addr)
@@ -211,6 +224,7 @@ class TcpContext(Context):
         if self._sweep is not None:
             self._sweep.cancel()
             self._sweep = None
+        self.idle.stop()
 
 
 def _was_reset(sock: socket.socket | None) -> bool:

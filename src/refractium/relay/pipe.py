@@ -22,6 +22,7 @@ import logging
 import socket
 from typing import cast
 
+from refractium.endpoint.api import IDLE
 from refractium.hooks.api import Direction
 from refractium.hooks.dispatch import Dispatcher
 from refractium.relay.context import TcpContext
@@ -53,6 +54,7 @@ class Pipe(asyncio.Protocol):
         "client_addr",
         "ctx",
         "hooks",
+        "outcome",
         "packets_in",
         "packets_out",
         "session_id",
@@ -68,6 +70,8 @@ class Pipe(asyncio.Protocol):
         self.hooks: Dispatcher | None = None
         self.session_id = 0
         self.client_addr: tuple[str, int] = ("", 0)
+        # How it ended, when not plain from the state (see final_outcome).
+        self.outcome: str | None = None
         self.bytes_in = 0  # client -> backend
         self.bytes_out = 0  # backend -> client
         self.packets_in = 0  # reads relayed client -> backend
@@ -196,6 +200,25 @@ class Pipe(asyncio.Protocol):
             log.debug("[%016x] client reset while paused", self.session_id)
         if self.transport is not None:
             self.transport.abort()
+
+    def idle_out(self, idle_s: float) -> None:
+        """``idle_timeout_s`` passed with no byte either way: close both sides.
+
+        Counted under the ``idle`` outcome. What is still buffered for a
+        side that stopped reading would never be written: such a side is cut.
+        """
+        if self.state == CLOSED:
+            return
+        self.outcome = IDLE
+        events.log(logging.INFO, "idle", "%s:%d closed: idle for %.1fs", *self.client_addr, idle_s)
+        self.state = CLOSED
+        for transport in (self.transport, self.backend):
+            if transport is None:
+                continue
+            if transport.get_write_buffer_size():
+                transport.abort()
+            else:
+                transport.close()
 
     def close_both(self) -> None:
         if self.transport is not None:

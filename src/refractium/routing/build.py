@@ -86,10 +86,15 @@ def build_tables(
                 alpn=frozenset(rc.alpn),
                 hooks=(*getattr(probe, "hooks", ()), *_route_hooks(rc, hooks, config.source)),
                 block_hooks=rc.overflow is Overflow.BLOCK,
+                idle_timeout_s=(
+                    rc.idle_timeout_s
+                    if rc.idle_timeout_s is not None
+                    else config.server.idle_timeout_s
+                ),
             )
         )
     server = config.server
-    fallback_tcp = _fallback(server.fallback_tcp, Transport.TCP)
+    fallback_tcp = _fallback(server.fallback_tcp, Transport.TCP, server.idle_timeout_s)
     fallback_udp = _fallback(server.fallback_udp, Transport.UDP)
 
     def tables_for(served: list[Route]) -> tuple[RouteTable, RouteTable]:
@@ -119,10 +124,19 @@ def _route_hooks(
     return tuple(hook for hook in built if hook is not None)
 
 
-def _fallback(address: Address | None, transport: Transport) -> Route | None:
+def _fallback(
+    address: Address | None, transport: Transport, idle_timeout_s: float = 0.0
+) -> Route | None:
     if address is None:
         return None
-    return Route(name="fallback", index=-1, probe=None, transport=transport, pool=Pool((address,)))
+    return Route(
+        name="fallback",
+        index=-1,
+        probe=None,
+        transport=transport,
+        pool=Pool((address,)),
+        idle_timeout_s=idle_timeout_s,
+    )
 
 
 def _named_route(routes: Sequence[Route], name: str | None, transport: Transport) -> Route | None:

@@ -50,6 +50,9 @@ class Route:
     # Packet hooks on this route's connections; block: overflow = "block".
     hooks: tuple[ProtocolHook, ...] = ()
     block_hooks: bool = False
+    # Close a relayed TCP connection idle both ways this long (0: never):
+    # the route's own value, else the server's.
+    idle_timeout_s: float = 0.0
     # Whether every hook is a plain function (called at once, no hook task).
     plain_hooks: bool = field(default=True, init=False)
     # The best key this route can ever reach, for "is it worth waiting for?".

@@ -128,3 +128,16 @@ async def test_a_connection_keeps_its_snapshot_across_a_swap() -> None:
     later = ClientProtocol(ctx)
     assert conn._snap.settings.peek_timeout_s == 1.0
     assert later._snap.settings.peek_timeout_s == 0.005
+
+
+@pytest.mark.usefixtures("no_dial")
+async def test_an_idle_connection_ends_with_the_idle_outcome() -> None:
+    ctx = TcpContext(snapshot(idle_timeout_s=30), HealthChecker(), HookStats())
+    conn, client, backend, _ = relaying(ctx)
+    assert len(ctx.idle) == 1  # watched once relaying, with the server's timeout
+    conn.idle_out(30.5)
+    assert client.closed and backend.closed
+    conn.connection_lost(None)
+    assert ctx.stats.closed["http", "idle"] == 1
+    assert len(ctx.idle) == 0
+    ctx.stop_sweeping()
