@@ -8,7 +8,8 @@ Sections (``--only``): bulk, connrate, rtt, idle, ident. Targets
 (``--targets``): direct, refractium-uvloop, refractium-asyncio, haproxy, sslh
 (direct is always measured: every ratio is against it). ``--baseline SRC`` adds
 refractium-uvloop-base and refractium-asyncio-base: the proxy of another tree's
-``src`` (e.g. a ``git worktree`` of an older commit), measured in the same run.
+``src`` (e.g. a ``git worktree`` of an older commit), measured in the same run;
+``--idle`` adds refractium-uvloop-idle and -asyncio-idle, with idle_timeout_s set.
 See README.md.
 """
 
@@ -632,6 +633,8 @@ def main(argv: list[str] | None = None) -> int:
         if not (source / "refractium" / "__init__.py").is_file():
             raise SystemExit(f"--baseline: {source} has no refractium package")
         targets += [Refractium("uvloop", source), Refractium("asyncio", source)]
+    if args.idle:
+        targets += [Refractium(loop, idle_timeout_s=600) for loop in ("uvloop", "asyncio")]
     if args.targets:
         wanted = {"direct", *args.targets.split(",")}
         unknown = wanted - {t.name for t in targets}

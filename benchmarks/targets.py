@@ -361,6 +361,7 @@ max_connections = {maxconn}
 max_connections_per_ip = 0
 hot_reload = false
 shutdown_grace_ms = 1000
+{extra}
 
 [[protocols]]
 name = "http"
@@ -383,13 +384,17 @@ class Refractium(Target):
     ratios come from one run on one machine state (``run.py --baseline``).
     """
 
-    def __init__(self, loop: str, source: Path | None = None) -> None:
+    def __init__(
+        self, loop: str, source: Path | None = None, *, idle_timeout_s: float = 0.0
+    ) -> None:
         super().__init__()
         self.loop = loop
         self.source = source
-        suffix = "-base" if source is not None else ""
+        self.idle_timeout_s = idle_timeout_s
+        suffix = "-base" if source is not None else "-idle" if idle_timeout_s else ""
         self.name = f"refractium-{loop}{suffix}"
-        self.label = f"{'base' if source is not None else 'refr'}-{loop}"
+        prefix = "base" if source is not None else "idle" if idle_timeout_s else "refr"
+        self.label = f"{prefix}-{loop}"
 
     def unavailable(self) -> str | None:
         if self.loop == "uvloop":
@@ -410,6 +415,7 @@ class Refractium(Target):
                 http=http_port,
                 other=other_port,
                 maxconn=connection_budget(),
+                extra=f"idle_timeout_s = {self.idle_timeout_s}" if self.idle_timeout_s else "",
             )
         )
         self._spawn(

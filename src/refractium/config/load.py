@@ -294,9 +294,16 @@ def _route(
             if table.idle_timeout_s is None
             else schema.idle_seconds(f"{key}.idle_timeout_s", table.idle_timeout_s)
         ),
-        transparent=bool(table.transparent),
+        transparent=_transparent(f"{key}.transparent", table.transparent),
         index=index,
     )
+
+
+def _transparent(key: str, value: bool | None) -> bool:
+    # Parsed so that files written for it get a clear answer, not "unknown key".
+    if value:
+        raise ConfigError(None, key, "transparent mode is not available in this version")
+    return False
 
 
 def _route_ports(key: str, value: int | list[int] | None) -> tuple[int, ...]:

@@ -351,3 +351,57 @@ def test_on_timeout_default_is_the_ssh_route_without_checks() -> None:
     assert config.server.on_timeout is None
     assert config.timeout_route == "ssh"
     assert load_text(route(name="quic")).timeout_route is None
+
+
+def test_new_server_and_route_keys() -> None:
+    config = parse_config(
+        {
+            "server": {"port": [443, 8443], "idle_timeout_s": 300, "user": "nobody"},
+            "protocols": [
+                {"name": "ssh", "forward_to": "127.0.0.1:22", "ports": 443, "idle_timeout_s": 0}
+            ],
+            "log": {"level": "DEBUG", "format": "json", "syslog": "udp:127.0.0.1:514"},
+        },
+        FILE,
+    )
+    assert config.server.port == (443, 8443)
+    assert config.server.idle_timeout_s == 300 and config.server.user == "nobody"
+    (route,) = config.protocols
+    assert route.ports == (443,) and route.idle_timeout_s == 0 and not route.transparent
+    assert (config.log.level, config.log.format, config.log.syslog) == (
+        "debug",
+        "json",
+        "udp:127.0.0.1:514",
+    )
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"server": {"port": [443, 443]}}, "server.port: a port is listed twice: [443, 443]"),
+        (
+            {"server": {"port": [0, 443]}},
+            "server.port: 0 (any free port) cannot be listed with other ports",
+        ),
+        (
+            {"server": {"idle_timeout_s": -1}},
+            "server.idle_timeout_s: must be 0 (never) or a positive number of seconds, got -1.0",
+        ),
+        (
+            {"protocols": [{"name": "ssh", "forward_to": "127.0.0.1:22", "transparent": True}]},
+            "protocols[0].transparent: transparent mode is not available in this version",
+        ),
+        (
+            {"log": {"level": "loud"}},
+            "log.level: unknown value 'loud' (expected: debug, info, warning, error)",
+        ),
+        (
+            {"log": {"syslog": "tcp:127.0.0.1:514"}},
+            "log.syslog: expected 'unix:/dev/log' or 'udp:HOST:PORT', got 'tcp:127.0.0.1:514'",
+        ),
+    ],
+)
+def test_new_keys_errors(data: dict[str, object], message: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config(data, FILE)
+    assert str(caught.value) == f"{FILE}: {message}"
