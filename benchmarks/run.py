@@ -2,7 +2,7 @@
 HAProxy and sslh, all pinned to one CPU.
 
     python benchmarks/run.py [--quick] [--only NAME[,NAME...]] [--targets T[,T...]]
-                             [--json out.json] [--cpu N] [--baseline SRC]
+                             [--json out.json] [--cpu N] [--baseline SRC] [--idle]
 
 Sections (``--only``): bulk, connrate, rtt, idle, ident. Targets
 (``--targets``): direct, refractium-uvloop, refractium-asyncio, haproxy, sslh
@@ -611,6 +611,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--cpu", type=int, default=0, help="the CPU everything is pinned to")
     p.add_argument("--reps", type=int, help="runs per figure (median taken)")
     p.add_argument("--baseline", type=Path, help="another tree's src/ to measure beside this one")
+    p.add_argument(
+        "--idle",
+        action="store_true",
+        help="also refractium-uvloop-idle and -asyncio-idle: idle_timeout_s = 600 set",
+    )
     return p.parse_args(argv)
 
 
@@ -633,6 +638,8 @@ def main(argv: list[str] | None = None) -> int:
         if not (source / "refractium" / "__init__.py").is_file():
             raise SystemExit(f"--baseline: {source} has no refractium package")
         targets += [Refractium("uvloop", source), Refractium("asyncio", source)]
+    if args.idle:
+        targets += [Refractium(loop, idle_timeout_s=600) for loop in ("uvloop", "asyncio")]
     if args.idle:
         targets += [Refractium(loop, idle_timeout_s=600) for loop in ("uvloop", "asyncio")]
     if args.targets:
