@@ -640,8 +640,6 @@ def main(argv: list[str] | None = None) -> int:
         targets += [Refractium("uvloop", source), Refractium("asyncio", source)]
     if args.idle:
         targets += [Refractium(loop, idle_timeout_s=600) for loop in ("uvloop", "asyncio")]
-    if args.idle:
-        targets += [Refractium(loop, idle_timeout_s=600) for loop in ("uvloop", "asyncio")]
     if args.targets:
         wanted = {"direct", *args.targets.split(",")}
         unknown = wanted - {t.name for t in targets}
