@@ -16,18 +16,26 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 from refractium.cli.commands import HANDLERS, load_config
-from refractium.cli.parser import COMMANDS, DEFAULT_CONFIG, build_parser
+from refractium.cli.parser import COMMANDS, DEFAULT_CONFIG, build_parser, unknown_command
 from refractium.errors import RefractiumError
 
 __all__ = ["COMMANDS", "DEFAULT_CONFIG", "build_parser", "entry", "load_config", "main"]
+
+# What the top-level parser answers itself; anything else starting with "-"
+# is an option of the implied `run`.
+_TOP_LEVEL_OPTIONS = ("-h", "--help", "-V", "--version")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``refractium`` script; returns the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or (argv[0] not in COMMANDS and argv[0] not in ("-h", "--help", "--version")):
+    parser = build_parser()
+    if argv and not argv[0].startswith("-") and argv[0] not in COMMANDS:
+        # `run` takes no positional argument: a bare word first is a mistyped command.
+        parser.error(unknown_command(argv[0]))
+    if not argv or (argv[0] not in COMMANDS and argv[0] not in _TOP_LEVEL_OPTIONS):
         argv.insert(0, "run")
-    args = build_parser().parse_args(argv)
+    args = parser.parse_args(argv)
     try:
         return HANDLERS[args.command](args)
     except RefractiumError as exc:

@@ -7,6 +7,8 @@ for a user mistake, which :func:`refractium.cli.main` prints as one line.
 from __future__ import annotations
 
 import argparse
+import logging
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -15,9 +17,13 @@ from refractium.config import Config, apply_overrides, describe, load_file, pars
 from refractium.engine.serve import run, serve
 from refractium.errors import RefractiumError
 from refractium.routing import Tables
+from refractium.routing.lint import lint
 from refractium.util import logs
 
+log = logging.getLogger(__name__)
+
 __all__ = [
+    "FIRST_RUN",
     "HANDLERS",
     "cmd_check",
     "cmd_demo",
@@ -25,9 +31,16 @@ __all__ = [
     "cmd_run",
     "config_file",
     "config_loader",
+    "configure_logs",
     "describe_priority",
     "load_config",
 ]
+
+#: What ``refractium`` says where there is nothing to run: no file, no ``-f``.
+FIRST_RUN = (
+    f"nothing to run: no ./{DEFAULT_CONFIG}, -c FILE or -f NAME=HOST:PORT; "
+    "run 'refractium init' to write a starter config, or 'refractium demo' to try it"
+)
 
 
 def config_file(args: argparse.Namespace) -> str | None:
@@ -47,6 +60,8 @@ def config_loader(args: argparse.Namespace) -> Callable[[], Config]:
     path = config_file(args)
 
     def load() -> Config:
+        if path is None and not args.forward:
+            raise RefractiumError(FIRST_RUN)
         config = load_file(path) if path is not None else parse_config({}, source=None)
         config = apply_overrides(config, bind=args.bind, port=args.port, forwards=args.forward)
         if not config.protocols:
@@ -64,14 +79,46 @@ def load_config(args: argparse.Namespace) -> Config:
     return config_loader(args)()
 
 
+def configure_logs(args: argparse.Namespace, config: Config) -> None:
+    """Logging as ``--log-level``/``--log-format`` say, else ``[log]``, else info/text.
+
+    Raises:
+        ConfigError: ``log.file`` cannot be opened or ``log.syslog`` reached.
+    """
+    table = config.log
+    logs.configure(
+        args.log_level or table.level or "info",
+        args.log_format or table.format or "text",
+        file=table.file,
+        syslog=table.syslog,
+        source=config.source,
+    )
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from refractium.engine import Refractium
 
-    logs.configure(args.log_level, args.log_format)
     load = config_loader(args)
-    engine = Refractium(load())
+    config = load()
+    configure_logs(args, config)
+
+    def load_and_warn() -> Config:
+        # At start and at each reload: what `check` would warn about.
+        loaded = load()
+        for warning in lint(loaded):
+            log.warning("%s", warning)
+        return loaded
+
+    for warning in lint(config):
+        log.warning("%s", warning)
+    engine = Refractium(config)
     transport = {"run": "both", "tcp": "tcp", "udp": "udp"}[args.command]
-    run(lambda: serve(engine, transport=transport, reload_config=load), loop=args.loop)
+    run(
+        lambda: serve(
+            engine, transport=transport, reload_config=load_and_warn, pidfile=args.pidfile
+        ),
+        loop=args.loop,
+    )
     return 0
 
 
@@ -91,7 +138,11 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    """Validate as ``run`` would, without side effects: no hook is built, nothing opened."""
+    """Validate as ``run`` would, without side effects: no hook is built, nothing opened.
+
+    Warnings go to stderr, one line each; with ``--strict`` any of them
+    makes the check fail.
+    """
     from refractium.engine.snapshot import validate
 
     config = load_config(args)
@@ -99,7 +150,14 @@ def cmd_check(args: argparse.Namespace) -> int:
     print(describe(config))
     print()
     print(describe_priority(tables))
-    print("config OK")
+    sys.stdout.flush()  # the table before the warnings, even through a pipe
+    warnings = lint(config)
+    for warning in warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    count = f"{len(warnings)} warning{'s' if len(warnings) > 1 else ''}"
+    if warnings and args.strict:
+        raise RefractiumError(f"check --strict: {count}")
+    print(f"config OK, {count}" if warnings else "config OK")
     return 0
 
 
@@ -118,7 +176,7 @@ def describe_priority(tables: Tables) -> str:
 def cmd_demo(args: argparse.Namespace) -> int:
     from refractium.demo import run_demo
 
-    logs.configure(args.log_level, args.log_format)
+    logs.configure(args.log_level or "info", args.log_format or "text")
     run(lambda: run_demo(args.bind, args.port), loop=args.loop)
     return 0
 

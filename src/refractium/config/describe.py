@@ -1,4 +1,5 @@
-"""The configuration as text, for ``refractium check``: listeners, the route table, the rest.
+"""The configuration as text, for ``refractium check``: listeners, each port's routes, the
+route table, the rest.
 
 Pure: it formats a validated :class:`~refractium.config.model.Config` and
 reads nothing else.
@@ -21,7 +22,9 @@ def describe(config: Config) -> str:
     listen = ", ".join(
         f"{format_host(host)}:{port}" for host in server.bind for port in server.port
     )
-    lines = [f"config:       {config.source or '(none)'}", f"listen:       {listen}{any_port}", ""]
+    lines = [f"config:       {config.source or '(none)'}", f"listen:       {listen}{any_port}"]
+    lines += _ports(config)
+    lines.append("")
     if config.protocols:
         header = ("#", "name", "transport", "balance", "match", "options", "forward to")
         lines += _table([header, *(_route_row(route) for route in config.protocols)])
@@ -40,6 +43,25 @@ def describe(config: Config) -> str:
         f"endpoint:     {', '.join(h.use for h in config.endpoint.hooks) or 'no hooks'}",
     ]
     return "\n".join(lines)
+
+
+def _ports(config: Config) -> list[str]:
+    """Which routes each listen port serves, when that is not simply all of them on one port.
+
+    A route naming ``ports`` is served on those only; the others on every port.
+    """
+    ports = config.server.port
+    if len(ports) < 2 and not any(route.ports for route in config.protocols):
+        return []
+    lines = []
+    for port in ports:
+        served = [
+            f"{route.index} {route.name}"
+            for route in config.protocols
+            if not route.ports or port in route.ports
+        ]
+        lines.append(f"{f'port {port}:':<14}{', '.join(served) or 'no routes'}")
+    return lines
 
 
 def _route_row(route: RouteConfig) -> tuple[str, ...]:

@@ -1,19 +1,34 @@
-"""Logging set-up (text or JSON lines) and a rate-limited warning helper.
+"""Logging set-up (text or JSON lines; stderr, a file, syslog) and a rate-limited warning helper.
 
 Only the command line configures logging; library users keep their own.
 Nothing on the data path logs per chunk: refusals and other events that an
 attacker can trigger at will go through :class:`RateLimitedLog`.
+
+A log file is reopened by :func:`reopen` (the program calls it on SIGUSR1),
+so logrotate can rename the file and have the next lines go to a new one.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import logging.handlers
+import os
+import socket
 import sys
 import time
 from typing import Any
 
+from refractium.addr import AddressError, parse_address
+from refractium.errors import ConfigError
+
+__all__ = ["JsonFormatter", "RateLimitedLog", "ReopeningFileHandler", "configure", "reopen"]
+
 _TEXT_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
+# syslog stamps the time itself; the tag in front is the handler's ident.
+_SYSLOG_FORMAT = "%(levelname)s %(name)s: %(message)s"
+
+log = logging.getLogger(__name__)
 
 
 class JsonFormatter(logging.Formatter):
@@ -33,14 +48,138 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, ensure_ascii=False)
 
 
-def configure(level: str = "info", fmt: str = "text") -> None:
-    """Send the ``refractium`` loggers to stderr at ``level`` in ``fmt``."""
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter(_TEXT_FORMAT))
+class ReopeningFileHandler(logging.FileHandler):
+    """A log file (appended to, UTF-8) that :meth:`reopen` opens again by name.
+
+    After logrotate renamed the file, reopening creates a new one at the
+    configured path; lines logged meanwhile went to the renamed file, so
+    none is lost.
+    """
+
+    def __init__(self, path: str) -> None:
+        super().__init__(path, mode="a", encoding="utf-8")
+
+    def reopen(self) -> None:
+        """Open the file by its name again and write there from now on.
+
+        Raises:
+            OSError: the file cannot be opened; the old one is kept.
+        """
+        stream = self._open()
+        self.acquire()
+        try:
+            old, self.stream = self.stream, stream
+        finally:
+            self.release()
+        if old is not None:
+            old.close()
+
+
+def configure(
+    level: str = "info",
+    fmt: str = "text",
+    *,
+    file: str | None = None,
+    syslog: str | None = None,
+    source: str | None = None,
+) -> None:
+    """Send the ``refractium`` loggers at ``level`` in ``fmt`` where ``[log]`` says.
+
+    To stderr when neither ``file`` nor ``syslog`` is given; otherwise to
+    the file, to syslog, or to both. Handlers configured before are closed.
+
+    Args:
+        level: debug, info, warning or error.
+        fmt: text or json.
+        file: a file to append to (created if missing).
+        syslog: ``unix:/dev/log`` (a local socket) or ``udp:HOST:PORT``.
+        source: the configuration file, named in errors.
+
+    Raises:
+        ConfigError: the file cannot be opened or syslog cannot be reached,
+            naming ``log.file`` or ``log.syslog``.
+    """
+    handlers: list[logging.Handler] = []
+    try:
+        if file:
+            handlers.append(_file_handler(file, source))
+        if syslog:
+            handlers.append(_syslog_handler(syslog, source))
+    except ConfigError:
+        for handler in handlers:
+            handler.close()
+        raise
+    if not handlers:
+        handlers.append(logging.StreamHandler(sys.stderr))
+    for handler in handlers:
+        if fmt == "json":
+            handler.setFormatter(JsonFormatter())
+        elif isinstance(handler, logging.handlers.SysLogHandler):
+            handler.setFormatter(logging.Formatter(_SYSLOG_FORMAT))
+        else:
+            handler.setFormatter(logging.Formatter(_TEXT_FORMAT))
     root = logging.getLogger("refractium")
-    root.handlers[:] = [handler]
+    old = root.handlers[:]
+    root.handlers[:] = handlers
     root.setLevel(level.upper())
     root.propagate = False
+    for handler in old:
+        if handler not in handlers:
+            handler.close()
+
+
+def reopen() -> None:
+    """Reopen every log file :func:`configure` set up (call it on SIGUSR1).
+
+    A file that cannot be opened again is reported as an error and the old
+    one kept, so logging goes on.
+    """
+    for handler in logging.getLogger("refractium").handlers:
+        if isinstance(handler, ReopeningFileHandler):
+            try:
+                handler.reopen()
+            except OSError as exc:
+                log.error(
+                    "cannot reopen the log file %s: %s; still writing to the old one",
+                    handler.baseFilename,
+                    exc.strerror,
+                )
+
+
+def _file_handler(path: str, source: str | None) -> ReopeningFileHandler:
+    try:
+        return ReopeningFileHandler(path)
+    except OSError as exc:
+        raise ConfigError(source, "log.file", f"cannot open {path!r}: {exc.strerror}") from None
+
+
+def _syslog_handler(target: str, source: str | None) -> logging.handlers.SysLogHandler:
+    """A handler for ``unix:/path`` or ``udp:HOST:PORT``, facility daemon."""
+    scheme, _, rest = target.partition(":")
+    address: str | tuple[str, int]
+    try:
+        if scheme == "unix" and rest:
+            address = rest
+        elif scheme == "udp":
+            parsed = parse_address(rest)
+            # Resolved once here: the handler would otherwise look the name
+            # up again for every line it sends.
+            infos = socket.getaddrinfo(parsed.host, parsed.port, type=socket.SOCK_DGRAM)
+            address = (str(infos[0][4][0]), parsed.port)
+        else:
+            raise ConfigError(
+                source, "log.syslog", f"expected 'unix:/dev/log' or 'udp:HOST:PORT', got {target!r}"
+            )
+        handler = logging.handlers.SysLogHandler(
+            address, facility=logging.handlers.SysLogHandler.LOG_DAEMON
+        )
+    except AddressError as exc:
+        raise ConfigError(source, "log.syslog", str(exc)) from None
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise ConfigError(source, "log.syslog", f"cannot reach {target!r}: {reason}") from None
+    handler.ident = f"refractium[{os.getpid()}]: "
+    return handler
 
 
 class RateLimitedLog:

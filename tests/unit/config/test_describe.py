@@ -69,3 +69,25 @@ def test_describe_gives_each_route_the_transport_it_serves() -> None:
         ["mine", "both"],
         ["ssh", "udp"],
     ]
+
+
+def test_describe_says_which_routes_each_port_serves() -> None:
+    text = (
+        "[server]\nport = [443, 8443, 9000]\n"
+        + route("ports = [443]", name="ssh")
+        + route(name="https")
+        + route("ports = [443, 8443]", name="http")
+    )
+    lines = describe(load_text(text)).splitlines()
+    assert lines[1:6] == [
+        "listen:       0.0.0.0:443, 0.0.0.0:8443, 0.0.0.0:9000",
+        "port 443:     0 ssh, 1 https, 2 http",
+        "port 8443:    1 https, 2 http",
+        "port 9000:    1 https",
+        "",
+    ]
+
+
+def test_describe_names_no_port_when_there_is_one_for_all() -> None:
+    lines = describe(load_text(route(name="ssh"))).splitlines()
+    assert lines[1:3] == ["listen:       0.0.0.0:8080", ""]
