@@ -15,6 +15,7 @@ import logging
 import logging.handlers
 import os
 import socket
+import stat
 import sys
 import time
 from typing import Any
@@ -159,6 +160,10 @@ def _syslog_handler(target: str, source: str | None) -> logging.handlers.SysLogH
     address: str | tuple[str, int]
     try:
         if scheme == "unix" and rest:
+            # The handler ignores a socket it cannot connect to (syslogd may
+            # come later); at start, a missing one is a mistake worth a line.
+            if not stat.S_ISSOCK(os.stat(rest).st_mode):
+                raise ConfigError(source, "log.syslog", f"cannot reach {target!r}: not a socket")
             address = rest
         elif scheme == "udp":
             parsed = parse_address(rest)
