@@ -14,6 +14,7 @@ declare -A want=(
   [tshark]=tshark        # tests/unit/test_pcap.py reads the captures back
   [dig]=dnsutils         # DNS through the proxy (UDP and TCP), and the dns probe's captures
   [logger]=bsdutils      # syslog messages for the syslog probe
+  [systemd-analyze]=systemd   # packaging/*.service and *.socket verified as systemd loads them
 )
 if [[ "${BENCH_TOOLS:-}" == 1 ]]; then
   want[sslh]=sslh
