@@ -86,3 +86,13 @@ ports = [9090]
     assert result.stderr.strip() == (
         f"refractium: {path}: protocols[0].ports: 9090 is not a listen port (server.port: 8080)"
     )
+
+
+async def test_p_may_repeat() -> None:
+    p1, p2 = free_port(), free_port()
+    async with http_backend("web") as web:
+        args = ("tcp", "-b", HOST, "-p", str(p1), "-p", str(p2), "-f", f"http={web.address}")
+        async with running_proxy(*args) as proxy:
+            await proxy.wait_for(rf"listening on tcp 127\.0\.0\.1:{p2}\b")
+            assert await curl(p1) == "web\n"
+            assert await curl(p2) == "web\n"
