@@ -125,6 +125,21 @@ async def test_tells_systemd_ready_reloading_and_stopping(tmp_path: Path) -> Non
             assert await proxy.stop() == 0
 
 
+async def test_a_reload_through_the_admin_api_tells_systemd_too(tmp_path: Path) -> None:
+    admin = free_port()
+    async with http_backend("one") as backend, notify_socket(tmp_path) as (sock, path):
+        config = (
+            f'[admin]\nbind = "127.0.0.1:{admin}"\n'
+            f'[[protocols]]\nname = "http"\nforward_to = "{backend.address}"\n'
+        )
+        async with running_proxy(*LOCAL_TCP, config=config, env={"NOTIFY_SOCKET": path}):
+            assert (await next_state(sock)).startswith("READY=1\n")
+            done = await run(["curl", "-s", "-X", "POST", f"http://127.0.0.1:{admin}/reload"])
+            assert '"reloaded":true' in done.out
+            assert (await next_state(sock)).startswith("RELOADING=1\n")
+            assert (await next_state(sock)).startswith("READY=1\n")
+
+
 async def activated(
     sock: socket.socket, args: Sequence[str], config: str, tmp_path: Path
 ) -> RunningProxy:

@@ -25,7 +25,7 @@ import dataclasses
 import logging
 import os
 import socket
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from refractium.admin.server import AdminServer
@@ -91,6 +91,8 @@ class Refractium:
         self._admin_started = False
         # Sockets passed by socket activation that no listener has taken yet.
         self._unclaimed: list[socket.socket] | None = None
+        # Told before (False) and after (True) every reload, whoever asked for it.
+        self._reload_observers: list[Callable[[bool], None]] = []
         self._stopped = asyncio.Event()
 
     @staticmethod
@@ -380,6 +382,14 @@ class Refractium:
 
     # -- reloading --------------------------------------------------------
 
+    def on_reload(self, observer: Callable[[bool], None]) -> None:
+        """Call ``observer(False)`` before every reload and ``observer(True)`` after it.
+
+        Whatever asked for the reload (a signal, the file watcher, ``POST
+        /reload``), and whether it succeeded or kept the running table.
+        """
+        self._reload_observers.append(observer)
+
     def reload_routes(self, config: ReloadSource = None) -> None:
         """Swap the whole route table atomically; open connections keep their backend.
 
@@ -393,6 +403,15 @@ class Refractium:
             ConfigError: the new configuration is invalid; the running table
                 is kept.
         """
+        for observer in self._reload_observers:
+            observer(False)
+        try:
+            self._reload(config)
+        finally:
+            for observer in self._reload_observers:
+                observer(True)
+
+    def _reload(self, config: ReloadSource) -> None:
         new_config = self._resolve_reload(config)
         chain = self._endpoint_chain(new_config)
         old, new = self._config.server, new_config.server

@@ -28,6 +28,7 @@ from refractium.config import Config
 from refractium.engine import Refractium, privileges, systemd
 from refractium.engine.watch import watch_file
 from refractium.errors import ConfigError, RefractiumError
+from refractium.util import logs
 from refractium.util.tasks import spawn
 
 log = logging.getLogger(__name__)
@@ -117,13 +118,20 @@ async def serve(
         spawn(engine.shutdown(), name="shutdown", owner=tasks)
 
     def reload() -> None:
-        systemd.notify(systemd.reloading_message())
         try:
             engine.reload_routes(reload_config() if reload_config else None)
         except (ConfigError, RefractiumError) as exc:
             log.error("reload failed, keeping the running routes: %s", exc)
-        # Ready again either way: a bad file leaves the old routes serving.
-        systemd.notify(f"READY=1\n{status_line(engine)}")
+
+    def reloading(done: bool) -> None:
+        # Every reload (SIGHUP, the file watcher, POST /reload) goes through
+        # the engine; ready again either way: a bad file leaves the old routes.
+        if done:
+            systemd.notify(f"READY=1\n{status_line(engine)}")
+        else:
+            systemd.notify(systemd.reloading_message())
+
+    engine.on_reload(reloading)
 
     watching = asyncio.Event()  # set to stop the file watcher
     # Handlers first: a signal that comes while the listeners open still
@@ -131,6 +139,7 @@ async def serve(
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop, sig.name)
     loop.add_signal_handler(signal.SIGHUP, reload)
+    loop.add_signal_handler(signal.SIGUSR1, logs.reopen)  # logrotate's cue
     written = False
     try:
         await _start(engine, transport, inherited)
@@ -157,6 +166,7 @@ async def serve(
             if task.get_name() == "systemd-status":
                 task.cancel()
         loop.remove_signal_handler(signal.SIGHUP)
+        loop.remove_signal_handler(signal.SIGUSR1)
         if written and pidfile is not None:
             remove_pidfile(pidfile)
     log.info("stopped")
