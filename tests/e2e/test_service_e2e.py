@@ -200,6 +200,7 @@ async def test_a_passed_socket_no_listener_wants_is_an_error(tmp_path: Path) -> 
         f"refractium: passed socket matches no configured listener: tcp 127.0.0.1:{port} (fd 3)"
     )
     assert "Traceback" not in proxy.stderr
+    assert "listening on" not in proxy.stderr  # refused before anything was opened
 
 
 async def test_pidfile_holds_the_pid_while_running_and_goes_at_exit(tmp_path: Path) -> None:

@@ -38,7 +38,7 @@ from refractium.engine.snapshot import Hooks, build_snapshot, health_checks
 from refractium.errors import RefractiumError
 from refractium.hooks.dispatch import HookStats
 from refractium.protocols.base import Probe, Transport
-from refractium.relay.listen import describe_socket
+from refractium.relay.listen import describe_socket, take_inherited
 from refractium.relay.snapshot import Snapshot
 from refractium.relay.stats import TcpStats, UdpStats
 from refractium.relay.tcp import TcpService
@@ -231,8 +231,9 @@ class Refractium:
             RefractiumError: a listener cannot be opened (port in use...), or
                 a passed socket is no configured listener.
         """
-        await self._start_tcp(self.ports_for(Transport.TCP) or self._config.server.port, inherited)
-        self._check_inherited(inherited)
+        ports = self.ports_for(Transport.TCP) or self._config.server.port
+        self._check_passed(inherited, tcp=ports)
+        await self._start_tcp(ports, inherited)
         return self.tcp_addresses
 
     async def _start_tcp(self, ports: tuple[int, ...], inherited: Sequence[socket.socket]) -> None:
@@ -266,8 +267,9 @@ class Refractium:
                 a passed socket is no configured listener.
         """
         ports = (port,) if port is not None else self.ports_for(Transport.UDP)
-        await self._start_udp(ports or self._config.server.port, inherited)
-        self._check_inherited(inherited)
+        ports = ports or self._config.server.port
+        self._check_passed(inherited, udp=ports)
+        await self._start_udp(ports, inherited)
         return self.udp_addresses
 
     async def _start_udp(self, ports: tuple[int, ...], inherited: Sequence[socket.socket]) -> None:
@@ -294,6 +296,7 @@ class Refractium:
         tcp, udp = self.ports_for(Transport.TCP), self.ports_for(Transport.UDP)
         if not tcp and not udp:
             tcp = self._config.server.port  # nothing routes anywhere: still answer TCP
+        self._check_passed(inherited, tcp=tcp, udp=udp)
         if tcp:
             await self._start_tcp(tcp, inherited)
         if udp:
@@ -304,7 +307,6 @@ class Refractium:
                     await self._tcp.stop_listening()
                     self._tcp = None
                 raise
-        self._check_inherited(inherited)
 
     def _passed(self, inherited: Sequence[socket.socket]) -> list[socket.socket]:
         """The passed sockets no listener has taken yet (kept across both transports)."""
@@ -314,10 +316,22 @@ class Refractium:
             self._unclaimed = list(inherited)
         return self._unclaimed
 
-    def _check_inherited(self, inherited: Sequence[socket.socket]) -> None:
-        """Every passed socket must be a configured listener."""
-        left = self._unclaimed
-        if inherited and left:
+    def _check_passed(
+        self,
+        inherited: Sequence[socket.socket],
+        tcp: tuple[int, ...] = (),
+        udp: tuple[int, ...] = (),
+    ) -> None:
+        """Every passed socket must be a listener about to be opened: checked before any is."""
+        if not inherited:
+            return
+        left = list(self._unclaimed if self._unclaimed is not None else inherited)
+        binds = self._config.server.bind
+        for kind, ports in ((socket.SOCK_STREAM, tcp), (socket.SOCK_DGRAM, udp)):
+            for port in ports:
+                for host in binds:
+                    take_inherited(left, host, port, kind)
+        if left:
             names = ", ".join(describe_socket(sock) for sock in left)
             raise RefractiumError(f"passed socket matches no configured listener: {names}")
 
