@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 from pathlib import Path
 
 import pytest
 
-from tests.kit.proxy import run_cli, running_proxy
+from tests.kit.proxy import CliResult, run_cli, running_proxy
 
 
-def assert_one_line_error(result: object, *fragments: str) -> str:
-    code, stdout, stderr = result  # type: ignore[misc]
+def assert_one_line_error(result: CliResult, *fragments: str) -> str:
+    code, stdout, stderr = result
     assert code != 0, (stdout, stderr)
     assert "Traceback" not in stderr, stderr
     lines = stderr.strip().splitlines()
@@ -46,7 +47,7 @@ def assert_one_line_error(result: object, *fragments: str) -> str:
         ),
         (
             '[server]\nport = "eighty"\n',
-            "refractium.toml: server.port: expected an integer, got a string",
+            "refractium.toml: server.port: expected an integer or a list, got a string",
         ),
     ],
     ids=["unknown-protocol", "bad-address", "empty-pool", "broken-toml", "typo", "type"],
@@ -68,9 +69,70 @@ async def test_bad_forward_is_one_line() -> None:
     assert_one_line_error(result, "-f: 'http=nowhere': not host:port")
 
 
+FIRST_RUN = (
+    "refractium: nothing to run: no ./refractium.toml, -c FILE or -f NAME=HOST:PORT; "
+    "run 'refractium init' to write a starter config, or 'refractium demo' to try it"
+)
+
+
 async def test_unreadable_file_and_no_routes(tmp_path: Path) -> None:
     assert_one_line_error(await run_cli("-c", str(tmp_path / "missing.toml")), "missing.toml")
-    assert_one_line_error(await run_cli("tcp", cwd=tmp_path), "no routes")
+    (tmp_path / "refractium.toml").write_text("[server]\nport = 1\n")
+    assert_one_line_error(await run_cli("tcp", cwd=tmp_path), "refractium.toml: no routes")
+
+
+@pytest.mark.parametrize("argv", [(), ("tcp",), ("check",)], ids=["bare", "tcp", "check"])
+async def test_first_run_in_an_empty_directory(tmp_path: Path, argv: tuple[str, ...]) -> None:
+    result = await run_cli(*argv, cwd=tmp_path)
+    assert result.returncode == 1
+    assert assert_one_line_error(result) == FIRST_RUN
+
+
+async def test_a_mistyped_command_lists_the_commands() -> None:
+    result = await run_cli("chek")
+    assert result.returncode == 2
+    assert assert_one_line_error(result) == (
+        "refractium: argument COMMAND: invalid choice: 'chek' (choose from 'run', 'tcp', "
+        "'udp', 'init', 'check', 'demo'); did you mean check? (see 'refractium --help')"
+    )
+
+
+async def test_short_version_flag() -> None:
+    long, short = await run_cli("--version"), await run_cli("-V")
+    assert long.returncode == short.returncode == 0
+    assert short.stdout == long.stdout
+    assert short.stdout.startswith("refractium ")
+
+
+async def test_help_shows_defaults() -> None:
+    code, stdout, _ = await run_cli("run", "--help")
+    assert code == 0
+    text = " ".join(stdout.split())
+    for shown in (
+        "(default: ./refractium.toml if present)",
+        "(default: server.port, else 8080)",
+        "(default: log.level, else info)",
+        "(default: log.format, else text)",
+    ):
+        assert shown in text
+
+
+async def test_several_ports_from_the_command_line() -> None:
+    free = []
+    for _ in range(2):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            free.append(probe.getsockname()[1])
+    ports = [str(port) for port in free]
+    async with running_proxy(
+        "tcp", "-b", "127.0.0.1", "-p", ports[0], "-p", ports[1], "-f", "http=127.0.0.1:9"
+    ) as proxy:
+        await proxy.wait_for(f"listening on tcp 127.0.0.1:{ports[1]}")
+        assert sorted(proxy.listeners) == sorted(("127.0.0.1", port) for port in free)
+        for port in free:
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.close()
+            await writer.wait_closed()
 
 
 async def test_port_in_use_is_one_line() -> None:
