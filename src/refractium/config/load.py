@@ -300,10 +300,11 @@ def _route(
 
 
 def _transparent(key: str, value: bool | None) -> bool:
-    # Parsed so that files written for it get a clear answer, not "unknown key".
-    if value:
-        raise ConfigError(None, key, "transparent mode is not available in this version")
-    return False
+    # Whether the kernel allows it (CAP_NET_ADMIN, policy routing) is for
+    # `refractium doctor` and the dial to say: the file itself can be checked
+    # anywhere.
+    del key
+    return bool(value)
 
 
 def _route_ports(key: str, value: int | list[int] | None) -> tuple[int, ...]:

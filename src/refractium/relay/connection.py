@@ -53,6 +53,7 @@ from refractium.relay.state import (
     RELAYING,
     Upstream,
 )
+from refractium.relay.transparent import open_transparent
 from refractium.relay.upstream import WAIT, read_header
 from refractium.routing import NEED_MORE, Route
 from refractium.util.logs import RateLimitedLog
@@ -382,9 +383,15 @@ class ClientProtocol(Pipe):
         # a path taken once per connection.
         self._timer = loop.call_later(self._snap.settings.connect_timeout_s, self._dial_timed_out)
         try:
-            backend, _ = await loop.create_connection(
-                self._make_backend, address.host, address.port
-            )
+            route = self.route
+            if route is not None and route.config is not None and route.config.transparent:
+                backend = await open_transparent(
+                    loop, self._make_backend, self.client_addr[0], address.host, address.port
+                )
+            else:
+                backend, _ = await loop.create_connection(
+                    self._make_backend, address.host, address.port
+                )
         except asyncio.CancelledError:
             if not self._dial_expired():
                 raise  # the client left or the server is stopping

@@ -388,10 +388,6 @@ def test_new_server_and_route_keys() -> None:
             "server.idle_timeout_s: must be 0 (never) or a positive number of seconds, got -1.0",
         ),
         (
-            {"protocols": [{"name": "ssh", "forward_to": "127.0.0.1:22", "transparent": True}]},
-            "protocols[0].transparent: transparent mode is not available in this version",
-        ),
-        (
             {"log": {"level": "loud"}},
             "log.level: unknown value 'loud' (expected: debug, info, warning, error)",
         ),
