@@ -93,7 +93,7 @@ async def test_a_mistyped_command_lists_the_commands() -> None:
     assert result.returncode == 2
     assert assert_one_line_error(result) == (
         "refractium: argument COMMAND: invalid choice: 'chek' (choose from 'run', 'tcp', "
-        "'udp', 'init', 'check', 'demo'); did you mean check? (see 'refractium --help')"
+        "'udp', 'init', 'check', 'doctor', 'demo'); did you mean check? (see 'refractium --help')"
     )
 
 

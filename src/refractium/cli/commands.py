@@ -27,6 +27,7 @@ __all__ = [
     "HANDLERS",
     "cmd_check",
     "cmd_demo",
+    "cmd_doctor",
     "cmd_init",
     "cmd_run",
     "config_file",
@@ -173,6 +174,18 @@ def describe_priority(tables: Tables) -> str:
     return "\n".join(lines)
 
 
+def cmd_doctor(args: argparse.Namespace) -> int:
+    """Check the host for the transparent routes; only reads (DESIGN section 9)."""
+    from refractium.engine.doctor import LiveHost, report
+
+    path = config_file(args)
+    if path is None:
+        raise RefractiumError(f"doctor: no ./{DEFAULT_CONFIG}; give -c FILE")
+    text, status = report(load_file(path), LiveHost())
+    print(text)
+    return status
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from refractium.demo import run_demo
 
@@ -187,5 +200,6 @@ HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {
     "udp": cmd_run,
     "init": cmd_init,
     "check": cmd_check,
+    "doctor": cmd_doctor,
     "demo": cmd_demo,
 }

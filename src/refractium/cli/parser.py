@@ -23,7 +23,7 @@ __all__ = [
     "unknown_command",
 ]
 
-COMMANDS = ("run", "tcp", "udp", "init", "check", "demo")
+COMMANDS = ("run", "tcp", "udp", "init", "check", "doctor", "demo")
 DEFAULT_CONFIG = "refractium.toml"
 LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMATS = ("text", "json")
@@ -142,6 +142,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--strict",
         action="store_true",
         help="exit 1 when there is a warning (default: warnings do not fail)",
+    )
+    doctor = sub.add_parser(
+        "doctor",
+        help="check what the transparent routes need from this host",
+        description="check this host for what transparent routes need (CAP_NET_ADMIN, "
+        "policy routing, the packet mark, route_localnet) and print the commands that fix "
+        "what is missing; only reads; exit 1 while something is missing",
+    )
+    doctor.add_argument(
+        "-c",
+        "--config",
+        metavar="FILE",
+        help=f"config file (default: ./{DEFAULT_CONFIG} if present)",
     )
     demo = sub.add_parser(
         "demo", help="start built-in backends behind the proxy and say what to try"

@@ -50,7 +50,7 @@ def test_a_mistyped_command_lists_the_commands(capsys: pytest.CaptureFixture[str
     assert exited.value.code == 2
     assert capsys.readouterr().err == (
         "refractium: argument COMMAND: invalid choice: 'chek' (choose from 'run', 'tcp', 'udp', "
-        "'init', 'check', 'demo'); did you mean check? (see 'refractium --help')\n"
+        "'init', 'check', 'doctor', 'demo'); did you mean check? (see 'refractium --help')\n"
     )
 
 
@@ -59,7 +59,7 @@ def test_a_word_like_no_command(capsys: pytest.CaptureFixture[str]) -> None:
         main(["serve-all"])
     assert capsys.readouterr().err == (
         "refractium: argument COMMAND: invalid choice: 'serve-all' (choose from 'run', 'tcp', "
-        "'udp', 'init', 'check', 'demo') (see 'refractium --help')\n"
+        "'udp', 'init', 'check', 'doctor', 'demo') (see 'refractium --help')\n"
     )
 
 
