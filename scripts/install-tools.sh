@@ -15,6 +15,8 @@ declare -A want=(
   [dig]=dnsutils         # DNS through the proxy (UDP and TCP), and the dns probe's captures
   [logger]=bsdutils      # syslog messages for the syslog probe
   [systemd-analyze]=systemd   # packaging/*.service and *.socket verified as systemd loads them
+  [ip]=iproute2         # tests/e2e/test_transparent_e2e.py: network namespaces, policy routing
+  [nft]=nftables        # ...and the mark on replies to transparent sockets
 )
 if [[ "${BENCH_TOOLS:-}" == 1 ]]; then
   want[sslh]=sslh
