@@ -112,10 +112,6 @@ class ClientProtocol(Pipe):
         self._gated = False
         self._rejected_with: Verdict | None = None
 
-    @property
-    def closed(self) -> bool:
-        return self.state == CLOSED
-
     # -- the client's side ------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -211,7 +207,7 @@ class ClientProtocol(Pipe):
                 self._refuse_upstream("closed before its PROXY header was complete")
                 return False
             if not self._buf:
-                self._close_unrouted("closed before sending anything")
+                self.close_unrouted("closed before sending anything")
                 return False
             self._decide(bytes(self._buf), final=True)
         # CONNECTING: the EOF is forwarded once the backend is up.
@@ -321,7 +317,7 @@ class ClientProtocol(Pipe):
         self.ctx.stats.identify_seconds.observe(perf_counter() - self._first_at)
         route = route or table.fallback
         if route is None:
-            self._close_unrouted("no route matched")
+            self.close_unrouted("no route matched")
             return
         self._dial(route)
 
@@ -343,7 +339,7 @@ class ClientProtocol(Pipe):
         table = self._table
         route = table.on_timeout or table.fallback
         if route is None:
-            self._close_unrouted("sent nothing before peek_timeout_ms")
+            self.close_unrouted("sent nothing before peek_timeout_ms")
             return
         self._dial(route)
 
@@ -497,12 +493,4 @@ class ClientProtocol(Pipe):
         if self.transport is not None:
             if reply:
                 self.transport.write(reply)
-            self.transport.close()
-
-    def _close_unrouted(self, why: str) -> None:
-        self.ctx.stats.unidentified_closed += 1
-        if log.isEnabledFor(logging.DEBUG):
-            log.debug("[%016x] %s:%d closed: %s", self.session_id, *self.client_addr, why)
-        self.state = CLOSED
-        if self.transport is not None:
             self.transport.close()

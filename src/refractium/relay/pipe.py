@@ -87,6 +87,10 @@ class Pipe(asyncio.Protocol):
         # Backend bytes (and EOF, as None) held until after_handshake accepts.
         self._backend_early: list[bytes | None] | None = None
 
+    @property
+    def closed(self) -> bool:
+        return self.state == CLOSED
+
     # -- what the identifying half provides -----------------------------------
 
     def backend_up(self, backend: asyncio.Transport) -> None:
@@ -200,6 +204,15 @@ class Pipe(asyncio.Protocol):
             log.debug("[%016x] client reset while paused", self.session_id)
         if self.transport is not None:
             self.transport.abort()
+
+    def close_unrouted(self, why: str) -> None:
+        """Nothing (or no route) identified the client: close it, counted."""
+        self.ctx.stats.unidentified_closed += 1
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("[%016x] %s:%d closed: %s", self.session_id, *self.client_addr, why)
+        self.state = CLOSED
+        if self.transport is not None:
+            self.transport.close()
 
     def idle_out(self, idle_s: float) -> None:
         """``idle_timeout_s`` passed with no byte either way: close both sides.

@@ -88,6 +88,11 @@ def lint(config: Config) -> list[str]:
         warnings += _loops(config, route.label, route.config.forward_to, route.transports(), routes)
         if route.config.overflow_set and not route.config.hooks:
             warnings.append(f"{route.label}: overflow is set but the route has no hooks")
+        if route.config.transparent and config.server.user is not None:
+            warnings.append(
+                f"{route.label}: transparent needs CAP_NET_ADMIN, which dropping to "
+                f"server.user {config.server.user!r} gives up: its dials will fail"
+            )
     server = config.server
     for key, fallback, transport in (
         ("server.fallback_tcp", server.fallback_tcp, Transport.TCP),

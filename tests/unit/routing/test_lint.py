@@ -118,6 +118,12 @@ WARNED = [
         "protocols[0] (http): overflow is set but the route has no hooks",
         id="overflow-without-hooks",
     ),
+    pytest.param(
+        '[server]\nuser = "nobody"\n' + route("ssh", "transparent = true"),
+        "protocols[0] (ssh): transparent needs CAP_NET_ADMIN, which dropping to server.user "
+        "'nobody' gives up: its dials will fail",
+        id="transparent-with-user",
+    ),
 ]
 
 
