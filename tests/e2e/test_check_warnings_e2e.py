@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.kit.proxy import LOCAL_TCP, run_cli, running_proxy
+from tests.unit.routing.test_lint import WARNED
 
 
 def route(name: str, *lines: str, to: str = "127.0.0.1:9") -> str:
@@ -18,65 +19,8 @@ def route(name: str, *lines: str, to: str = "127.0.0.1:9") -> str:
     return f'[[protocols]]\nname = "{name}"\nforward_to = "{to}"\n{body}'
 
 
-CASES = [
-    pytest.param(
-        route("http", 'sni = ["example.com"]'),
-        "protocols[0] (http): sni never matches: http carries no SNI",
-        id="sni-on-http",
-    ),
-    pytest.param(
-        route("ssh", 'alpn = ["h2"]'),
-        "protocols[0] (ssh): alpn never matches: ssh carries no ALPN",
-        id="alpn-on-ssh",
-    ),
-    pytest.param(
-        route("quic", 'transport = "tcp"'),
-        "protocols[0] (quic): never matches: transport is tcp, but quic runs over udp only",
-        id="udp-only-over-tcp",
-    ),
-    pytest.param(
-        route("https", 'sni = ["*.example.org"]')
-        + route("tls", 'sni = ["*.example.org"]', to="127.0.0.1:10"),
-        "protocols[1] (tls): never matches: protocols[0] (https) comes first with the same "
-        "protocol and the same or wider filters",
-        id="shadowed",
-    ),
-    pytest.param(
-        route("anyprot") + route("ssh"),
-        "protocols[0] (anyprot): matches every client, so the routes after it never match: "
-        "protocols[1] (ssh); put anyprot last",
-        id="anyprot-first",
-    ),
-    pytest.param(
-        route("mine", "regex = 'HELLO'"),
-        "protocols[0] (mine): regex 'HELLO' is not anchored: it never rules a client out, so "
-        "other clients may wait for more bytes until peek_timeout_ms; start it with ^",
-        id="unanchored-regex",
-    ),
-    pytest.param(
-        "[server]\nport = [8080, 8443]\n" + route("http", to="127.0.0.1:8443"),
-        "protocols[0] (http): forwards to 127.0.0.1:8443, the proxy's own listener "
-        "0.0.0.0:8443: connections would loop",
-        id="own-listener",
-    ),
-    pytest.param(
-        'fallback_tcp = "localhost:8080"\n' + route("ssh"),
-        "server.fallback_tcp: forwards to localhost:8080, the proxy's own listener "
-        "0.0.0.0:8080: connections would loop",
-        id="fallback-own-listener",
-    ),
-    pytest.param(
-        "[server]\naccept_proxy_protocol = true\n" + route("http"),
-        "server.accept_proxy_protocol: set, but server.trusted_proxies is empty: no upstream "
-        "may send a PROXY header, so it has no effect",
-        id="untrusted-proxy-protocol",
-    ),
-    pytest.param(
-        route("http", 'overflow = "block"'),
-        "protocols[0] (http): overflow is set but the route has no hooks",
-        id="overflow-without-hooks",
-    ),
-]
+# Every case the unit tests of routing/lint.py check, through the real command.
+CASES = WARNED
 
 
 @pytest.mark.parametrize(("toml", "warning"), CASES)
