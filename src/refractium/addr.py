@@ -51,6 +51,11 @@ def format_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
+def host_port(addr: tuple[str, int] | tuple[str, int, int, int]) -> str:
+    """A socket address as ``host:port`` (``[v6]:port``), for logs and reports."""
+    return f"{format_host(addr[0])}:{addr[1]}"
+
+
 def parse_address(text: str) -> Address:
     """Parse ``host:port``, ``[v6]:port`` or ``name:port`` (port 1..65535).
 

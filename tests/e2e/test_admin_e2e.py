@@ -149,7 +149,12 @@ async def test_status_lists_routes_backends_and_health() -> None:
             status = (await fetch(served.port, "/status")).json()
     assert status["routes"] == [
         {
+            "id": "http",
             "name": "http",
+            "protocol": "http",
+            "sni": [],
+            "alpn": [],
+            "ports": [],
             "transport": "tcp",
             "balance": "least_connections",
             "backends": [

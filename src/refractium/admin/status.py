@@ -26,9 +26,15 @@ def status(engine: EngineView, uptime_s: float) -> dict[str, Any]:
                     "active": sum(b.active for b in seen),
                 }
             )
+        config = route.config
         routes.append(
             {
+                "id": route.id,
                 "name": route.name,
+                "protocol": route.probe.name if route.probe is not None else None,
+                "sni": list(config.sni) if config is not None else [],
+                "alpn": list(config.alpn) if config is not None else [],
+                "ports": list(config.ports) if config is not None else [],
                 "transport": route.transport.value,
                 "balance": route.pool.balance.value,
                 "backends": backends,

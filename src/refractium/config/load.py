@@ -43,6 +43,7 @@ from refractium.config.model import (
     ServerConfig,
     route_transport,
 )
+from refractium.config.route_ids import assign_ids
 from refractium.errors import ConfigError
 from refractium.protocols.base import Transport
 
@@ -109,9 +110,11 @@ def starter_text() -> str:
 
 def _resolve(raw: schema.ConfigFile, source: str | None, extra: frozenset[str]) -> Config:
     server = _server(raw)
-    routes = tuple(
-        _route(table, index, server.health_check, extra)
-        for index, table in enumerate(raw.protocols or ())
+    routes = assign_ids(
+        [
+            _route(table, index, server.health_check, extra)
+            for index, table in enumerate(raw.protocols or ())
+        ]
     )
     if server.on_timeout is not None:
         _check_on_timeout(server.on_timeout, routes, extra)
@@ -276,6 +279,8 @@ def _route(
     alpn = schema.items(f"{key}.alpn", table.alpn)
     return RouteConfig(
         name=name,
+        id="" if table.id is None else schema.route_id(f"{key}.id", table.id),
+        id_set=table.id is not None,
         forward_to=schema.pool(f"{key}.forward_to", table.forward_to),
         sni=tuple(schema.server_name(item_key, text) for item_key, text in sni),
         alpn=tuple(schema.alpn_id(item_key, text) for item_key, text in alpn),

@@ -110,6 +110,11 @@ class RouteConfig:
     # Dial the backend from the client's own address (IP_TRANSPARENT).
     transparent: bool = False
     index: int = 0
+    # The id that labels this route's metrics and access lines: the file's
+    # ``id``, else filled in by :func:`refractium.config.route_ids.assign_ids`.
+    id: str = ""
+    # Whether the file set ``id`` (a default id is derived again after overrides).
+    id_set: bool = False
 
     @property
     def key(self) -> str:

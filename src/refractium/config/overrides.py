@@ -15,6 +15,7 @@ from refractium.addr import Address, AddressError, parse_address, parse_bind
 from refractium.config import schema
 from refractium.config.load import check_route_ports
 from refractium.config.model import Config, RouteConfig
+from refractium.config.route_ids import assign_ids
 from refractium.errors import ConfigError
 
 __all__ = ["apply_overrides"]
@@ -49,7 +50,7 @@ def apply_overrides(
         server = replace(server, bind=_cli_binds(bind))
     if port is not None and port != []:
         server = replace(server, port=_cli_ports([port] if isinstance(port, int) else port))
-    routes = _apply_forwards(config.protocols, forwards, frozenset(extra_protocols))
+    routes = assign_ids(_apply_forwards(config.protocols, forwards, frozenset(extra_protocols)))
     result = replace(config, server=server, protocols=routes)
     if server.port != config.server.port:
         check_route_ports(result)

@@ -94,6 +94,7 @@ class ProtocolTable(_Table):
 
     name: str
     forward_to: StrOrList
+    id: str | None = None
     sni: StrOrList | None = None
     alpn: StrOrList | None = None
     patterns: StrOrList | None = None
@@ -304,6 +305,20 @@ def route_name(key: str, text: str) -> str:
             None, key, f"not a valid name: {text!r} (use letters, digits, '_', '-', '.')"
         )
     return name
+
+
+_ROUTE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:#/-]{0,63}\Z")
+
+
+def route_id(key: str, text: str) -> str:
+    """A route's own id: it labels metrics and access lines, so it is kept plain."""
+    if not _ROUTE_ID.match(text):
+        raise ConfigError(
+            None,
+            key,
+            f"not a valid id: {text!r} (up to 64 letters, digits and '_', '.', ':', '#', '/', '-')",
+        )
+    return text
 
 
 def check_known(key: str, name: str, extra: frozenset[str], *, hint: bool = True) -> None:

@@ -475,7 +475,7 @@ class ClientProtocol(Pipe):
 
     def reject(self, verdict: Verdict, where: str) -> None:
         """Refuse the client in its protocol's terms (see :mod:`refractium.wire.rejection`)."""
-        route = self.route.name if self.route is not None else None
+        route = self.route.id if self.route is not None else None
         count_refusal(self.ctx.stats, verdict, where, self.client_addr, route)
         self.outcome = REJECTED
         reply = b""

@@ -13,13 +13,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import time
 from collections import Counter
 from typing import TYPE_CHECKING, Any, Protocol
 
+from refractium.addr import host_port
 from refractium.relay.idle import IdleWatch, Watched
 from refractium.relay.limits import ConnectionLimits, Refusal
 from refractium.relay.snapshot import Snapshot
-from refractium.relay.stats import REFUSED, TcpStats, UdpStats
+from refractium.relay.stats import REFUSED, Refused, TcpStats, UdpStats
 from refractium.util.logs import RateLimitedLog
 from refractium.util.tasks import Tasks
 
@@ -139,8 +141,12 @@ class TcpContext(Context):
             )
         )
         if refusal is not None:
-            self.stats.refused[refusal.name.lower()] += 1
+            reason = refusal.name.lower()
+            self.stats.refused[reason] += 1
             self.stats.closed["", REFUSED] += 1
+            self.stats.recent.append(
+                Refused(time.time(), "tcp", host_port(conn.client_addr), None, 0, reason)
+            )
             refusals.log(
                 logging.WARNING,
                 refusal.name,
@@ -157,7 +163,7 @@ class TcpContext(Context):
     def routed(self, conn: Tracked) -> None:
         """``conn`` is relaying to its backend."""
         route = conn.route
-        name = route.name if route is not None else "?"
+        name = route.id if route is not None else "?"
         self.stats.routed[name] += 1
         if conn.backend_addr is not None:
             self.backend_opened(conn.backend_addr)
@@ -186,7 +192,13 @@ class TcpContext(Context):
         stats.bytes_in += conn.bytes_in
         stats.bytes_out += conn.bytes_out
         route = conn.route
-        stats.closed[route.name if route is not None else "", conn.final_outcome()] += 1
+        if route is None:
+            stats.closed["", conn.final_outcome()] += 1
+        else:
+            ident = route.id
+            stats.closed[ident, conn.final_outcome()] += 1
+            stats.route_bytes_in[ident] += conn.bytes_in
+            stats.route_bytes_out[ident] += conn.bytes_out
         if not self.connections:
             self._idle.set()
         return True

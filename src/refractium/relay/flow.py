@@ -290,7 +290,7 @@ class Flow:
         self.state = RELAYING
         route = self.route
         assert route is not None
-        ctx.stats.routed[route.name] += 1
+        ctx.stats.routed[route.id] += 1
         if self.backend_addr is not None:
             ctx.backend_opened(self.backend_addr)
         if self.gate is not None:
@@ -340,7 +340,7 @@ class Flow:
 
     def reject(self, verdict: Verdict, where: str) -> None:
         """UDP has no way to say no: the flow's datagrams are dropped until it idles out."""
-        route = self.route.name if self.route is not None else None
+        route = self.route.id if self.route is not None else None
         count_refusal(self.ctx.stats, verdict, where, self.client_addr, route, transport="udp")
         self._rejected_with = verdict
         self._close_quietly(REJECTED)
@@ -384,11 +384,17 @@ class Flow:
         stats = ctx.stats
         stats.bytes_in += self.bytes_in
         stats.bytes_out += self.bytes_out
-        route = self.route.name if self.route is not None else None
+        route = self.route
         outcome = self.final_outcome()
-        stats.closed[route or "", outcome] += 1
+        if route is None:
+            stats.closed["", outcome] += 1
+        else:
+            stats.closed[route.id, outcome] += 1
+            stats.route_bytes_in[route.id] += self.bytes_in
+            stats.route_bytes_out[route.id] += self.bytes_out
         if self.gate is not None:
-            self.gate.ended(self, outcome, route, self._rejected_with, ctx.tasks.start)
+            name = route.name if route is not None else None
+            self.gate.ended(self, outcome, name, self._rejected_with, ctx.tasks.start)
 
     def final_outcome(self) -> str:
         if self.outcome is not None:

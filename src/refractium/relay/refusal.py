@@ -8,10 +8,13 @@ say no, so a refused flow's datagrams are dropped until it idles out.
 from __future__ import annotations
 
 import logging
-from collections import Counter
+import time
+from collections import Counter, deque
 from typing import Protocol
 
+from refractium.addr import host_port
 from refractium.endpoint.api import Reject, Verdict
+from refractium.relay.stats import Refused
 from refractium.util.logs import RateLimitedLog
 
 log = logging.getLogger(__name__)
@@ -23,6 +26,7 @@ class RefusalCounters(Protocol):
 
     rejected: Counter[int]  # by error code
     ignored: int
+    recent: deque[Refused]
 
 
 def count_refusal(
@@ -39,6 +43,10 @@ def count_refusal(
         stats.ignored += 1  # Ignore: closed with no byte, and nothing logged
         return
     stats.rejected[verdict.error_code] += 1
+    reason = verdict.reason.decode("utf-8", "replace")
+    stats.recent.append(
+        Refused(time.time(), transport, host_port(client_addr), route, verdict.error_code, reason)
+    )
     prefix = "" if transport == "tcp" else f"{transport} "
     events.log(
         logging.INFO,
@@ -49,5 +57,5 @@ def count_refusal(
         route or "not identified",
         where,
         verdict.error_code,
-        verdict.reason.decode("utf-8", "replace"),
+        reason,
     )

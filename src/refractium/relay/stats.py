@@ -7,19 +7,22 @@ nanoseconds); the admin API reads them when it is scraped.
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from refractium.endpoint.api import FAILED, REFUSED, REJECTED, RELAYED, UNROUTED
 
 __all__ = [
     "FAILED",
     "IDENTIFY_BUCKETS",
+    "RECENT_REFUSALS",
     "REFUSED",
     "REJECTED",
     "RELAYED",
     "UNROUTED",
     "Histogram",
+    "Refused",
     "TcpStats",
     "UdpStats",
 ]
@@ -63,23 +66,47 @@ class Histogram:
         self.count += 1
 
 
+#: How many refusals :attr:`TcpStats.recent` keeps (the dashboard's list).
+RECENT_REFUSALS = 50
+
+
+class Refused(NamedTuple):
+    """One refused or rejected client, kept for the dashboard's recent list."""
+
+    at: float  # wall-clock time (time.time())
+    transport: str  # "tcp" or "udp"
+    client: str  # host:port
+    route: str | None  # route id, None before identification
+    code: int  # the Reject's error code; 0 for a refusal by a limit
+    reason: str
+
+
+def _recent() -> deque[Refused]:
+    return deque(maxlen=RECENT_REFUSALS)
+
+
 @dataclass(slots=True)
 class TcpStats:
     """Counters for the TCP listeners."""
 
     accepted: int = 0
     refused: Counter[str] = field(default_factory=Counter)  # by reason
-    routed: Counter[str] = field(default_factory=Counter)  # by route name
+    routed: Counter[str] = field(default_factory=Counter)  # by route id
     unidentified_closed: int = 0
     peek_timeouts: int = 0
     dial_failures: int = 0
     bytes_in: int = 0  # client -> backend
     bytes_out: int = 0  # backend -> client
-    # Ended connections by (route name, outcome); route "" when none was chosen.
+    # Ended connections by (route id, outcome); route "" when none was chosen.
     closed: Counter[tuple[str, str]] = field(default_factory=Counter)
+    # Bytes of ended connections by route id: client -> backend, and back.
+    route_bytes_in: Counter[str] = field(default_factory=Counter)
+    route_bytes_out: Counter[str] = field(default_factory=Counter)
     # Endpoint-hook rejections by error code; on_incoming Ignore counted apart.
     rejected: Counter[int] = field(default_factory=Counter)
     ignored: int = 0
+    # The last refusals and rejections, newest last.
+    recent: deque[Refused] = field(default_factory=_recent)
     # From a connection's first byte to its route decision.
     identify_seconds: Histogram = field(default_factory=lambda: Histogram(IDENTIFY_BUCKETS))
 
@@ -98,6 +125,9 @@ class UdpStats:
     bytes_in: int = 0  # client -> backend, of ended flows
     bytes_out: int = 0
     closed: Counter[tuple[str, str]] = field(default_factory=Counter)
+    route_bytes_in: Counter[str] = field(default_factory=Counter)
+    route_bytes_out: Counter[str] = field(default_factory=Counter)
     rejected: Counter[int] = field(default_factory=Counter)
     ignored: int = 0
+    recent: deque[Refused] = field(default_factory=_recent)
     identify_seconds: Histogram = field(default_factory=lambda: Histogram(IDENTIFY_BUCKETS))

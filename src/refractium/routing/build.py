@@ -76,6 +76,7 @@ def build_tables(
         routes.append(
             Route(
                 name=rc.name,
+                id=rc.id or rc.name,
                 index=rc.index,
                 probe=probe,
                 transport=rc.transport or probe.transport,

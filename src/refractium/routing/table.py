@@ -57,8 +57,13 @@ class Route:
     plain_hooks: bool = field(default=True, init=False)
     # The best key this route can ever reach, for "is it worth waiting for?".
     best_key: int = field(default=0, init=False)
+    # Labels the route's metrics and access lines (see config.route_ids); the
+    # name when not given.
+    id: str = ""
 
     def __post_init__(self) -> None:
+        if not self.id:
+            object.__setattr__(self, "id", self.name)
         top = 0
         if self.sni_exact:
             top = _EXACT_SNI

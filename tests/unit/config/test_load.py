@@ -83,12 +83,17 @@ def test_rust_crate_file_loads_unchanged(in_tmp: Path) -> None:
     assert config.protocols == (
         RouteConfig(
             name="http",
+            id="http",
             forward_to=(Address("127.0.0.1", 9000),),
             transport=Transport.TCP,
             index=0,
         ),
         RouteConfig(
-            name="ssh", forward_to=(Address("127.0.0.1", 22),), transport=Transport.TCP, index=1
+            name="ssh",
+            id="ssh",
+            forward_to=(Address("127.0.0.1", 22),),
+            transport=Transport.TCP,
+            index=1,
         ),
     )
     assert config.protocols[1].key == "protocols[1]"
@@ -192,6 +197,7 @@ def test_full_route() -> None:
     (only,) = parse_config(tomllib.loads(text), FILE).protocols
     assert only == RouteConfig(
         name="https",
+        id="https",
         forward_to=(Address("10.0.0.1", 443), Address("10.0.0.2", 443)),
         sni=("example.com", "*.example.org"),
         alpn=("h2", "http/1.1"),

@@ -50,17 +50,18 @@ def test_forward_pool_and_replacement() -> None:
     # The file's http route keeps its settings; only its backends change.
     assert http == RouteConfig(
         name="http",
+        id="http",
         forward_to=(Address("10.0.0.1", 80), Address("::1", 80)),
         transport=Transport.TCP,
         index=0,
     )
     assert ssh == rust_config().protocols[1]
-    assert tls == RouteConfig(name="tls", forward_to=(Address("10.0.0.9", 443),), index=2)
+    assert tls == RouteConfig(name="tls", id="tls", forward_to=(Address("10.0.0.9", 443),), index=2)
 
 
 def test_forwards_without_a_file() -> None:
     config = apply_overrides(Config(), bind=None, port=None, forwards=["ssh=127.0.0.1:22"])
-    assert config.protocols == (RouteConfig("ssh", (Address("127.0.0.1", 22),)),)
+    assert config.protocols == (RouteConfig("ssh", (Address("127.0.0.1", 22),), id="ssh"),)
     assert config.timeout_route == "ssh"
 
 
