@@ -277,6 +277,7 @@ def _route(
         schema.check_known(f"{key}.name", name, extra)
     sni = schema.items(f"{key}.sni", table.sni)
     alpn = schema.items(f"{key}.alpn", table.alpn)
+    ja4 = schema.items(f"{key}.ja4", table.ja4)
     return RouteConfig(
         name=name,
         id="" if table.id is None else schema.route_id(f"{key}.id", table.id),
@@ -284,6 +285,7 @@ def _route(
         forward_to=schema.pool(f"{key}.forward_to", table.forward_to),
         sni=tuple(schema.server_name(item_key, text) for item_key, text in sni),
         alpn=tuple(schema.alpn_id(item_key, text) for item_key, text in alpn),
+        ja4=tuple(schema.ja4_filter(item_key, text) for item_key, text in ja4),
         patterns=patterns,
         regex=regex,
         transport=schema.choice(f"{key}.transport", table.transport, Transport),

@@ -93,6 +93,8 @@ class RouteConfig:
     forward_to: tuple[Address, ...]
     sni: tuple[str, ...] = ()
     alpn: tuple[str, ...] = ()
+    # JA4 fingerprints, exact or prefixes ending in "*".
+    ja4: tuple[str, ...] = ()
     patterns: tuple[bytes, ...] = ()
     regex: str | None = None
     transport: Transport | None = None

@@ -97,6 +97,7 @@ class ProtocolTable(_Table):
     id: str | None = None
     sni: StrOrList | None = None
     alpn: StrOrList | None = None
+    ja4: StrOrList | None = None
     patterns: StrOrList | None = None
     regex: str | None = None
     transport: str | None = None
@@ -351,6 +352,24 @@ def alpn_id(key: str, text: str) -> str:
     # ALPN ids are byte strings compared exactly (RFC 7301): no case folding.
     if not 1 <= len(text.encode()) <= 255:
         raise ConfigError(None, key, f"ALPN ids are 1 to 255 bytes long: {text!r}")
+    return text
+
+
+# A JA4 fingerprint: a_b_c, a being 10 characters (t13d1516h2), b and c 12
+# hex digits each. A filter is one of them, or a prefix of one ending in "*".
+_JA4 = re.compile(r"[tqd][0-9a-z]{2}[di][0-9]{4}[0-9A-Za-z]{2}_[0-9a-f]{12}_[0-9a-f]{12}\Z")
+_JA4_PREFIX = re.compile(r"[0-9A-Za-z_]{0,35}\*\Z")
+
+
+def ja4_filter(key: str, text: str) -> str:
+    """A ``ja4`` route filter: a whole fingerprint, or a prefix ending in ``*``."""
+    if not (_JA4.match(text) or _JA4_PREFIX.match(text)):
+        raise ConfigError(
+            None,
+            key,
+            f"not a JA4 fingerprint nor a prefix ending in '*': {text!r}"
+            " (e.g. 't13d1516h2_8daaf6152771_b186095e22b6' or 't13d*')",
+        )
     return text
 
 

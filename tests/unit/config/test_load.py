@@ -265,10 +265,10 @@ def test_starter_file_loads(in_tmp: Path) -> None:
 def test_starter_file_documents_every_key_with_its_default() -> None:
     # Uncomment every "# key = value" and "# [table]" line: it must still load,
     # mention every key of the format, and keep the defaults it claims.
-    text = re.sub(r"(?m)^# (\[.*\]|[a-z_]+ = .*)$", r"\1", starter_text())
+    text = re.sub(r"(?m)^# (\[.*\]|[a-z0-9_]+ = .*)$", r"\1", starter_text())
     data = tomllib.loads(text)
     config = parse_config(data, FILE)
-    documented = set(re.findall(r"(?m)^([a-z_]+) = ", text))
+    documented = set(re.findall(r"(?m)^([a-z0-9_]+) = ", text))
     every_key = {
         f.name
         for table in (

@@ -56,3 +56,19 @@ def test_routes_added_on_the_command_line_get_ids() -> None:
     config = load_text(route(name="http"))
     merged = apply_overrides(config, bind=None, port=None, forwards=["ssh=127.0.0.1:22"])
     assert [r.id for r in merged.protocols] == ["http", "ssh"]
+
+
+# --- the ja4 filter's values (kept here: it is a route key like id) ----------------
+
+
+def test_ja4_filters_are_whole_fingerprints_or_prefixes() -> None:
+    text = route('ja4 = ["t13d1516h2_8daaf6152771_b186095e22b6", "t13d*", "q*"]', name="https")
+    (only,) = load_text(text).protocols
+    assert only.ja4 == ("t13d1516h2_8daaf6152771_b186095e22b6", "t13d*", "q*")
+
+
+def test_a_ja4_filter_that_is_neither_is_refused() -> None:
+    assert error_of(route('ja4 = ["t13d", "x"]', name="https")) == (
+        f"{FILE}: protocols[0].ja4[0]: not a JA4 fingerprint nor a prefix ending in '*': 't13d'"
+        " (e.g. 't13d1516h2_8daaf6152771_b186095e22b6' or 't13d*')"
+    )
