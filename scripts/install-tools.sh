@@ -17,6 +17,8 @@ declare -A want=(
   [systemd-analyze]=systemd   # packaging/*.service and *.socket verified as systemd loads them
   [ip]=iproute2         # tests/e2e/test_transparent_e2e.py: network namespaces, policy routing
   [nft]=nftables        # ...and the mark on replies to transparent sockets
+  [chromium]=chromium   # tests/e2e/test_dashboard_e2e.py drives the admin dashboard
+  [chromedriver]=chromium-driver  # ...through Selenium
 )
 if [[ "${BENCH_TOOLS:-}" == 1 ]]; then
   want[sslh]=sslh

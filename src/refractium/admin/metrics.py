@@ -120,6 +120,12 @@ def udp_families(stats: UdpStats, open_flows: int) -> Iterator[Metric]:
     relayed.add_metric(["in"], stats.bytes_in)
     relayed.add_metric(["out"], stats.bytes_out)
     yield relayed
+    yield route_bytes_family(
+        "udp_route_bytes_total",
+        "Bytes relayed by ended UDP flows, by route: in = client to backend, out = back.",
+        stats.route_bytes_in,
+        stats.route_bytes_out,
+    )
     yield _labelled(
         "udp_rejections_total",
         "UDP flows an endpoint hook rejected, by error code.",
@@ -171,6 +177,12 @@ def tcp_families(stats: TcpStats) -> Iterator[Metric]:
     relayed.add_metric(["in"], stats.bytes_in)
     relayed.add_metric(["out"], stats.bytes_out)
     yield relayed
+    yield route_bytes_family(
+        "route_bytes_total",
+        "Bytes relayed by ended TCP connections, by route: in = client to backend, out = back.",
+        stats.route_bytes_in,
+        stats.route_bytes_out,
+    )
     yield _labelled(
         "rejections_total",
         "Connections an endpoint hook rejected, by error code.",
@@ -183,6 +195,17 @@ def tcp_families(stats: TcpStats) -> Iterator[Metric]:
         "Time from a connection's first byte to its route decision.",
         stats.identify_seconds,
     )
+
+
+def route_bytes_family(
+    name: str, text: str, bytes_in: Mapping[str, int], bytes_out: Mapping[str, int]
+) -> CounterMetricFamily:
+    """Bytes by route and direction; a route has both series once either has counted."""
+    family = CounterMetricFamily(PREFIX + name, text, labels=["route", "direction"])
+    for route in sorted(bytes_in.keys() | bytes_out.keys()):
+        family.add_metric([route, "in"], bytes_in.get(route, 0))
+        family.add_metric([route, "out"], bytes_out.get(route, 0))
+    return family
 
 
 def hook_families(hooks: Mapping[str, HookCounters]) -> Iterator[Metric]:

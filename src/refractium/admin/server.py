@@ -1,8 +1,13 @@
-"""The admin HTTP API: metrics, status, remotes and reload on a separate listener.
+"""The admin HTTP API: dashboard, metrics, status, remotes and reload on a separate listener.
 
 A small HTTP/1.1 server on an asyncio Protocol, parsed by h11 (no hand-made
 HTTP parsing), for operators and Prometheus rather than for the public:
 
+``GET /``
+    The live dashboard (:mod:`refractium.admin.dashboard`), one self-contained page.
+``GET /dashboard.json``
+    What the page polls: figures, routes, remotes, refusals, and the history
+    samples after ``?since=SEQ`` (:mod:`refractium.admin.history`).
 ``GET /metrics``
     Prometheus text exposition of :class:`refractium.admin.metrics.EngineCollector`.
 ``GET /status``
@@ -13,6 +18,9 @@ HTTP parsing), for operators and Prometheus rather than for the public:
     adds to its endpoint hooks whenever ``[admin]`` is on.
 ``POST /reload``
     Re-read the configuration file and swap the route table.
+
+With ``[admin] token`` every request needs it (:mod:`refractium.admin.auth`):
+a bearer header, or for GET requests the cookie a ``?token=`` visit sets.
 
 Every handler is synchronous (it reads counters or swaps a table), so a
 request is answered in the ``data_received`` call that completes it and a
@@ -25,7 +33,6 @@ request to arrive and for the previous answer to be read.
 from __future__ import annotations
 
 import asyncio
-import hmac
 import json
 import logging
 import time
@@ -38,6 +45,9 @@ import h11
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from refractium.addr import format_host
+from refractium.admin import dashboard
+from refractium.admin.auth import Access, Auth, Target
+from refractium.admin.history import Sampler
 from refractium.admin.metrics import EngineCollector
 from refractium.admin.status import status
 from refractium.admin.view import EngineView
@@ -93,14 +103,19 @@ class AdminServer:
         self.remote_map = RemoteMap()
         self._host = host
         self._port = port
-        self._token = token.encode() if token is not None else None
+        self._auth = Auth(token)
         self._registry = CollectorRegistry(auto_describe=False)
         self._registry.register(EngineCollector(engine))
         self._server: asyncio.Server | None = None
         self._connections: set[AdminConnection] = set()
         self._started = time.monotonic()
+        # The dashboard's history: sampled while the listener is up.
+        self.sampler = Sampler(engine)
+        self._remotes_cache = dashboard.RemotesCache()
         # path -> (the one method it takes, its handler)
-        self._routes: dict[bytes, tuple[bytes, Callable[[], Reply]]] = {
+        self._routes: dict[bytes, tuple[bytes, Callable[[Target], Reply]]] = {
+            b"/": (b"GET", self._dashboard),
+            b"/dashboard.json": (b"GET", self._dashboard_json),
             b"/metrics": (b"GET", self._metrics),
             b"/status": (b"GET", self._status),
             b"/remotes": (b"GET", self._remotes),
@@ -133,6 +148,7 @@ class AdminServer:
                 f"admin.bind {listen_error(self._host, self._port, exc)}"
             ) from None
         self._started = time.monotonic()
+        self.sampler.start()
         address = self.address
         assert address is not None
         log.info("admin API listening on http://%s:%d", format_host(address[0]), address[1])
@@ -152,6 +168,7 @@ class AdminServer:
         if server is None:
             return
         server.close()
+        await self.sampler.stop()
         for conn in list(self._connections):
             conn.shutdown()
         await server.wait_closed()
@@ -168,11 +185,22 @@ class AdminServer:
 
     def handle(self, request: h11.Request) -> Reply:
         """The answer to a complete request (its body, if any, is ignored)."""
-        if not self._authorized(request):
-            return error_reply(
-                401, "missing or wrong bearer token", (("WWW-Authenticate", "Bearer"),)
+        target = Target.parse(request.target)
+        path = target.path
+        access = self._auth.check(request, target)
+        if access is Access.SET_COOKIE:
+            # Take the token out of the address (and the history) at once.
+            headers = (
+                ("Location", target.without_token()),
+                ("Set-Cookie", self._auth.set_cookie()),
+                ("Cache-Control", "no-store"),
             )
-        path = request.target.partition(b"?")[0]
+            return Reply(303, b"", "text/plain; charset=utf-8", headers)
+        if access is Access.DENIED:
+            challenge = (("WWW-Authenticate", "Bearer"), ("Cache-Control", "no-store"))
+            if path == b"/":
+                return Reply(401, dashboard.unauthorized_page(), dashboard.HTML, challenge)
+            return error_reply(401, "missing or wrong bearer token", challenge[:1])
         route = self._routes.get(path)
         if route is None:
             return error_reply(404, f"no such endpoint: {path.decode('ascii', 'replace')}")
@@ -181,38 +209,48 @@ class AdminServer:
             allowed = method.decode()
             return error_reply(405, f"use {allowed}", (("Allow", allowed),))
         try:
-            return handler()
+            return handler(target)
         except Exception:  # a bug of ours, not the client's: say so, keep serving
             log.error("admin %s %s failed", method.decode(), path.decode(), exc_info=True)
             return error_reply(500, "internal error (see the proxy's log)")
 
-    def _authorized(self, request: h11.Request) -> bool:
-        if self._token is None:
-            return True
-        for name, value in request.headers:
-            if name == b"authorization":
-                scheme, _, credentials = value.partition(b" ")
-                # Constant time, so the token cannot be guessed byte by byte.
-                return scheme.lower() == b"bearer" and hmac.compare_digest(
-                    credentials.strip(), self._token
-                )
-        return False
-
     # -- endpoints ----------------------------------------------------------
 
-    def _metrics(self) -> Reply:
+    def _dashboard(self, target: Target) -> Reply:
+        body, policy = dashboard.page()
+        headers = (
+            ("Content-Security-Policy", policy),
+            ("Cache-Control", "no-store"),
+            ("X-Content-Type-Options", "nosniff"),
+            ("Referrer-Policy", "no-referrer"),
+        )
+        return Reply(200, body, dashboard.HTML, headers)
+
+    def _dashboard_json(self, target: Target) -> Reply:
+        since = target.param("since")
+        document = dashboard.document(
+            self._engine,
+            self.sampler,
+            _first_remote_map(self._engine.endpoint_hooks),
+            self._remotes_cache,
+            time.monotonic() - self._started,
+            int(since) if since is not None and since.isascii() and since.isdigit() else 0,
+        )
+        return json_reply(200, document, (("Cache-Control", "no-store"),))
+
+    def _metrics(self, target: Target) -> Reply:
         return Reply(200, generate_latest(self._registry), CONTENT_TYPE_LATEST)
 
-    def _status(self) -> Reply:
+    def _status(self, target: Target) -> Reply:
         return json_reply(200, status(self._engine, time.monotonic() - self._started))
 
-    def _remotes(self) -> Reply:
+    def _remotes(self, target: Target) -> Reply:
         remote_map = _first_remote_map(self._engine.endpoint_hooks)
         if remote_map is None:
             return error_reply(404, NO_REMOTE_MAP)
         return json_reply(200, {"remotes": remote_map.snapshot()})
 
-    def _reload(self) -> Reply:
+    def _reload(self, target: Target) -> Reply:
         try:
             self._engine.reload_routes()
         except ConfigError as exc:

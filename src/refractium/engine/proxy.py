@@ -29,7 +29,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from refractium.admin.server import AdminServer
-from refractium.admin.view import BackendState
+from refractium.admin.view import BackendState, RouteLoad
 from refractium.backends.health import HealthChecker
 from refractium.config import Config, load_file, parse_config
 from refractium.endpoint.chain import EndpointChain
@@ -39,6 +39,7 @@ from refractium.errors import RefractiumError
 from refractium.hooks.dispatch import HookStats
 from refractium.protocols.base import Probe, Transport
 from refractium.relay.listen import describe_socket, take_inherited
+from refractium.relay.flow import Flow
 from refractium.relay.snapshot import Snapshot
 from refractium.relay.stats import TcpStats, UdpStats
 from refractium.relay.tcp import TcpService
@@ -202,6 +203,26 @@ class Refractium:
     def open_flows(self) -> int:
         """UDP flows alive now."""
         return len(self._udp.ctx.flows) if self._udp is not None else 0
+
+    def live_load(self) -> dict[tuple[str, str], RouteLoad]:
+        """``(transport, route id)`` -> the route's open connections (UDP flows) and the
+        bytes they have relayed so far (the admin dashboard reads it once a second)."""
+        rows: dict[tuple[str, str], list[int]] = {}
+        if self._tcp is not None:
+            for conn in self._tcp.ctx.connections:
+                if conn.route is not None:
+                    row = rows.setdefault(("tcp", conn.route.id), [0, 0, 0])
+                    row[0] += 1
+                    row[1] += conn.bytes_in
+                    row[2] += conn.bytes_out
+        if self._udp is not None:
+            for flow in self._udp.ctx.flows.values():
+                if isinstance(flow, Flow) and flow.route is not None:
+                    row = rows.setdefault(("udp", flow.route.id), [0, 0, 0])
+                    row[0] += 1
+                    row[1] += flow.bytes_in
+                    row[2] += flow.bytes_out
+        return {key: RouteLoad(*row) for key, row in rows.items()}
 
     @property
     def active_by_backend(self) -> dict[str, int]:
