@@ -130,7 +130,7 @@ async def test_every_counter_is_exported_with_its_labels() -> None:
         stats = engine.tcp_stats
         stats.refused["per_ip_limit"] += 2
         stats.closed[("http", "relayed")] += 5
-        stats.closed[("", "unrouted")] += 1
+        stats.closed[("", "unidentified")] += 1
         stats.rejected[403] += 4
         stats.ignored += 6
         stats.peek_timeouts += 7
@@ -149,7 +149,7 @@ async def test_every_counter_is_exported_with_its_labels() -> None:
     assert value(refused, "refractium_connections_refused_total", reason="per_ip_limit") == 2
     closed = families["refractium_connections"]
     assert value(closed, "refractium_connections_total", route="http", outcome="relayed") == 5
-    assert value(closed, "refractium_connections_total", route="", outcome="unrouted") == 1
+    assert value(closed, "refractium_connections_total", route="", outcome="unidentified") == 1
     assert value(families["refractium_rejections"], "refractium_rejections_total", code="403") == 4
     assert value(families["refractium_ignored"], "refractium_ignored_total") == 6
     assert value(families["refractium_peek_timeouts"], "refractium_peek_timeouts_total") == 7
@@ -200,6 +200,7 @@ async def test_types_and_no_tcp_families_before_start() -> None:
         "refractium_peek_timeouts": "counter",
         "refractium_dial_failures": "counter",
         "refractium_bytes": "counter",
+        "refractium_route_bytes": "counter",
         "refractium_rejections": "counter",
         "refractium_ignored": "counter",
         "refractium_identify_seconds": "histogram",
@@ -248,7 +249,7 @@ def test_every_udp_counter_is_exported() -> None:
     stats.routed["dns"] = 6
     stats.bytes_in, stats.bytes_out = 700, 1400
     stats.closed["dns", "relayed"] = 4
-    stats.closed["", "unrouted"] = 2
+    stats.closed["", "unidentified"] = 2
     stats.rejected[403] = 1
     stats.ignored = 1
     registry = CollectorRegistry(auto_describe=False)
@@ -265,7 +266,7 @@ def test_every_udp_counter_is_exported() -> None:
     assert udp("routed", route="dns") == 6
     assert udp("bytes", direction="in") == 700 and udp("bytes", direction="out") == 1400
     assert udp("flows_ended", route="dns", outcome="relayed") == 4
-    assert udp("flows_ended", route="", outcome="unrouted") == 2
+    assert udp("flows_ended", route="", outcome="unidentified") == 2
     assert udp("rejections", code="403") == 1 and udp("ignored") == 1
     up = families["refractium_backend_up"]
     assert value(up, "refractium_backend_up", backend="127.0.0.1:53", transport="udp") == 1
