@@ -3,13 +3,16 @@ HAProxy and sslh, all pinned to one CPU.
 
     python benchmarks/run.py [--quick] [--only NAME[,NAME...]] [--targets T[,T...]]
                              [--json out.json] [--cpu N] [--baseline SRC] [--idle]
+                             [--access]
 
 Sections (``--only``): bulk, connrate, rtt, idle, ident. Targets
 (``--targets``): direct, refractium-uvloop, refractium-asyncio, haproxy, sslh
 (direct is always measured: every ratio is against it). ``--baseline SRC`` adds
 refractium-uvloop-base and refractium-asyncio-base: the proxy of another tree's
 ``src`` (e.g. a ``git worktree`` of an older commit), measured in the same run;
-``--idle`` adds refractium-uvloop-idle and -asyncio-idle, with idle_timeout_s set.
+``--idle`` adds refractium-uvloop-idle and -asyncio-idle, with idle_timeout_s set;
+``--access`` adds refractium-uvloop-access and -asyncio-access, with the access
+log on (written to a file).
 See README.md.
 """
 
@@ -616,6 +619,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="store_true",
         help="also refractium-uvloop-idle and -asyncio-idle: idle_timeout_s = 600 set",
     )
+    p.add_argument(
+        "--access",
+        action="store_true",
+        help="also refractium-uvloop-access and -asyncio-access: [log] access = true, to a file",
+    )
     return p.parse_args(argv)
 
 
@@ -640,6 +648,8 @@ def main(argv: list[str] | None = None) -> int:
         targets += [Refractium("uvloop", source), Refractium("asyncio", source)]
     if args.idle:
         targets += [Refractium(loop, idle_timeout_s=600) for loop in ("uvloop", "asyncio")]
+    if args.access:
+        targets += [Refractium(loop, access_log=True) for loop in ("uvloop", "asyncio")]
     if args.targets:
         wanted = {"direct", *args.targets.split(",")}
         unknown = wanted - {t.name for t in targets}

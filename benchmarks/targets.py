@@ -385,16 +385,29 @@ class Refractium(Target):
     """
 
     def __init__(
-        self, loop: str, source: Path | None = None, *, idle_timeout_s: float = 0.0
+        self,
+        loop: str,
+        source: Path | None = None,
+        *,
+        idle_timeout_s: float = 0.0,
+        access_log: bool = False,
     ) -> None:
         super().__init__()
         self.loop = loop
         self.source = source
         self.idle_timeout_s = idle_timeout_s
-        suffix = "-base" if source is not None else "-idle" if idle_timeout_s else ""
-        self.name = f"refractium-{loop}{suffix}"
-        prefix = "base" if source is not None else "idle" if idle_timeout_s else "refr"
-        self.label = f"{prefix}-{loop}"
+        self.access_log = access_log
+        kind = (
+            "base"
+            if source is not None
+            else "idle"
+            if idle_timeout_s
+            else "access"
+            if access_log
+            else ""
+        )
+        self.name = f"refractium-{loop}-{kind}" if kind else f"refractium-{loop}"
+        self.label = f"{kind or 'refr'}-{loop}"
 
     def unavailable(self) -> str | None:
         if self.loop == "uvloop":
@@ -408,6 +421,10 @@ class Refractium(Target):
         assert self.dir is not None
         self.port = free_port()
         conf = self.dir / "refractium.toml"
+        extra = f"idle_timeout_s = {self.idle_timeout_s}" if self.idle_timeout_s else ""
+        if self.access_log:
+            # Its own table, after [server]'s keys: the access lines go to a file.
+            extra += f'\n[log]\naccess = true\nfile = "{self.dir / "access.log"}"\n'
         conf.write_text(
             REFRACTIUM_CONF.format(
                 host=HOST,
@@ -415,7 +432,7 @@ class Refractium(Target):
                 http=http_port,
                 other=other_port,
                 maxconn=connection_budget(),
-                extra=f"idle_timeout_s = {self.idle_timeout_s}" if self.idle_timeout_s else "",
+                extra=extra,
             )
         )
         self._spawn(

@@ -10,6 +10,7 @@ import argparse
 import logging
 import sys
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 from refractium.cli.parser import DEFAULT_CONFIG
@@ -65,6 +66,8 @@ def config_loader(args: argparse.Namespace) -> Callable[[], Config]:
             raise RefractiumError(FIRST_RUN)
         config = load_file(path) if path is not None else parse_config({}, source=None)
         config = apply_overrides(config, bind=args.bind, port=args.port, forwards=args.forward)
+        if getattr(args, "log_format", None):  # the access log writes in this format too
+            config = replace(config, log=replace(config.log, format=args.log_format))
         if not config.protocols:
             where = f"{path}: " if path else ""
             raise RefractiumError(
@@ -92,6 +95,7 @@ def configure_logs(args: argparse.Namespace, config: Config) -> None:
         args.log_format or table.format or "text",
         file=table.file,
         syslog=table.syslog,
+        access=table.access,
         source=config.source,
     )
 

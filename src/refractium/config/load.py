@@ -153,7 +153,8 @@ def _log(table: schema.LogTable | None) -> LogConfig:
     syslog = table.syslog or None
     if syslog is not None:
         _check_syslog("log.syslog", syslog)
-    return LogConfig(level=level, format=fmt, file=file, syslog=syslog)
+    access = bool(table.access)
+    return LogConfig(level=level, format=fmt, file=file, syslog=syslog, access=access)
 
 
 def _check_syslog(key: str, target: str) -> None:

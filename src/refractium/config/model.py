@@ -178,6 +178,8 @@ class LogConfig:
     # instead of stderr; both may be set.
     file: str | None = None
     syslog: str | None = None
+    # One access line per finished TCP connection and UDP flow.
+    access: bool = False
 
 
 @dataclass(frozen=True, slots=True)

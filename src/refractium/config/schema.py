@@ -119,6 +119,7 @@ class LogTable(_Table):
     format: str | None = None
     file: str | None = None
     syslog: str | None = None
+    access: bool | None = None
 
 
 class ConfigFile(_Table):

@@ -17,8 +17,9 @@ from typing import Final
 # How a connection ended: ConnectionStats.outcome, and the ``outcome`` label
 # of connections_total{route, outcome}.
 RELAYED: Final = "relayed"  # reached a backend and relayed until one side closed
-REJECTED: Final = "rejected"  # an endpoint hook rejected it (or ignored it)
-UNROUTED: Final = "unrouted"  # no route, or closed before it could be identified
+REJECTED: Final = "rejected"  # an endpoint hook rejected it
+IGNORED: Final = "ignored"  # an endpoint hook ignored it (closed with no reply)
+UNIDENTIFIED: Final = "unidentified"  # no route, or closed before it could be identified
 FAILED: Final = "failed"  # no backend of its route (nor the fallback) could be dialled
 REFUSED: Final = "refused"  # a limit or a bad PROXY header refused it
 IDLE: Final = "idle"  # relayed, then closed by idle_timeout_s: no byte either way for that long
@@ -86,7 +87,7 @@ class ConnectionStats:
 
     ``bytes_in``/``packets_in``: what the client sent that was relayed to the
     backend (reads of it); ``bytes_out``/``packets_out``: the backend's to
-    the client. ``outcome``: relayed, rejected, unrouted, failed or refused.
+    the client. ``outcome``: relayed, rejected, ignored, unidentified, failed, refused or idle.
     """
 
     bytes_in: int

@@ -28,7 +28,7 @@ from refractium.config import Config
 from refractium.engine import Refractium, privileges, systemd
 from refractium.engine.watch import watch_file
 from refractium.errors import ConfigError, RefractiumError
-from refractium.util import logs
+from refractium.util import accesslog, logs
 from refractium.util.tasks import spawn
 
 log = logging.getLogger(__name__)
@@ -37,6 +37,8 @@ LOOPS = ("auto", "asyncio", "uvloop")
 
 #: How often systemd's STATUS= line is refreshed (when it changed).
 STATUS_INTERVAL_S = 5.0
+# How long an access line may wait for its batch to fill before it is written.
+ACCESS_FLUSH_S = 0.5
 
 
 def loop_factory(name: str = "auto") -> Callable[[], asyncio.AbstractEventLoop]:
@@ -141,6 +143,7 @@ async def serve(
     loop.add_signal_handler(signal.SIGHUP, reload)
     loop.add_signal_handler(signal.SIGUSR1, logs.reopen)  # logrotate's cue
     written = False
+    spawn(_flush_access_lines(), name="access-flush", owner=tasks)
     try:
         await _start(engine, transport, inherited)
         if pidfile is not None:
@@ -163,13 +166,21 @@ async def serve(
     finally:
         watching.set()
         for task in tasks:
-            if task.get_name() == "systemd-status":
+            if task.get_name() in ("systemd-status", "access-flush"):
                 task.cancel()
+        accesslog.flush()
         loop.remove_signal_handler(signal.SIGHUP)
         loop.remove_signal_handler(signal.SIGUSR1)
         if written and pidfile is not None:
             remove_pidfile(pidfile)
     log.info("stopped")
+
+
+async def _flush_access_lines() -> None:
+    """Write waiting access lines twice a second: a quiet proxy's lines show soon too."""
+    while True:
+        await asyncio.sleep(ACCESS_FLUSH_S)
+        accesslog.flush()
 
 
 async def _start(engine: Refractium, transport: str, inherited: Sequence[socket.socket]) -> None:

@@ -48,7 +48,8 @@ def build_snapshot(
 ) -> Snapshot:
     """Everything connections read, resolved from ``config`` (raises ConfigError)."""
     tables = build_tables(config, probes, hooks.packet)
-    return Snapshot(tables, chain or None, Settings.from_server(config.server))
+    access = (config.log.format or "text") if config.log.access else None
+    return Snapshot(tables, chain or None, Settings.from_server(config.server, access))
 
 
 def validate(config: Config, probes: Mapping[str, Probe] | None = None) -> Tables:

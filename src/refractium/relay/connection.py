@@ -25,16 +25,18 @@ from typing import cast
 from refractium.addr import Address
 from refractium.endpoint.api import (
     FAILED,
+    IGNORED,
     REFUSED,
     REJECTED,
     RELAYED,
-    UNROUTED,
+    UNIDENTIFIED,
     Accept,
     Outcome,
     Reject,
     Verdict,
 )
 from refractium.protocols.base import Match
+from refractium.relay.access import log_ended
 from refractium.relay.context import TcpContext
 from refractium.relay.dial import dial
 from refractium.relay.gate import Gate
@@ -68,6 +70,7 @@ class ClientProtocol(Pipe):
 
     __slots__ = (
         "_buf",
+        "_dial_at",
         "_dialler",
         "_first_at",
         "_gated",
@@ -75,13 +78,17 @@ class ClientProtocol(Pipe):
         "_snap",
         "_table",
         "_timer",
+        "accepted_at",
         "backend_addr",
+        "connect_s",
         "dial_started",
         "gate",
+        "identify_s",
         "limit_key",
         "local_addr",
         "match",
         "route",
+        "sockname",
         "upstream",
     )
 
@@ -106,8 +113,15 @@ class ClientProtocol(Pipe):
         self._timer: asyncio.TimerHandle | None = None
         self._dialler: asyncio.Task[None] | None = None
         # perf_counter() times: uvloop's loop.time() is cached per loop turn, in ms.
+        self.accepted_at = perf_counter()
         self._first_at = 0.0  # the first byte, for identify_seconds
-        self.dial_started = 0.0
+        self._dial_at = 0.0  # the route decision
+        self.dial_started = 0.0  # the last dial attempt
+        # First byte to route decision, and decision to backend up (access log).
+        self.identify_s: float | None = None
+        self.connect_s: float | None = None
+        # The listening socket's address, read only for the access log.
+        self.sockname: tuple[str, int] | None = None
         # Whether on_incoming is still deciding (bytes wait in _buf meanwhile).
         self._gated = False
         self._rejected_with: Verdict | None = None
@@ -132,6 +146,9 @@ class ClientProtocol(Pipe):
         self.client_addr = (host, peer[1])
         snap = self._snap
         settings = snap.settings
+        if settings.access_log is not None:
+            local = transport.get_extra_info("sockname")
+            self.sockname = (local[0], local[1]) if local else None
         self.limit_key = host
         if settings.accept_proxy_protocol:
             if settings.trusted(host):
@@ -229,17 +246,25 @@ class ClientProtocol(Pipe):
         ctx = self.ctx
         if ctx.release(self) and was == PEEKING and log.isEnabledFor(logging.DEBUG):
             log.debug("[%016x] client left while identifying", self.session_id)
+        access = self._snap.settings.access_log
+        if access is not None and self.client_addr[0]:
+            outcome = self.final_outcome()
+            if was == PEEKING and outcome == UNIDENTIFIED and self.reason is None:
+                self.reason = "closed while being identified"
+            log_ended(
+                self, "tcp", self.sockname, outcome, perf_counter() - self.accepted_at, access
+            )
         if self.gate is not None:
             route = self.route.name if self.route is not None else None
             self.gate.ended(self, self.final_outcome(), route, self._rejected_with, ctx.tasks.start)
 
     def final_outcome(self) -> str:
-        """How the connection ended: relayed, rejected, unrouted, failed, refused."""
+        """How it ended: relayed, rejected, ignored, unidentified, failed, refused or idle."""
         if self.outcome is not None:
             return self.outcome
         if self.backend is not None:
             return RELAYED
-        return UNROUTED if self.route is None else FAILED
+        return UNIDENTIFIED if self.route is None else FAILED
 
     # -- identification ---------------------------------------------------
 
@@ -303,6 +328,7 @@ class ClientProtocol(Pipe):
     def _refuse_upstream(self, why: str, counter: str = "proxy_protocol") -> None:
         self.ctx.stats.refused[counter] += 1
         self.outcome = REFUSED
+        self.reason = why
         events.log(logging.WARNING, "proxy-header", "refused %s:%d: %s", *self.client_addr, why)
         self.state = CLOSED
         if self.transport is not None:
@@ -314,7 +340,8 @@ class ClientProtocol(Pipe):
         if decision is NEED_MORE:
             return
         route, self.match = decision  # type: ignore[misc]
-        self.ctx.stats.identify_seconds.observe(perf_counter() - self._first_at)
+        self.identify_s = elapsed = perf_counter() - self._first_at
+        self.ctx.stats.identify_seconds.observe(elapsed)
         route = route or table.fallback
         if route is None:
             self.close_unrouted("no route matched")
@@ -351,6 +378,7 @@ class ClientProtocol(Pipe):
             self._timer = None
         self.state = CONNECTING
         self.route = route
+        self._dial_at = perf_counter()
         self._pause_client(PAUSE_DIAL)
         self._dialler = self.ctx.tasks.start(self._connect(route))
 
@@ -367,7 +395,7 @@ class ClientProtocol(Pipe):
         )
         if backend is None:
             if self.state != CLOSED:
-                self.give_up(f"route {route.name}: no backend reachable")
+                self.give_up(f"route {route.id}: no backend reachable")
             return
         if self._backend_early is not None:
             self.backend_up(backend)  # held until the outgoing after_handshake accepted
@@ -431,6 +459,7 @@ class ClientProtocol(Pipe):
             return
         self.backend = backend
         self.state = RELAYING
+        self.connect_s = perf_counter() - self._dial_at
         self.ctx.routed(self)
         if self.gate is not None:
             self.gate.relaying(self.backend_addr, self.dial_started)
@@ -479,7 +508,11 @@ class ClientProtocol(Pipe):
         count_refusal(self.ctx.stats, verdict, where, self.client_addr, route)
         self.outcome = REJECTED
         reply = b""
-        if isinstance(verdict, Reject):
+        if not isinstance(verdict, Reject):
+            self.outcome = IGNORED
+            self.reason = f"ignored by {where}"
+        else:
+            self.reason = verdict.reason.decode("utf-8", "replace") or f"rejected by {where}"
             match = self.match
             protocol = match.protocol if match is not None else None
             reply = rejection.reply_for(

@@ -94,6 +94,8 @@ class Tracked(Pausable, Watched, Protocol):
     backend: asyncio.Transport | None
     bytes_in: int
     bytes_out: int
+    outcome: str | None
+    reason: str | None
 
     def final_outcome(self) -> str: ...
 
@@ -142,6 +144,8 @@ class TcpContext(Context):
         )
         if refusal is not None:
             reason = refusal.name.lower()
+            conn.outcome = REFUSED
+            conn.reason = _REFUSAL_TEXT[refusal]
             self.stats.refused[reason] += 1
             self.stats.closed["", REFUSED] += 1
             self.stats.recent.append(

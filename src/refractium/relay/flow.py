@@ -26,9 +26,10 @@ from typing import Any
 from refractium.addr import Address
 from refractium.endpoint.api import (
     FAILED,
+    IGNORED,
     REJECTED,
     RELAYED,
-    UNROUTED,
+    UNIDENTIFIED,
     Accept,
     Outcome,
     Reject,
@@ -37,6 +38,7 @@ from refractium.endpoint.api import (
 from refractium.hooks.api import Direction
 from refractium.hooks.dispatch import Dispatcher
 from refractium.protocols.base import Match
+from refractium.relay.access import log_ended
 from refractium.relay.context import UdpContext
 from refractium.relay.dial import dial
 from refractium.relay.gate import Gate
@@ -81,6 +83,8 @@ class Flow:
     __slots__ = (
         "__weakref__",
         "_answered",
+        "_born",
+        "_dial_at",
         "_held",
         "_held_bytes",
         "_idle_timer",
@@ -94,11 +98,13 @@ class Flow:
         "bytes_in",
         "bytes_out",
         "client_addr",
+        "connect_s",
         "ctx",
         "dial_started",
         "dropped",
         "gate",
         "hooks",
+        "identify_s",
         "key",
         "last",
         "listener",
@@ -107,6 +113,7 @@ class Flow:
         "outcome",
         "packets_in",
         "packets_out",
+        "reason",
         "route",
         "session_id",
         "state",
@@ -129,9 +136,13 @@ class Flow:
         self.local_addr = (sockname[0], sockname[1]) if sockname else None
         self.session_id = random.getrandbits(64)
         self.state: State = PEEKING
-        self.last = ctx.loop.time()
+        self.last = self._born = ctx.loop.time()
         self._started = perf_counter()  # loop.time() is coarse on uvloop (ms, per turn)
-        self.dial_started = 0.0
+        self._dial_at = 0.0  # the route decision
+        self.dial_started = 0.0  # the last dial attempt
+        # First datagram to route decision, and decision to backend socket (access log).
+        self.identify_s: float | None = None
+        self.connect_s: float | None = None
         self._held: list[bytes] = []
         self._held_bytes = 0
         self.backend: asyncio.DatagramTransport | None = None
@@ -143,6 +154,7 @@ class Flow:
         self.bytes_in = self.bytes_out = self.packets_in = self.packets_out = 0
         self.dropped = 0
         self.outcome: str | None = None
+        self.reason: str | None = None
         self.gate: Gate | None = None
         self._rejected_with: Verdict | None = None
         self._peek_timer: asyncio.TimerHandle | None = None
@@ -231,11 +243,14 @@ class Flow:
             self._peek_timer.cancel()
             self._peek_timer = None
         route, self.match = decision  # type: ignore[misc]
-        ctx.stats.identify_seconds.observe(perf_counter() - self._started)
+        self._dial_at = now = perf_counter()
+        self.identify_s = elapsed = now - self._started
+        ctx.stats.identify_seconds.observe(elapsed)
         route = route or table.fallback
         if route is None:
             ctx.stats.unidentified += 1
-            self._close_quietly(UNROUTED)
+            self.reason = "no route matched"
+            self._close_quietly(UNIDENTIFIED)
             return
         self.route = route
         self.state = CONNECTING
@@ -273,8 +288,9 @@ class Flow:
             "udp-give-up",
             "udp %s:%d: no backend for route %s",
             *self.client_addr,
-            route.name,
+            route.id,
         )
+        self.reason = f"route {route.id}: no backend socket"
         self._close_quietly(FAILED)
 
     async def _open(self, address: Address) -> asyncio.DatagramTransport:
@@ -288,6 +304,7 @@ class Flow:
         ctx = self.ctx
         self.backend = backend
         self.state = RELAYING
+        self.connect_s = perf_counter() - self._dial_at
         route = self.route
         assert route is not None
         ctx.stats.routed[route.id] += 1
@@ -343,7 +360,12 @@ class Flow:
         route = self.route.id if self.route is not None else None
         count_refusal(self.ctx.stats, verdict, where, self.client_addr, route, transport="udp")
         self._rejected_with = verdict
-        self._close_quietly(REJECTED)
+        if isinstance(verdict, Reject):
+            self.reason = verdict.reason.decode("utf-8", "replace") or f"rejected by {where}"
+            self._close_quietly(REJECTED)
+        else:
+            self.reason = f"ignored by {where}"
+            self._close_quietly(IGNORED)
 
     def _close_quietly(self, outcome: str) -> None:
         """Stop relaying; later datagrams are dropped until the flow idles out."""
@@ -395,6 +417,9 @@ class Flow:
         if self.gate is not None:
             name = route.name if route is not None else None
             self.gate.ended(self, outcome, name, self._rejected_with, ctx.tasks.start)
+        access = self._snap.settings.access_log
+        if access is not None:
+            log_ended(self, "udp", self.local_addr, outcome, self.last - self._born, access)
 
     def final_outcome(self) -> str:
         if self.outcome is not None:

@@ -57,6 +57,7 @@ class Pipe(asyncio.Protocol):
         "outcome",
         "packets_in",
         "packets_out",
+        "reason",
         "session_id",
         "state",
         "transport",
@@ -70,8 +71,10 @@ class Pipe(asyncio.Protocol):
         self.hooks: Dispatcher | None = None
         self.session_id = 0
         self.client_addr: tuple[str, int] = ("", 0)
-        # How it ended, when not plain from the state (see final_outcome).
+        # How it ended, when not plain from the state (see final_outcome),
+        # and why, in words (the access log's reason).
         self.outcome: str | None = None
+        self.reason: str | None = None
         self.bytes_in = 0  # client -> backend
         self.bytes_out = 0  # backend -> client
         self.packets_in = 0  # reads relayed client -> backend
@@ -208,6 +211,7 @@ class Pipe(asyncio.Protocol):
     def close_unrouted(self, why: str) -> None:
         """Nothing (or no route) identified the client: close it, counted."""
         self.ctx.stats.unidentified_closed += 1
+        self.reason = why
         if log.isEnabledFor(logging.DEBUG):
             log.debug("[%016x] %s:%d closed: %s", self.session_id, *self.client_addr, why)
         self.state = CLOSED
@@ -223,6 +227,7 @@ class Pipe(asyncio.Protocol):
         if self.state == CLOSED:
             return
         self.outcome = IDLE
+        self.reason = f"idle for {idle_s:.1f}s"
         events.log(logging.INFO, "idle", "%s:%d closed: idle for %.1fs", *self.client_addr, idle_s)
         self.state = CLOSED
         for transport in (self.transport, self.backend):
@@ -247,6 +252,7 @@ class Pipe(asyncio.Protocol):
         self.close_both()
 
     def give_up(self, why: str) -> None:
+        self.reason = why
         events.log(logging.WARNING, "give-up", "%s:%d closed: %s", *self.client_addr, why)
         self.state = CLOSED
         if self.transport is not None:

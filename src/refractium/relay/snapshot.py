@@ -32,9 +32,11 @@ class Settings:
     trusted_proxies: tuple[IPNetwork, ...]
     udp_idle_timeout_s: float
     udp_max_sessions: int
+    # The access log's format ("text" or "json"); None: no access log.
+    access_log: str | None = None
 
     @classmethod
-    def from_server(cls, server: ServerConfig) -> Settings:
+    def from_server(cls, server: ServerConfig, access_log: str | None = None) -> Settings:
         return cls(
             peek_buffer_size=server.peek_buffer_size,
             peek_timeout_s=server.peek_timeout_ms / 1000,
@@ -45,6 +47,7 @@ class Settings:
             trusted_proxies=tuple(server.trusted_proxies),
             udp_idle_timeout_s=server.udp_session_timeout_s,
             udp_max_sessions=server.udp_max_sessions,
+            access_log=access_log,
         )
 
     def trusted(self, ip: str) -> bool:

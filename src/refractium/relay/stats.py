@@ -11,7 +11,7 @@ from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from refractium.endpoint.api import FAILED, REFUSED, REJECTED, RELAYED, UNROUTED
+from refractium.endpoint.api import FAILED, REFUSED, REJECTED, RELAYED, UNIDENTIFIED
 
 __all__ = [
     "FAILED",
@@ -20,7 +20,7 @@ __all__ = [
     "REFUSED",
     "REJECTED",
     "RELAYED",
-    "UNROUTED",
+    "UNIDENTIFIED",
     "Histogram",
     "Refused",
     "TcpStats",
