@@ -51,7 +51,7 @@ def artifacts_dir() -> Path:
 
 @contextlib.contextmanager
 def chromium(width: int = 1400, height: int = 1000) -> Iterator[webdriver.Chrome]:
-    """A headless Chromium recording its network events (see :func:`requested_urls`)."""
+    """A headless Chromium recording its network events (see :class:`NetworkLog`)."""
     profile = tempfile.mkdtemp(prefix="refractium-chromium-")
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
@@ -68,11 +68,32 @@ def chromium(width: int = 1400, height: int = 1000) -> Iterator[webdriver.Chrome
         shutil.rmtree(profile, ignore_errors=True)
 
 
-def requested_urls(driver: webdriver.Chrome) -> list[str]:
-    """Every URL the browser sent a request for since the last call (CDP Network events)."""
-    urls: list[str] = []
-    for entry in driver.get_log("performance"):
-        message: dict[str, Any] = json.loads(entry["message"])["message"]
-        if message.get("method") == "Network.requestWillBeSent":
-            urls.append(message["params"]["request"]["url"])
-    return urls
+class NetworkLog:
+    """What the browser sent and got, from Chromium's performance log (CDP Network events).
+
+    ``driver.get_log`` hands each entry out once, so :meth:`read` keeps them:
+    ``requests`` lists every ``(URL requested, URL of the document asking)``,
+    Chromium's own pages (its new-tab page) included; ``statuses`` each
+    response's status by URL (the last one for a URL requested twice).
+    """
+
+    def __init__(self, driver: webdriver.Chrome) -> None:
+        self._driver = driver
+        self.requests: list[tuple[str, str]] = []
+        self.statuses: dict[str, int] = {}
+
+    def read(self) -> NetworkLog:
+        for entry in self._driver.get_log("performance"):
+            message: dict[str, Any] = json.loads(entry["message"])["message"]
+            method = message.get("method")
+            params = message.get("params", {})
+            if method == "Network.requestWillBeSent":
+                self.requests.append((params["request"]["url"], params.get("documentURL", "")))
+                # A redirect is reported with the request it leads to.
+                if "redirectResponse" in params:
+                    response = params["redirectResponse"]
+                    self.statuses[response["url"]] = response["status"]
+            elif method == "Network.responseReceived":
+                response = params["response"]
+                self.statuses[response["url"]] = response["status"]
+        return self
