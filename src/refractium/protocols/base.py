@@ -4,7 +4,8 @@ A probe is a pure function of the bytes a client has sent so far. It never
 reads a socket, the clock or the configuration, never logs and never raises:
 for any input it answers one of
 
-* a :class:`Match` (this is the protocol, with what was learnt: SNI, ALPN),
+* a :class:`Match` (this is the protocol, with what was learnt: SNI, ALPN,
+  the client's JA4 fingerprint),
 * :attr:`Verdict.NO` (these bytes can never start this protocol),
 * :attr:`Verdict.NEED_MORE` (a prefix of this protocol; read on).
 
@@ -48,11 +49,14 @@ class Match:
         protocol: the probe's name (``"tls"``, ``"http"``...).
         sni: the TLS server name, lower-cased, without a trailing dot.
         alpn: the ALPN protocol names the client offered, in its order.
+        ja4: the client's JA4 fingerprint (``t13d1516h2_8daaf6152771_...``),
+            from a TLS or QUIC ClientHello; ``None`` for other protocols.
     """
 
     protocol: str
     sni: str | None = None
     alpn: tuple[str, ...] = ()
+    ja4: str | None = None
 
 
 ProbeResult = Match | Verdict
@@ -90,11 +94,12 @@ def first_bytes(probe: Probe) -> frozenset[int] | None:
 
 
 def metadata(probe: Probe) -> frozenset[str]:
-    """What a probe's matches can carry besides the name: ``"sni"``, ``"alpn"``.
+    """What a probe's matches can carry besides the name: ``"sni"``, ``"alpn"``, ``"ja4"``.
 
-    A probe that fills in :attr:`Match.sni` or :attr:`Match.alpn` declares it
-    in a ``metadata`` attribute (a frozenset of those field names); none
-    declared means it never does. ``refractium check`` warns about a route
-    filtering on what its protocol never carries, as ``sni`` on ``http``.
+    A probe that fills in :attr:`Match.sni`, :attr:`Match.alpn` or
+    :attr:`Match.ja4` declares it in a ``metadata`` attribute (a frozenset of
+    those field names); none declared means it never does. ``refractium
+    check`` warns about a route filtering on what its protocol never carries,
+    as ``sni`` on ``http``.
     """
     return frozenset(getattr(probe, "metadata", ()))

@@ -1,10 +1,13 @@
 """A small, fast parser for the TLS ClientHello: just enough to route on it.
 
-It extracts the two things a multiplexer routes on: the server name
-(``server_name`` extension, RFC 6066 section 3) and the ALPN protocol list
-(``application_layer_protocol_negotiation``, RFC 7301 section 3.1). The rest
-of the hello (RFC 8446 section 4.1.2) is only walked to find the extensions
-and to check that it is well formed.
+It extracts what a multiplexer routes on: the server name (``server_name``
+extension, RFC 6066 section 3), the ALPN protocol list
+(``application_layer_protocol_negotiation``, RFC 7301 section 3.1) and the
+client's JA4 fingerprint (:mod:`refractium.protocols.ja4`). The rest of the
+hello (RFC 8446 section 4.1.2) is walked to find the extensions and to check
+that it is well formed; on the way the parser keeps what JA4 is computed
+from (the cipher suites, the extension types in order, supported_versions
+and signature_algorithms).
 
 Two entry points:
 
@@ -20,14 +23,17 @@ Two entry points:
 Both return a :class:`ClientHello` or raise :class:`Incomplete` (a valid
 prefix: read on) or :class:`Malformed` (can never become a valid hello). No
 other exception escapes, whatever the input. :func:`scan_client_hello` and
-:func:`scan_handshake` are the same parsers returning a plain ``(sni, alpn)``
-tuple, for probes that only copy the fields into a Match.
+:func:`scan_handshake` are the same parsers returning a plain ``(sni, alpn,
+ja4)`` tuple, for probes that only copy the fields into a Match. A hello read
+from TLS records gets a ``t`` fingerprint, a bare handshake message (QUIC's
+CRYPTO stream) a ``q`` one.
 
 The input is untrusted peer data: every length read from it is checked against
 the bytes actually present before it is used. This is the hot path of every
 TLS connection, so fields are read in place (byte indexing, or one
 ``struct.unpack_from`` per group of header fields) and the common case (the
-whole hello in one record) copies nothing but the SNI and ALPN it returns.
+whole hello in one record) copies nothing but the SNI and ALPN it returns
+and the few fields JA4 hashes.
 """
 
 from __future__ import annotations
@@ -35,6 +41,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from struct import Struct
 from typing import Final, TypeAlias
+
+from refractium.protocols.ja4 import fingerprint
 
 __all__ = [
     "MAX_HANDSHAKE",
@@ -62,6 +70,12 @@ _MAX_RECORD: Final = 1 << 14
 _MIN_BODY: Final = 41
 _EXT_SERVER_NAME: Final = 0
 _EXT_ALPN: Final = 16
+_EXT_SIGNATURE_ALGORITHMS: Final = 13
+_EXT_SUPPORTED_VERSIONS: Final = 43
+# Extensions whose content the walk reads; the others are only counted.
+_READ: Final = frozenset(
+    {_EXT_SERVER_NAME, _EXT_ALPN, _EXT_SIGNATURE_ALGORITHMS, _EXT_SUPPORTED_VERSIONS}
+)
 _NAME_TYPE_HOST: Final = 0
 _MAX_HOST_NAME: Final = 255
 # Bytes allowed in a host name we hand on: printable ASCII without space.
@@ -100,16 +114,20 @@ class ClientHello:
             (empty, longer than 255 bytes, or not printable ASCII).
         alpn: the ALPN protocol names offered, in the client's order,
             decoded as Latin-1 so every byte string maps to a ``str``.
+        ja4: the JA4 fingerprint (``t`` prefix from TLS records, ``q`` from
+            a bare handshake message); ``None`` only when built by hand.
     """
 
     sni: str | None = None
     alpn: tuple[str, ...] = ()
+    ja4: str | None = None
 
 
-HelloFields: TypeAlias = tuple[str | None, tuple[str, ...]]
-"""``(sni, alpn)``, as in :class:`ClientHello`, without building the object."""
+HelloFields: TypeAlias = tuple[str | None, tuple[str, ...], str]
+"""``(sni, alpn, ja4)``, as in :class:`ClientHello`, without building the object."""
 
-_NOTHING: Final[HelloFields] = (None, ())
+_RECORDS: Final = "t"  # JA4 prefix: TLS over TCP
+_BARE: Final = "q"  # JA4 prefix: QUIC
 
 
 def parse_client_hello(data: bytes) -> ClientHello:
@@ -122,8 +140,8 @@ def parse_client_hello(data: bytes) -> ClientHello:
         Incomplete: ``data`` is a valid prefix; call again with more bytes.
         Malformed: ``data`` is not, and will never be, a ClientHello.
     """
-    sni, alpn = scan_client_hello(data)
-    return ClientHello(sni, alpn)
+    sni, alpn, ja4 = scan_client_hello(data)
+    return ClientHello(sni, alpn, ja4)
 
 
 def parse_handshake(msg: bytes) -> ClientHello:
@@ -136,12 +154,12 @@ def parse_handshake(msg: bytes) -> ClientHello:
         Incomplete: ``msg`` is a valid prefix; call again with more bytes.
         Malformed: ``msg`` is not, and will never be, a ClientHello.
     """
-    sni, alpn = scan_handshake(msg)
-    return ClientHello(sni, alpn)
+    sni, alpn, ja4 = scan_handshake(msg)
+    return ClientHello(sni, alpn, ja4)
 
 
 def scan_client_hello(data: bytes) -> HelloFields:
-    """:func:`parse_client_hello`, returning a plain ``(sni, alpn)`` tuple.
+    """:func:`parse_client_hello`, returning a plain ``(sni, alpn, ja4)`` tuple.
 
     For the probes' hot path: building the frozen dataclass costs as much as
     a tenth of the parse, and a probe only copies the fields into a Match.
@@ -163,16 +181,16 @@ def scan_client_hello(data: bytes) -> HelloFields:
             end = 9 + hs_len
             if end > n:
                 raise Incomplete
-            return _parse_body(data, 9, end)
+            return _parse_body(data, 9, end, _RECORDS)
     return _reassemble(data)
 
 
 def scan_handshake(msg: bytes) -> HelloFields:
-    """:func:`parse_handshake`, returning a plain ``(sni, alpn)`` tuple."""
+    """:func:`parse_handshake`, returning a plain ``(sni, alpn, ja4)`` tuple."""
     total = _handshake_total(msg)
     if total < 0 or len(msg) < total:
         raise Incomplete
-    return _parse_body(msg, 4, total)
+    return _parse_body(msg, 4, total, _BARE)
 
 
 def _record_length(data: bytes, pos: int) -> int:
@@ -243,22 +261,24 @@ def _reassemble(data: bytes) -> HelloFields:
         buf += data[pos + 5 : stop]
         total = _handshake_total(buf)
         if 0 <= total <= len(buf):
-            return _parse_body(buf, 4, total)
+            return _parse_body(buf, 4, total, _RECORDS)
         if stop >= n:
             raise Incomplete
         pos = stop
 
 
-def _parse_body(b: bytes, p: int, end: int) -> HelloFields:
+def _parse_body(b: bytes, p: int, end: int, prefix: str) -> HelloFields:
     """Parse the ClientHello body ``b[p:end]`` (RFC 8446 4.1.2).
 
     The whole body is present, so any field overrunning ``end`` is Malformed.
+    ``prefix`` is the JA4 transport letter.
     """
     # legacy_version(2) + random(32) + legacy_session_id length(1).
     if p + 35 > end:
         raise Malformed("short hello")
     if b[p] != 3:
         raise Malformed("bad legacy_version")
+    legacy_version = 0x0300 | b[p + 1]
     p += 34
     sid_len = b[p]
     if sid_len > 32:
@@ -269,16 +289,19 @@ def _parse_body(b: bytes, p: int, end: int) -> HelloFields:
     cs_len = b[p] << 8 | b[p + 1]
     if cs_len < 2 or cs_len & 1:
         raise Malformed("bad cipher suites length")
-    p += 2 + cs_len
+    p += 2
+    ciphers = b[p : p + cs_len]
+    p += cs_len
     if p + 1 > end:
         raise Malformed("truncated compression methods")
     comp_len = b[p]
     if comp_len == 0:
         raise Malformed("no compression method")
     p += 1 + comp_len
+    types: list[int] = []
     if p == end:
         # TLS 1.2 and earlier may omit the extensions block altogether.
-        return _NOTHING
+        return None, (), fingerprint(prefix, legacy_version, ciphers, types, None, b"", ())
     if p + 2 > end:
         raise Malformed("truncated extensions")
     # Extensions are the last field: they must fill the body exactly.
@@ -288,37 +311,49 @@ def _parse_body(b: bytes, p: int, end: int) -> HelloFields:
 
     sni: str | None = None
     alpn: tuple[str, ...] = ()
+    versions: bytes | None = None
+    signature_algorithms = b""
     seen_sni = seen_alpn = False
     last_header = end - 4
+    # The whole block is walked, every type kept in order for JA4: each
+    # iteration does the least it can for the extensions it only counts.
+    append = types.append
     while p < end:
         if p > last_header:
             raise Malformed("truncated extension header")
         ext_type, size = _unpack_ext_header(b, p)
-        p += 4
-        q = p + size
+        q = p + 4 + size
         if q > end:
             raise Malformed("extension overruns the hello")
-        if ext_type == _EXT_SERVER_NAME:
-            # RFC 8446 4.2: no two extensions of the same type. A repeated
-            # SNI is also a classic way to make a router and the server see
-            # different names, so one seen before the scan stops is refused
-            # (after it, the backend's TLS stack refuses it; see below).
-            if seen_sni:
-                raise Malformed("duplicate server_name")
-            seen_sni = True
-            sni = _parse_server_name(b, p, q)
-        elif ext_type == _EXT_ALPN:
-            if seen_alpn:
-                raise Malformed("duplicate ALPN")
-            seen_alpn = True
-            alpn = _parse_alpn(b, p, q)
+        append(ext_type)
+        if ext_type in _READ:
+            p += 4
+            if ext_type == _EXT_SERVER_NAME:
+                # RFC 8446 4.2: no two extensions of the same type. A repeated
+                # SNI is also a classic way to make a router and the server
+                # see different names, so it is refused.
+                if seen_sni:
+                    raise Malformed("duplicate server_name")
+                seen_sni = True
+                sni = _parse_server_name(b, p, q)
+            elif ext_type == _EXT_ALPN:
+                if seen_alpn:
+                    raise Malformed("duplicate ALPN")
+                seen_alpn = True
+                alpn = _parse_alpn(b, p, q)
+            elif ext_type == _EXT_SUPPORTED_VERSIONS:
+                # uint8 length, then 2-byte versions (RFC 8446 4.2.1). JA4
+                # reads what is there; the backend's TLS stack judges it.
+                versions = b[p + 1 : q]
+            else:
+                # uint16 length, then 2-byte schemes (RFC 8446 4.2.3).
+                signature_algorithms = b[p + 2 : q]
         p = q
-        if seen_sni and seen_alpn:
-            # All we route on is known: skip the rest (about half the parse).
-            # A duplicate further on cannot mislead a backend: RFC 8446 4.2
-            # makes its TLS stack abort a hello that repeats an extension.
-            break
-    return sni, alpn
+    return (
+        sni,
+        alpn,
+        fingerprint(prefix, legacy_version, ciphers, types, versions, signature_algorithms, alpn),
+    )
 
 
 def _parse_server_name(b: bytes, p: int, end: int) -> str | None:

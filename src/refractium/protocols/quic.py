@@ -1,4 +1,4 @@
-"""QUIC probe: identify a client's first flight and learn its SNI and ALPN.
+"""QUIC probe: identify a client's first flight and learn its SNI, ALPN and JA4.
 
 A QUIC connection opens with client Initial packets (RFC 9000 section 17.2.2)
 carrying the TLS ClientHello in CRYPTO frames (RFC 9001 section 4). Initial
@@ -15,7 +15,8 @@ does what every QUIC server does with an Initial:
    allowed in an Initial, RFC 9000 section 12.4), collect the CRYPTO data by
    offset across every Initial packet of every datagram given, and parse the
    contiguous stream from offset 0 with
-   :func:`~refractium.protocols.clienthello.scan_handshake`.
+   :func:`~refractium.protocols.clienthello.scan_handshake`, which also
+   computes the JA4 fingerprint (``q`` prefix) of the hello.
 
 QUIC version 1 (RFC 9001) and version 2 (RFC 9369: another salt, "quicv2"
 labels, other long packet type bits) are decrypted. A client's first
@@ -150,7 +151,7 @@ def scan_datagrams(datagrams: Sequence[bytes]) -> HelloFields | None:
     """Read a flow's first datagrams as a QUIC client's first flight.
 
     Returns:
-        ``(sni, alpn)`` from the ClientHello the Initial packets carry, or
+        ``(sni, alpn, ja4)`` from the ClientHello the Initial packets carry, or
         ``None`` for a well-formed first packet of a version that cannot be
         decrypted (see the module documentation).
 
@@ -392,7 +393,7 @@ def _stream(pieces: list[tuple[int, bytes]]) -> bytes:
 
 
 class QuicProbe:
-    """Matches a QUIC client's first flight; the Match carries SNI and ALPN.
+    """Matches a QUIC client's first flight; the Match carries SNI, ALPN and JA4.
 
     UDP engines call :meth:`probe_datagrams` with every datagram of the flow
     received so far. :meth:`probe_datagram` and :meth:`probe` take a single
@@ -405,7 +406,7 @@ class QuicProbe:
     #: required: RFC 9287 lets a client clear it.
     first_bytes: Final = frozenset(range(_FORM_LONG, 0x100))
     #: What a Match carries (see ``base.metadata``).
-    metadata: Final = frozenset({"sni", "alpn"})
+    metadata: Final = frozenset({"sni", "alpn", "ja4"})
 
     name: str
     transport: Transport
@@ -431,7 +432,7 @@ class QuicProbe:
             return _NO
         if fields is None:
             return Match(self.name)
-        return Match(self.name, fields[0], fields[1])
+        return Match(self.name, fields[0], fields[1], fields[2])
 
     def probe_datagram(self, data: bytes) -> ProbeResult:
         """Identify a flow from its first datagram alone. Never raises."""

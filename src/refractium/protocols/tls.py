@@ -1,12 +1,13 @@
-"""TLS probe: identify a TLS ClientHello and learn its SNI and ALPN.
+"""TLS probe: identify a TLS ClientHello and learn its SNI, ALPN and JA4.
 
 A TLS connection opens with a handshake record (content type 22, RFC 8446
 section 5.1) carrying a ClientHello (RFC 8446 section 4.1.2). The parsing is
 done by :mod:`refractium.protocols.clienthello`; this module maps its outcome
 onto the probe contract:
 
-* complete hello -> ``Match(name, sni, alpn)`` (server_name per RFC 6066
-  section 3, ALPN per RFC 7301),
+* complete hello -> ``Match(name, sni, alpn, ja4)`` (server_name per RFC
+  6066 section 3, ALPN per RFC 7301, the JA4 fingerprint with a ``t``
+  prefix),
 * valid prefix (split over TCP reads or records) -> ``NEED_MORE``,
 * malformed, or not a handshake record -> ``NO``.
 
@@ -34,7 +35,7 @@ _CONTENT_HANDSHAKE: Final = 0x16
 
 
 class TlsProbe:
-    """Matches a TLS ClientHello; the Match carries its SNI and ALPN.
+    """Matches a TLS ClientHello; the Match carries its SNI, ALPN and JA4.
 
     The same logic is registered under several names ("tls", "https"); each
     instance reports its own name in the matches it returns.
@@ -45,7 +46,7 @@ class TlsProbe:
     #: A handshake record (see ``base.first_bytes``).
     first_bytes: Final = frozenset({_CONTENT_HANDSHAKE})
     #: What a Match carries (see ``base.metadata``).
-    metadata: Final = frozenset({"sni", "alpn"})
+    metadata: Final = frozenset({"sni", "alpn", "ja4"})
 
     name: str
     transport: Transport
@@ -66,9 +67,9 @@ class TlsProbe:
         if data[0] != _CONTENT_HANDSHAKE:
             return _NO
         try:
-            sni, alpn = scan_client_hello(data)
+            sni, alpn, ja4 = scan_client_hello(data)
         except Incomplete:
             return _NEED_MORE
         except Malformed:
             return _NO
-        return Match(self.name, sni, alpn)
+        return Match(self.name, sni, alpn, ja4)

@@ -1,7 +1,8 @@
-"""The ClientHello parser: record layer, reassembly, SNI and ALPN extraction."""
+"""The ClientHello parser: record layer, reassembly, SNI, ALPN and JA4 extraction."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
@@ -19,6 +20,10 @@ from refractium.protocols.clienthello import (
 )
 
 S = Any  # the conftest ``samples`` fixture (a class of helpers)
+
+# The captured OpenSSL hello's JA4, as FoxIO's reference computes it
+# (data/ja4/reference.json).
+CAPTURED_OPENSSL_JA4 = "t13d3111h2_e8f1e7e78f70_1f22a2ca17c4"
 
 
 def record_body(stream: bytes) -> bytes:
@@ -54,6 +59,15 @@ def length_fields(stream: bytes) -> list[tuple[int, int]]:
     return fields
 
 
+def routed(hello: ClientHello) -> tuple[str | None, tuple[str, ...]]:
+    """What a route matches on: the server name and the ALPN list."""
+    return hello.sni, hello.alpn
+
+
+# The shape of every JA4 fingerprint (JA4.md): a, b and c.
+JA4_SHAPE = re.compile(r"[tq](1[0-3]|s[23]|00)[di]\d{4}[0-9A-Za-z]{2}_[0-9a-f]{12}_[0-9a-f]{12}")
+
+
 def outcome(data: bytes) -> ClientHello | type[ClientHelloError]:
     """The parse result, or which of the two exceptions it raised."""
     try:
@@ -69,32 +83,41 @@ def outcome(data: bytes) -> ClientHello | type[ClientHelloError]:
 
 def test_python_hello(real_hello: bytes) -> None:
     assert 300 < len(real_hello) < 2000
-    assert parse_client_hello(real_hello) == ClientHello("mixed.example.com", ("h2", "http/1.1"))
+    hello = parse_client_hello(real_hello)
+    assert routed(hello) == ("mixed.example.com", ("h2", "http/1.1"))
+    # The exact value depends on this Python's OpenSSL build; the captured
+    # hellos of tests/unit/protocols/data/ja4 pin exact values.
+    assert hello.ja4 is not None
+    assert JA4_SHAPE.fullmatch(hello.ja4)
+    assert hello.ja4.startswith("t13d")
+    assert hello.ja4.endswith("h2", 0, 10)
 
 
 def test_captured_openssl_hello(samples: S) -> None:
     # Sent as "Captured.Example.ORG.": lower-cased, one trailing dot stripped.
     assert parse_client_hello(samples.captured_openssl_hello) == ClientHello(
-        "captured.example.org", ("h2", "http/1.1")
+        "captured.example.org", ("h2", "http/1.1"), CAPTURED_OPENSSL_JA4
     )
 
 
-def test_scan_variants_return_plain_tuples(real_hello: bytes) -> None:
-    expected = ("mixed.example.com", ("h2", "http/1.1"))
-    assert scan_client_hello(real_hello) == expected
-    assert scan_handshake(record_body(real_hello)) == expected
+def test_scan_variants_return_plain_tuples(samples: S) -> None:
+    hello = samples.captured_openssl_hello
+    expected = ("captured.example.org", ("h2", "http/1.1"), CAPTURED_OPENSSL_JA4)
+    assert scan_client_hello(hello) == expected
+    # A bare handshake message is QUIC's: the same fingerprint with "q".
+    assert scan_handshake(record_body(hello)) == (*expected[:2], "q" + CAPTURED_OPENSSL_JA4[1:])
     with pytest.raises(Incomplete):
-        scan_client_hello(real_hello[:-1])
+        scan_client_hello(hello[:-1])
 
 
 def test_python_hello_without_sni(samples: S) -> None:
     hello = parse_client_hello(samples.python_hello(server_hostname=None))
-    assert hello == ClientHello(None, ("h2", "http/1.1"))
+    assert routed(hello) == (None, ("h2", "http/1.1"))
 
 
 def test_python_hello_without_alpn(samples: S) -> None:
     hello = parse_client_hello(samples.python_hello(alpn=None))
-    assert hello == ClientHello("mixed.example.com", ())
+    assert routed(hello) == ("mixed.example.com", ())
 
 
 def test_python_hello_to_an_ip_address_sends_no_sni(samples: S) -> None:
@@ -104,7 +127,11 @@ def test_python_hello_to_an_ip_address_sends_no_sni(samples: S) -> None:
 
 def test_bare_handshake_entry_point(real_hello: bytes) -> None:
     msg = record_body(real_hello)
-    assert parse_handshake(msg) == parse_client_hello(real_hello)
+    bare, framed = parse_handshake(msg), parse_client_hello(real_hello)
+    assert routed(bare) == routed(framed)
+    assert bare.ja4 is not None and framed.ja4 is not None
+    assert (bare.ja4[0], framed.ja4[0]) == ("q", "t")
+    assert bare.ja4[1:] == framed.ja4[1:]
     assert parse_handshake(msg + b"\x02\x00\x00\x00 next message") == parse_handshake(msg)
     for i in range(len(msg)):
         with pytest.raises(Incomplete):
@@ -145,7 +172,9 @@ def test_hello_fragmented_over_records(
 ) -> None:
     stream = samples.reframe(real_hello, sizes)
     assert stream.count(b"\x16\x03\x01") >= len(sizes) + 1
-    assert parse_client_hello(stream) == ClientHello("mixed.example.com", ("h2", "http/1.1"))
+    hello = parse_client_hello(stream)
+    assert routed(hello) == ("mixed.example.com", ("h2", "http/1.1"))
+    assert hello.ja4 == parse_client_hello(real_hello).ja4
     for i in range(len(stream)):
         with pytest.raises(Incomplete):
             parse_client_hello(stream[:i])
@@ -154,14 +183,14 @@ def test_hello_fragmented_over_records(
 def test_one_byte_records(samples: S) -> None:
     msg = samples.handshake([samples.sni_extension(b"a.example")])
     stream = samples.frame(msg, (1,) * (len(msg) - 1))
-    assert parse_client_hello(stream) == ClientHello("a.example", ())
+    assert routed(parse_client_hello(stream)) == ("a.example", ())
 
 
 def test_hello_ending_mid_record_is_complete(samples: S) -> None:
     # The message ends inside the second record; the rest of it is not needed.
     msg = samples.handshake([samples.alpn_extension(b"h2")])
     stream = samples.frame(msg + b"\x00" * 10, (20,))
-    assert parse_client_hello(stream) == ClientHello(None, ("h2",))
+    assert routed(parse_client_hello(stream)) == (None, ("h2",))
 
 
 def test_other_record_type_between_fragments_is_malformed(real_hello: bytes, samples: S) -> None:
@@ -178,11 +207,11 @@ def test_other_record_type_between_fragments_is_malformed(real_hello: bytes, sam
 
 
 def test_no_extensions_block(samples: S) -> None:
-    assert parse_handshake(samples.handshake(None)) == ClientHello(None, ())
+    assert routed(parse_handshake(samples.handshake(None))) == (None, ())
 
 
 def test_empty_extensions_block(samples: S) -> None:
-    assert parse_handshake(samples.handshake([])) == ClientHello(None, ())
+    assert routed(parse_handshake(samples.handshake([]))) == (None, ())
 
 
 def test_unrelated_extensions_are_skipped(samples: S) -> None:
@@ -195,7 +224,7 @@ def test_unrelated_extensions_are_skipped(samples: S) -> None:
             samples.alpn_extension(b"h3", b"\xe9t\xe9"),
         ]
     )
-    assert parse_handshake(msg) == ClientHello("example.net", ("h3", "\xe9t\xe9"))
+    assert routed(parse_handshake(msg)) == ("example.net", ("h3", "\xe9t\xe9"))
 
 
 def test_ssl3_record_and_hello_versions(samples: S) -> None:
@@ -226,7 +255,7 @@ def test_ssl3_record_and_hello_versions(samples: S) -> None:
 def test_server_name_normalisation(samples: S, name: bytes, sni: str | None) -> None:
     msg = samples.handshake([samples.sni_extension(name), samples.alpn_extension(b"h2")])
     # An unusable name only loses the SNI, not the hello.
-    assert parse_handshake(msg) == ClientHello(sni, ("h2",))
+    assert routed(parse_handshake(msg)) == (sni, ("h2",))
 
 
 def test_unknown_name_type_is_skipped(samples: S) -> None:
@@ -375,8 +404,8 @@ def test_corrupted_lengths_never_raise_anything_else(
                 assert result in (Incomplete, Malformed) or isinstance(result, ClientHello)
 
 
-def test_parse_stops_once_sni_and_alpn_are_known(samples: S) -> None:
-    """A later duplicate is the backend's to refuse (RFC 8446 4.2); the first SNI routes."""
+def test_duplicate_server_name_after_alpn_is_malformed(samples: S) -> None:
+    """The whole block is walked for JA4, so a late duplicate is seen too."""
     hello = samples.frame(
         samples.handshake(
             [
@@ -386,4 +415,5 @@ def test_parse_stops_once_sni_and_alpn_are_known(samples: S) -> None:
             ]
         )
     )
-    assert parse_client_hello(hello) == ClientHello("first.example", ("h2",))
+    with pytest.raises(Malformed):
+        parse_client_hello(hello)

@@ -139,7 +139,12 @@ RFC9369_CLIENT_INITIAL = bytes.fromhex(
     "a18b2faa745b6fe189cf772a9f84cbfc"
 )
 
-RFC_MATCH = Match("quic", "example.com", ("alpn",))
+# JA4 values in this file: FoxIO's reference implementation given the same
+# ClientHello over TCP (data/ja4/README.md), with the QUIC letter "q".
+RFC_JA4 = "q13d0211an_62ed6f6ca7ad_4d634acda6c0"
+RFC_MATCH = Match("quic", "example.com", ("alpn",), RFC_JA4)
+# aioquic 1.7.2's hello (data/ja4/aioquic.pcap): the same whatever the name.
+AIOQUIC_JA4 = "q13d0307h3_55b375c5d22e_1cecd519fee8"
 
 # The plaintext ClientHello of A.2 (the data of its one CRYPTO frame), for
 # hand-built packets that need a real hello but no fixture.
@@ -246,7 +251,9 @@ def test_identity() -> None:
     assert PROBE.transport is Transport.UDP
     assert isinstance(PROBE, Probe)
     assert repr(QuicProbe("h3")) == "QuicProbe('h3')"
-    assert QuicProbe("h3").probe(RFC9001_CLIENT_INITIAL) == Match("h3", "example.com", ("alpn",))
+    assert QuicProbe("h3").probe(RFC9001_CLIENT_INITIAL) == Match(
+        "h3", "example.com", ("alpn",), RFC_JA4
+    )
     assert PROBE.first_bytes == frozenset(range(0x80, 0x100))
 
 
@@ -256,13 +263,16 @@ def test_aioquic_client(version: int) -> None:
         datagrams = aioquic_flight(version=version)
         assert len(datagrams) == 1
         assert int.from_bytes(datagrams[0][1:5], "big") == version
-        assert PROBE.probe_datagrams(datagrams) == Match("quic", "a.example", ("h3",))
+        assert PROBE.probe_datagrams(datagrams) == Match("quic", "a.example", ("h3",), AIOQUIC_JA4)
 
 
 def test_aioquic_client_without_sni() -> None:
     # aioquic sends no server_name for an IP address.
     datagrams = aioquic_flight(server_name="192.0.2.1", alpn=("h3", "h3-29"))
-    assert PROBE.probe_datagrams(datagrams) == Match("quic", None, ("h3", "h3-29"))
+    # "i" and one extension fewer; server_name is not in the hashed list.
+    assert PROBE.probe_datagrams(datagrams) == Match(
+        "quic", None, ("h3", "h3-29"), "q13i0306h3_55b375c5d22e_1cecd519fee8"
+    )
 
 
 @pytest.mark.parametrize("version", [QUIC_V1, QUIC_V2], ids=["v1", "v2"])
@@ -270,7 +280,9 @@ def test_aioquic_hello_over_two_datagrams(version: int) -> None:
     alpn = long_alpn_list()
     datagrams = aioquic_flight(server_name="big.example", alpn=alpn, version=version)
     assert len(datagrams) == 2
-    expected = Match("quic", "big.example", tuple(alpn))
+    # The split hello has the fingerprint of aioquic's one-datagram hello,
+    # but for the first ALPN name ("proto-000-xxx...": "px").
+    expected = Match("quic", "big.example", tuple(alpn), "q13d0307px_55b375c5d22e_1cecd519fee8")
     first, second = datagrams
     assert PROBE.probe_datagrams([first]) is NEED_MORE
     # The second datagram alone decrypts but starts past offset 0.
@@ -286,7 +298,7 @@ def test_aioquic_hello_over_four_datagrams() -> None:
     alpn = long_alpn_list(60)
     datagrams = aioquic_flight(alpn=alpn)
     assert len(datagrams) == 4
-    expected = Match("quic", "a.example", tuple(alpn))
+    expected = Match("quic", "a.example", tuple(alpn), "q13d0307px_55b375c5d22e_1cecd519fee8")
     rng = random.Random(4)
     for _ in range(10):
         order = rng.sample(datagrams, 4)
@@ -401,7 +413,9 @@ def hello(samples: S, size: int = 0, name: bytes = b"hand.example") -> bytes:
     return samples.handshake(extensions)  # type: ignore[no-any-return]
 
 
-HAND = Match("quic", "hand.example", ("h3",))
+HAND = Match("quic", "hand.example", ("h3",), "q12d0302h3_40b44b994229_000000000000")
+# hello() with a key share (any size): one extension more.
+HAND_SHARE = Match("quic", "hand.example", ("h3",), "q12d0303h3_40b44b994229_052bfcbedb83")
 
 
 def test_helpers_agree_with_the_rfc_vector() -> None:
@@ -431,12 +445,12 @@ def test_post_quantum_sized_hello_over_two_packets_out_of_order(samples: S) -> N
     second = initial(b"".join(two), pn=1)
     assert PROBE.probe_datagrams([first]) is NEED_MORE
     assert PROBE.probe_datagrams([second]) is NEED_MORE
-    assert PROBE.probe_datagrams([first, second]) == HAND
-    assert PROBE.probe_datagrams([second, first]) == HAND
+    assert PROBE.probe_datagrams([first, second]) == HAND_SHARE
+    assert PROBE.probe_datagrams([second, first]) == HAND_SHARE
     # Both packets coalesced in one datagram (the first one then needs no
     # padding of its own).
     small_first = initial(b"".join(one), pn=0, pad_to=None)
-    assert PROBE.probe_datagrams([small_first + second]) == HAND
+    assert PROBE.probe_datagrams([small_first + second]) == HAND_SHARE
 
 
 def test_overlapping_and_repeated_crypto_data(samples: S) -> None:
@@ -605,7 +619,7 @@ def test_crypto_frame_limit(samples: S) -> None:
         half = len(frames) // 2
         return [initial(b"".join(frames[:half])), initial(b"".join(frames[half:]), pn=1)]
 
-    assert PROBE.probe_datagrams(flight(MAX_CRYPTO_FRAMES)) == HAND
+    assert PROBE.probe_datagrams(flight(MAX_CRYPTO_FRAMES)) == HAND_SHARE
     assert PROBE.probe_datagrams(flight(MAX_CRYPTO_FRAMES + 1)) is NO
 
 

@@ -10,6 +10,10 @@ from refractium.protocols import BUILTIN, Match, TlsProbe, Transport, Verdict
 
 S = Any  # the conftest ``samples`` fixture (a class of helpers)
 
+# JA4 values below are those FoxIO's reference implementation gives the same
+# hellos (see data/ja4/README.md for how it was run).
+CAPTURED_OPENSSL_JA4 = "t13d3111h2_e8f1e7e78f70_1f22a2ca17c4"
+
 
 @pytest.fixture(params=["tls", "https"])
 def probe(request: pytest.FixtureRequest) -> TlsProbe:
@@ -25,12 +29,17 @@ def test_identity(probe: TlsProbe) -> None:
 
 def test_real_hello_byte_by_byte(probe: TlsProbe, real_hello: bytes, samples: S) -> None:
     match = samples.assert_incremental(probe, real_hello)
-    assert match == Match(probe.name, "mixed.example.com", ("h2", "http/1.1"))
+    assert (match.sni, match.alpn) == ("mixed.example.com", ("h2", "http/1.1"))
+    # This Python's own build decides the exact value; data/ja4 pins real ones.
+    assert match.ja4 is not None
+    assert match.ja4.startswith("t13d")
 
 
 def test_captured_openssl_hello(probe: TlsProbe, samples: S) -> None:
     match = samples.assert_incremental(probe, samples.captured_openssl_hello)
-    assert match == Match(probe.name, "captured.example.org", ("h2", "http/1.1"))
+    assert match == Match(
+        probe.name, "captured.example.org", ("h2", "http/1.1"), CAPTURED_OPENSSL_JA4
+    )
 
 
 @pytest.mark.parametrize("sizes", [(100,), (3, 300), (60, 60, 60)], ids=["2", "3", "4"])
@@ -39,23 +48,34 @@ def test_hello_over_several_records(
 ) -> None:
     stream = samples.reframe(real_hello, sizes)
     match = samples.assert_incremental(probe, stream)
-    assert match == Match(probe.name, "mixed.example.com", ("h2", "http/1.1"))
+    whole = probe.probe(real_hello)
+    assert isinstance(whole, Match)
+    assert match == Match(probe.name, "mixed.example.com", ("h2", "http/1.1"), whole.ja4)
 
 
 def test_no_sni_no_alpn(probe: TlsProbe, samples: S) -> None:
     stream = samples.python_hello(server_hostname=None, alpn=None)
-    assert samples.assert_incremental(probe, stream) == Match(probe.name)
+    match = samples.assert_incremental(probe, stream)
+    assert (match.sni, match.alpn) == (None, ())
+    # "i": no server_name extension; "00": no ALPN.
+    assert match.ja4 is not None
+    assert match.ja4[3] == "i"
+    assert match.ja4[8:10] == "00"
 
 
 def test_hand_made_hello_with_ip_literal_name(probe: TlsProbe, samples: S) -> None:
     msg = samples.handshake([samples.sni_extension(b"192.0.2.7"), samples.alpn_extension(b"h2")])
     stream = samples.frame(msg, (50,))
-    assert samples.assert_incremental(probe, stream) == Match(probe.name, "192.0.2.7", ("h2",))
+    assert samples.assert_incremental(probe, stream) == Match(
+        probe.name, "192.0.2.7", ("h2",), "t12d0302h2_40b44b994229_000000000000"
+    )
 
 
 def test_tls12_style_hello_without_extensions(probe: TlsProbe, samples: S) -> None:
     stream = samples.frame(samples.handshake(None))
-    assert samples.assert_incremental(probe, stream) == Match(probe.name)
+    assert samples.assert_incremental(probe, stream) == Match(
+        probe.name, None, (), "t12i030000_40b44b994229_000000000000"
+    )
 
 
 def test_sslv2_hello_is_refused(probe: TlsProbe, samples: S) -> None:

@@ -1,0 +1,212 @@
+"""JA4: the client fingerprint of a TLS ClientHello (FoxIO's JA4 specification).
+
+A JA4 fingerprint such as ``t13d1516h2_8daaf6152771_e5627efa2ab1`` has three
+parts, joined by ``_``:
+
+* **a**: the transport (``t`` for TLS over TCP, ``q`` for QUIC), the TLS
+  version (the highest ``supported_versions`` entry, else the hello's
+  legacy_version: ``13``, ``12``, ``11``, ``10``, ``s3``, ``s2``, ``00`` when
+  unknown), ``d`` when a server_name extension is present else ``i``, the
+  number of cipher suites and of extensions (two digits each, at most 99),
+  and the first and last characters of the first ALPN value (``00`` without
+  one; the first and last hex digits of the value when either character is
+  not an ASCII letter or digit);
+* **b**: the first 12 hex digits of the SHA-256 of the cipher suites, as
+  4-digit lower-case hex sorted and comma-separated (``000000000000`` when
+  there are none);
+* **c**: the same hash of the extension types sorted, without server_name
+  (0x0000) and ALPN (0x0010), then ``_`` and the signature algorithms in the
+  order sent (no ``_`` when there are none); ``000000000000`` when the
+  sorted list is empty.
+
+GREASE values (RFC 8701: 0x0A0A, 0x1A1A ... 0xFAFA) are left out everywhere:
+cipher suites, extension types, supported versions, signature algorithms and
+ALPN identifiers.
+
+:func:`fingerprint` is called by the ClientHello parser once per hello, on
+the fields it has walked, so it sits on the identification hot path. A
+fingerprint depends only on what a client build sends the same way every
+time, so results are kept in small bounded tables: a client seen before
+costs one dictionary look-up (a few when it shuffles its extensions, as
+Chrome does), an unknown one the full computation.
+"""
+
+from __future__ import annotations
+
+from hashlib import sha256
+from typing import Final, TypeVar
+
+__all__ = ["GREASE", "fingerprint", "version_code"]
+
+_K = TypeVar("_K")
+_V = TypeVar("_V")
+
+GREASE: Final = frozenset(0x0A0A + 0x1010 * i for i in range(16))
+"""The 16 reserved GREASE values (RFC 8701 section 2), as 16-bit integers."""
+
+_GREASE_HEX: Final = frozenset(f"{v:04x}" for v in GREASE)
+# RFC 8701 section 3: the GREASE ALPN identifiers are these two-byte names.
+_GREASE_ALPN: Final = frozenset(chr(v >> 8) * 2 for v in GREASE)
+_VERSIONS: Final = {
+    0x0304: "13",
+    0x0303: "12",
+    0x0302: "11",
+    0x0301: "10",
+    0x0300: "s3",
+    0x0002: "s2",
+    0xFEFF: "d1",
+    0xFEFD: "d2",
+    0xFEFC: "d3",
+}
+_ALNUM: Final = frozenset("0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
+_EXT_SERVER_NAME: Final = 0x0000
+_EXT_ALPN: Final = 0x0010
+_EMPTY_HASH: Final = "000000000000"
+# "00" .. "99": cheaper than formatting a count per hello.
+_TWO_DIGITS: Final = tuple(f"{i:02d}" for i in range(100))
+# Entries kept per table before it is emptied. A client build always yields
+# the same keys, so a handful of entries serve a busy port; the bound keeps a
+# stream of made-up hellos from growing the tables.
+_TABLE_SIZE: Final = 1024
+
+# Everything the fingerprint depends on, as sent -> the fingerprint.
+_Exact = tuple[str, int, bytes, bytes | None, bytes, tuple[str, ...], tuple[int, ...]]
+_exact_table: dict[_Exact, str] = {}
+# cipher suite bytes -> "NN_hash" (the count and part b).
+_ciphers_table: dict[bytes, str] = {}
+# (sorted extension types, signature algorithm bytes) -> part c.
+_extensions_table: dict[tuple[tuple[int, ...], bytes], str] = {}
+
+
+def fingerprint(
+    prefix: str,
+    legacy_version: int,
+    ciphers: bytes,
+    extensions: list[int],
+    versions: bytes | None,
+    signature_algorithms: bytes,
+    alpn: tuple[str, ...],
+) -> str:
+    """The JA4 fingerprint of one ClientHello, from the fields it carries.
+
+    Args:
+        prefix: ``"t"`` (TLS over TCP) or ``"q"`` (QUIC).
+        legacy_version: the hello's legacy_version field.
+        ciphers: the cipher_suites vector's content (2 bytes per suite).
+        extensions: every extension type in the order sent (GREASE included).
+            The list may be reordered in place.
+        versions: the supported_versions extension's list content (2 bytes
+            per version), or ``None`` when the extension is absent.
+        signature_algorithms: the signature_algorithms extension's list
+            content (2 bytes per scheme); empty when absent.
+        alpn: the ALPN protocol names offered, Latin-1 decoded, in order.
+    """
+    # Most clients send the same hello fields every time: one look-up.
+    exact = (
+        prefix,
+        legacy_version,
+        ciphers,
+        versions,
+        signature_algorithms,
+        alpn,
+        tuple(extensions),
+    )
+    known = _exact_table.get(exact)
+    if known is not None:
+        return known
+    greased = not GREASE.isdisjoint(extensions)
+    if greased:
+        extensions = [t for t in extensions if t not in GREASE]
+    count = len(extensions)
+    extensions.sort()
+    # Sorted, a server_name extension (type 0) can only be first.
+    server_name = count > 0 and extensions[0] == _EXT_SERVER_NAME
+    part_b = _ciphers_table.get(ciphers)
+    if part_b is None:
+        part_b = _remember(_ciphers_table, ciphers, _cipher_part(ciphers))
+    key = (tuple(extensions), signature_algorithms)
+    part_c = _extensions_table.get(key)
+    if part_c is None:
+        part_c = _remember(
+            _extensions_table, key, _extension_part(extensions, signature_algorithms)
+        )
+    result = (
+        f"{prefix}{version_code(legacy_version, versions)}{'d' if server_name else 'i'}"
+        f"{part_b[:2]}{_TWO_DIGITS[min(count, 99)]}{_alpn_chars(alpn)}_{part_b[3:]}_{part_c}"
+    )
+    # A client that greases (BoringSSL) also shuffles its extensions: its
+    # exact fields are new each time and would only crowd out the others.
+    if not greased:
+        _remember(_exact_table, exact, result)
+    return result
+
+
+def version_code(legacy_version: int, versions: bytes | None) -> str:
+    """The two-character TLS version: supported_versions' highest, else legacy."""
+    if versions:
+        best = -1
+        for i in range(0, len(versions) - 1, 2):
+            v = versions[i] << 8 | versions[i + 1]
+            if v > best and v not in GREASE:
+                best = v
+        if best >= 0:
+            legacy_version = best
+    return _VERSIONS.get(legacy_version, "00")
+
+
+def _remember(table: dict[_K, _V], key: _K, value: _V) -> _V:
+    """Store ``value`` under ``key``, emptying a full table first."""
+    if len(table) >= _TABLE_SIZE:
+        table.clear()
+    table[key] = value
+    return value
+
+
+def _hash12(text: str) -> str:
+    return sha256(text.encode("ascii")).hexdigest()[:12]
+
+
+def _hex_list(raw: bytes) -> list[str]:
+    """2-byte values as 4-digit lower-case hex, in order, GREASE left out."""
+    values = raw[: len(raw) & ~1].hex(",", 2).split(",") if len(raw) >= 2 else []
+    if not _GREASE_HEX.isdisjoint(values):
+        values = [v for v in values if v not in _GREASE_HEX]
+    return values
+
+
+def _cipher_part(ciphers: bytes) -> str:
+    """``"NN_hash"``: the suite count (two digits) and part b."""
+    suites = _hex_list(ciphers)
+    if not suites:
+        return f"00_{_EMPTY_HASH}"
+    # Sorting the 4-digit lower-case hex strings sorts the values.
+    suites.sort()
+    return f"{_TWO_DIGITS[min(len(suites), 99)]}_{_hash12(','.join(suites))}"
+
+
+def _extension_part(extensions: list[int], signature_algorithms: bytes) -> str:
+    """Part c, from the sorted non-GREASE extension types."""
+    kept = [f"{t:04x}" for t in extensions if t != _EXT_SERVER_NAME and t != _EXT_ALPN]
+    if not kept:
+        return _EMPTY_HASH
+    text = ",".join(kept)
+    schemes = _hex_list(signature_algorithms)
+    if schemes:
+        text += "_" + ",".join(schemes)
+    return _hash12(text)
+
+
+def _alpn_chars(alpn: tuple[str, ...]) -> str:
+    """The first and last characters of the first (non-GREASE) ALPN value."""
+    for name in alpn:
+        if name not in _GREASE_ALPN:
+            break
+    else:
+        return "00"
+    if not name:
+        return "00"
+    first, last = name[0], name[-1]
+    if first in _ALNUM and last in _ALNUM:
+        return first + last
+    digits = name.encode("latin-1").hex()
+    return digits[0] + digits[-1]
