@@ -173,7 +173,7 @@ def describe_priority(tables: Tables) -> str:
     for rank, route in enumerate(routes, 1):
         filters = route.describe_filters()
         lines.append(
-            f"  {rank}. {route.name}{' ' + filters if filters else ''} [{route.transport}]"
+            f"  {rank}. {route.id}{' ' + filters if filters else ''} [{route.transport}]"
         )
     return "\n".join(lines)
 

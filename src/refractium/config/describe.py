@@ -26,7 +26,7 @@ def describe(config: Config) -> str:
     lines += _ports(config)
     lines.append("")
     if config.protocols:
-        header = ("#", "name", "transport", "balance", "match", "options", "forward to")
+        header = ("#", "id", "name", "transport", "balance", "match", "options", "forward to")
         lines += _table([header, *(_route_row(route) for route in config.protocols)])
     else:
         lines.append("routes:       none")
@@ -67,6 +67,7 @@ def _ports(config: Config) -> list[str]:
 def _route_row(route: RouteConfig) -> tuple[str, ...]:
     match = [f"sni={','.join(route.sni)}"] if route.sni else []
     match += [f"alpn={','.join(route.alpn)}"] if route.alpn else []
+    match += [f"ja4={','.join(route.ja4)}"] if route.ja4 else []
     match += [f"patterns={len(route.patterns)}"] if route.patterns else []
     match += [f"regex={route.regex!r}"] if route.regex is not None else []
     options = [f"proxy_protocol=v{route.proxy_protocol}"] if route.proxy_protocol else []
@@ -75,6 +76,7 @@ def _route_row(route: RouteConfig) -> tuple[str, ...]:
     transport = route_transport(route)
     return (
         str(route.index),
+        route.id or route.name,
         route.name,
         "?" if transport is None else transport.value,
         route.balance.value,

@@ -73,6 +73,7 @@ def build_tables(
         if not isinstance(probe, CustomProbe):
             probe = shared.setdefault(probe.name, probe)
         exact, suffixes = split_sni(rc.sni)
+        ja4_prefixes = tuple(sorted(j[:-1] for j in rc.ja4 if j.endswith("*")))
         routes.append(
             Route(
                 name=rc.name,
@@ -85,6 +86,8 @@ def build_tables(
                 sni_exact=exact,
                 sni_suffixes=suffixes,
                 alpn=frozenset(rc.alpn),
+                ja4_exact=frozenset(j for j in rc.ja4 if not j.endswith("*")),
+                ja4_prefixes=ja4_prefixes,
                 hooks=(*getattr(probe, "hooks", ()), *_route_hooks(rc, hooks, config.source)),
                 block_hooks=rc.overflow is Overflow.BLOCK,
                 idle_timeout_s=(

@@ -118,7 +118,11 @@ def _never_matches(route: _Route) -> str | None:
             f"runs over {own} only"
         )
     carried = metadata(probe)
-    for name, values in (("sni", route.config.sni), ("alpn", route.config.alpn)):
+    for name, values in (
+        ("sni", route.config.sni),
+        ("alpn", route.config.alpn),
+        ("ja4", route.config.ja4),
+    ):
         if values and name not in carried:
             return f"{name} never matches: {route.config.name} carries no {name.upper()}"
     return None
@@ -154,9 +158,10 @@ def _wider_filters(earlier: _Route, later: _Route) -> bool:
     """Whether ``earlier`` accepts every match ``later`` does, ranking as high or higher.
 
     The rank adds an exact SNI (above any wildcard), the wildcard's length,
-    and an ALPN filter (less than the gap between exact and wildcard), so
-    ranking as high for every name means having each of ``later``'s exact
-    names and suffixes, and an ALPN filter whenever it has one.
+    and an ALPN and a JA4 filter (together less than the gap between exact
+    and wildcard), so ranking as high for every name means having each of
+    ``later``'s exact names and suffixes, and an ALPN or JA4 filter whenever
+    it has one.
     """
     has_sni = bool(later.sni_exact or later.sni_suffixes)
     if has_sni != bool(earlier.sni_exact or earlier.sni_suffixes):
@@ -167,9 +172,22 @@ def _wider_filters(earlier: _Route, later: _Route) -> bool:
     ):
         return False
     later_alpn, earlier_alpn = set(later.config.alpn), set(earlier.config.alpn)
-    if bool(later_alpn) != bool(earlier_alpn):
+    if bool(later_alpn) != bool(earlier_alpn) or not later_alpn <= earlier_alpn:
         return False
-    return later_alpn <= earlier_alpn
+    # JA4 weighs like ALPN: the earlier route needs a filter when the later
+    # has one, taking every fingerprint the later takes.
+    later_ja4, earlier_ja4 = later.config.ja4, earlier.config.ja4
+    if bool(later_ja4) != bool(earlier_ja4):
+        return False
+    return all(_ja4_taken(j, earlier_ja4) for j in later_ja4)
+
+
+def _ja4_taken(ja4: str, filters: tuple[str, ...]) -> bool:
+    """Whether the ``filters`` take every fingerprint the filter ``ja4`` takes."""
+    if ja4 in filters:
+        return True
+    stem = ja4[:-1] if ja4.endswith("*") else ja4
+    return any(f.endswith("*") and stem.startswith(f[:-1]) for f in filters)
 
 
 def _shadowed_by(route: _Route, earlier: list[_Route]) -> _Route | None:

@@ -8,8 +8,9 @@ connection that is being identified keeps a consistent view.
 
 Routing rule (DESIGN section 2): among the routes whose probe matched and
 whose filters accept the match, the most specific wins (an exact SNI before a
-wildcard, a longer wildcard before a shorter one, SNI before ALPN, any filter
-before none); ties go to the earlier route in the file. While a probe that
+wildcard, a longer wildcard before a shorter one, SNI before ALPN, an ALPN or
+JA4 filter (each counting alike) before none); ties go to the earlier route
+in the file. While a probe that
 could still produce a better route needs more data, the decision waits.
 """
 
@@ -25,10 +26,12 @@ from refractium.hooks.api import ProtocolHook, is_async_hook
 from refractium.protocols.base import Match, Probe, ProbeResult, Transport, Verdict, first_bytes
 
 # Score weights: an exact SNI outranks any wildcard (whose score grows with
-# the suffix length, at most 253), SNI outranks ALPN, any filter outranks none.
-_EXACT_SNI = 4000
-_WILDCARD_SNI = 2000
+# the suffix length, at most 253), SNI outranks ALPN and JA4 together, which
+# weigh alike; any filter outranks none.
+_EXACT_SNI = 8000
+_WILDCARD_SNI = 4000
 _ALPN = 1000
+_JA4 = _ALPN
 # A route's key is score * _INDEX_SPAN - index: higher wins, earlier breaks ties.
 _INDEX_SPAN = 1 << 20
 _NO_KEY = -(1 << 62)
@@ -47,6 +50,9 @@ class Route:
     sni_exact: frozenset[str] = frozenset()
     sni_suffixes: tuple[str, ...] = ()
     alpn: frozenset[str] = frozenset()
+    # JA4 fingerprints: whole ones, and the prefixes of those ending in "*".
+    ja4_exact: frozenset[str] = frozenset()
+    ja4_prefixes: tuple[str, ...] = ()
     # Packet hooks on this route's connections; block: overflow = "block".
     hooks: tuple[ProtocolHook, ...] = ()
     block_hooks: bool = False
@@ -71,6 +77,8 @@ class Route:
             top = _WILDCARD_SNI + max(len(s) for s in self.sni_suffixes)
         if self.alpn:
             top += _ALPN
+        if self.ja4_exact or self.ja4_prefixes:
+            top += _JA4
         object.__setattr__(self, "best_key", top * _INDEX_SPAN - self.index)
         object.__setattr__(self, "plain_hooks", not any(map(is_async_hook, self.hooks)))
 
@@ -95,6 +103,11 @@ class Route:
             if not self.alpn.intersection(match.alpn):
                 return _NO_KEY
             score += _ALPN
+        if self.ja4_exact or self.ja4_prefixes:
+            ja4 = match.ja4
+            if ja4 is None or not (ja4 in self.ja4_exact or ja4.startswith(self.ja4_prefixes)):
+                return _NO_KEY
+            score += _JA4
         return score * _INDEX_SPAN - self.index
 
     def describe_filters(self) -> str:
@@ -104,6 +117,9 @@ class Route:
             parts.append("sni=" + ",".join(names))
         if self.alpn:
             parts.append("alpn=" + ",".join(sorted(self.alpn)))
+        if self.ja4_exact or self.ja4_prefixes:
+            names = sorted(self.ja4_exact) + [p + "*" for p in self.ja4_prefixes]
+            parts.append("ja4=" + ",".join(names))
         return " ".join(parts)
 
 

@@ -30,11 +30,11 @@ def test_describe() -> None:
         "config:       refractium.toml",
         "listen:       0.0.0.0:8080, [::]:8080",
         "",
-        "#  name   transport  balance      match                                  options"
+        "#  id     name   transport  balance      match                                  options"
         "            forward to",
-        "0  https  tcp        round_robin  sni=example.com,*.example.org alpn=h2  proxy_protocol=v2"
-        "  10.0.0.1:443, 10.0.0.2:443",
-        "1  ssh    tcp        source_hash  -                                      -"
+        "0  https  https  tcp        round_robin  sni=example.com,*.example.org alpn=h2"
+        "  proxy_protocol=v2  10.0.0.1:443, 10.0.0.2:443",
+        "1  ssh    ssh    tcp        source_hash  -                                      -"
         "                  127.0.0.1:22",
         "",
         "fallback tcp: 127.0.0.1:8081",
@@ -61,8 +61,8 @@ def test_describe_gives_each_route_the_transport_it_serves() -> None:
         + route("transport = 'udp'", name="ssh")
     )
     lines = describe(load_text(text)).splitlines()
-    assert lines[3].split()[:3] == ["#", "name", "transport"]
-    assert [line.split()[1:3] for line in lines[4:9]] == [
+    assert lines[3].split()[:4] == ["#", "id", "name", "transport"]
+    assert [line.split()[2:4] for line in lines[4:9]] == [
         ["syslog", "both"],  # RFC 5426 over UDP and RFC 6587 over TCP
         ["quic", "udp"],
         ["dns", "both"],
@@ -91,3 +91,18 @@ def test_describe_says_which_routes_each_port_serves() -> None:
 def test_describe_names_no_port_when_there_is_one_for_all() -> None:
     lines = describe(load_text(route(name="ssh"))).splitlines()
     assert lines[1:3] == ["listen:       0.0.0.0:8080", ""]
+
+
+def test_describe_shows_route_ids_and_ja4_filters() -> None:
+    text = (
+        route("sni = 'a.example'", name="https")
+        + route("ja4 = ['t13d*']", name="https")
+        + route("id = 'rest'", name="https")
+    )
+    lines = describe(load_text(text)).splitlines()
+    assert [line.split()[1:3] for line in lines[4:7]] == [
+        ["https#1", "https"],
+        ["https#2", "https"],
+        ["rest", "https"],
+    ]
+    assert lines[5].split()[5] == "ja4=t13d*"

@@ -31,6 +31,18 @@ WARNED = [
         id="alpn-on-ssh",
     ),
     pytest.param(
+        route("http", 'ja4 = ["t13d*"]'),
+        "protocols[0] (http): ja4 never matches: http carries no JA4",
+        id="ja4-on-http",
+    ),
+    pytest.param(
+        route("tls", 'ja4 = ["t13d*"]')
+        + route("https", 'ja4 = ["t13d1516h2_8daaf6152771_b186095e22b6"]'),
+        "protocols[1] (https): never matches: protocols[0] (tls) comes first with the same "
+        "protocol and the same or wider filters",
+        id="ja4-shadowed-by-prefix",
+    ),
+    pytest.param(
         route("mine", 'patterns = ["HI"]', 'sni = ["a.example"]'),
         "protocols[0] (mine): sni never matches: mine carries no SNI",
         id="sni-on-patterns",
@@ -133,6 +145,19 @@ def test_each_warning(text: str, warning: str) -> None:
 
 
 QUIET = [
+    pytest.param(
+        route("tls", 'ja4 = ["t13d*"]') + route("https", 'ja4 = ["t12d*"]'),
+        id="ja4-prefixes-apart",
+    ),
+    pytest.param(
+        route("tls", 'ja4 = ["t13d1516h2_8daaf6152771_b186095e22b6"]')
+        + route("https", 'ja4 = ["t13d*"]'),
+        id="ja4-exact-then-prefix",
+    ),
+    pytest.param(
+        route("quic", 'ja4 = ["q13d*"]'),
+        id="ja4-on-quic",
+    ),
     pytest.param(route("https", 'sni = ["a.example"]', 'alpn = ["h2"]'), id="sni-alpn-on-tls"),
     pytest.param(route("quic", 'sni = ["a.example"]', 'alpn = ["h3"]'), id="sni-alpn-on-quic"),
     pytest.param(route("dns", 'transport = "tcp"'), id="dns-over-tcp"),

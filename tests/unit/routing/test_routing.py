@@ -186,3 +186,63 @@ def test_probes_that_cannot_win_are_not_called(
     route, _ = table.decide(b"GET / HTTP/1.1\r\n", False)  # type: ignore[misc]
     assert route.name == winner
     assert counting.calls == calls
+
+
+# --- ja4 filters -------------------------------------------------------------------------
+
+
+def fingerprint(hello: bytes) -> str:
+    """The JA4 the TLS probe gives ``hello``."""
+    from refractium.protocols.tls import TlsProbe
+
+    match = TlsProbe().probe(hello)
+    assert isinstance(match, Match) and match.ja4 is not None
+    return match.ja4
+
+
+def test_ja4_filters_take_their_fingerprints_only() -> None:
+    hello = client_hello("a.test", ["h2"])
+    mine = fingerprint(hello)
+    table = tables(
+        {
+            "name": "tls",
+            "ja4": ["t13d0000h2_000000000000_000000000000"],
+            "forward_to": "127.0.0.1:1",
+        },
+        {"name": "tls", "ja4": [mine], "forward_to": "127.0.0.1:2"},
+        {"name": "tls", "forward_to": "127.0.0.1:3"},
+    ).tcp
+    assert target(table, hello) == "127.0.0.1:2"
+    # Another client's hello (no ALPN: another fingerprint) skips both filters.
+    assert fingerprint(client_hello("a.test")) != mine
+    assert target(table, client_hello("a.test")) == "127.0.0.1:3"
+
+
+def test_a_ja4_prefix_takes_every_fingerprint_it_starts() -> None:
+    hello = client_hello("a.test", ["h2"])
+    table = tables(
+        {"name": "tls", "forward_to": "127.0.0.1:1"},
+        {"name": "tls", "ja4": ["q*", fingerprint(hello)[:4] + "*"], "forward_to": "127.0.0.1:2"},
+    ).tcp
+    assert target(table, hello) == "127.0.0.1:2"  # a filter outranks an earlier plain route
+
+
+def test_ja4_ranks_like_alpn_below_sni() -> None:
+    hello = client_hello("a.test", ["h2"])
+    ja4 = fingerprint(hello)
+    table = tables(
+        {"name": "tls", "ja4": [ja4], "forward_to": "127.0.0.1:1"},
+        {"name": "tls", "alpn": ["h2"], "ja4": [ja4], "forward_to": "127.0.0.1:2"},
+        {"name": "tls", "sni": "*.test", "forward_to": "127.0.0.1:3"},
+    ).tcp
+    assert target(table, hello) == "127.0.0.1:3"  # any SNI filter beats ALPN and JA4 together
+    table = tables(
+        {"name": "tls", "ja4": [ja4], "forward_to": "127.0.0.1:1"},
+        {"name": "tls", "alpn": ["h2"], "ja4": [ja4], "forward_to": "127.0.0.1:2"},
+    ).tcp
+    assert target(table, hello) == "127.0.0.1:2"  # ALPN and JA4 beat JA4 alone
+    table = tables(
+        {"name": "tls", "alpn": ["h2"], "forward_to": "127.0.0.1:1"},
+        {"name": "tls", "ja4": [ja4], "forward_to": "127.0.0.1:2"},
+    ).tcp
+    assert target(table, hello) == "127.0.0.1:1"  # ALPN alone and JA4 alone tie: file order
