@@ -1,0 +1,171 @@
+"""JA4 of real clients: curl, openssl s_client, Python's ssl and aioquic.
+
+Each client connects to a server in the test that records the first flight
+it receives (TCP) or the datagrams (UDP). The fingerprint Refractium's probes
+compute from those bytes must be the one FoxIO's reference implementation
+gave the same client build (tests/unit/protocols/data/ja4: reference.json and
+README.md, which say how each capture was made). The clients are this
+machine's Debian packages and the virtualenv's aioquic; each test first
+checks that the build is the one the value was recorded for.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import socket
+import ssl
+import subprocess
+from collections.abc import AsyncIterator, Callable
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aioquic.asyncio import connect
+from aioquic.quic.configuration import QuicConfiguration
+
+from refractium.protocols.base import Match
+from refractium.protocols.quic import QuicProbe
+from refractium.protocols.tls import TlsProbe
+
+HOST = "127.0.0.1"
+NAME = "ja4.example"  # the name of the captures: it sets the hello's length
+DATA = Path(__file__).parents[1] / "unit" / "protocols" / "data" / "ja4"
+REFERENCE: dict[str, str] = json.loads((DATA / "reference.json").read_text())["captures"]
+
+
+def tool_version(*argv: str) -> str:
+    return subprocess.run(argv, capture_output=True, text=True, check=True).stdout
+
+
+@contextlib.asynccontextmanager
+async def first_flight_server() -> AsyncIterator[tuple[int, asyncio.Future[bytes]]]:
+    """A TCP server that keeps what its first client sends until a whole hello."""
+    loop = asyncio.get_running_loop()
+    received: asyncio.Future[bytes] = loop.create_future()
+    probe = TlsProbe()
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        data = b""
+        with contextlib.suppress(OSError):
+            while not isinstance(probe.probe(data), Match):
+                chunk = await reader.read(65536)
+                if not chunk:
+                    break
+                data += chunk
+        if not received.done():
+            received.set_result(data)
+        writer.close()
+
+    server = await asyncio.start_server(handle, HOST, 0)
+    try:
+        yield server.sockets[0].getsockname()[1], received
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+async def tls_ja4(run_client: Callable[[int], Any]) -> str | None:
+    """Start the server, run the client against it, fingerprint what arrived."""
+    async with first_flight_server() as (port, received):
+        client = asyncio.create_task(asyncio.to_thread(run_client, port))
+        async with asyncio.timeout(10):
+            data = await received
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(client, 10)
+    match = TlsProbe().probe(data)
+    assert isinstance(match, Match)
+    return match.ja4
+
+
+def run(argv: list[str]) -> None:
+    subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, timeout=10, check=False)
+
+
+async def test_curl() -> None:
+    assert tool_version("curl", "--version").startswith("curl 7.88.1 ")
+    ja4 = await tls_ja4(
+        lambda port: run(
+            ["curl", "-sk", "--max-time", "5", "--resolve", f"{NAME}:{port}:{HOST}"]
+            + [f"https://{NAME}:{port}/"]
+        )
+    )
+    assert ja4 == REFERENCE["curl.pcap"] == "t13d3112h2_e8f1e7e78f70_b26ce05bbdd6"
+
+
+@pytest.mark.parametrize(
+    ("capture", "options", "expected"),
+    [
+        # TLS 1.2 only, with a name.
+        (
+            "openssl-tls12.pcap",
+            ["-servername", NAME, "-tls1_2"],
+            "t12d280700_d943125447b4_e7e480e5a997",
+        ),
+        # TLS 1.3 without a name or ALPN: "i" and "00".
+        ("openssl-nosni.pcap", ["-noservername"], "t13i310900_e8f1e7e78f70_1f22a2ca17c4"),
+    ],
+)
+async def test_openssl_s_client(capture: str, options: list[str], expected: str) -> None:
+    assert tool_version("openssl", "version").startswith("OpenSSL 3.0.19 ")
+    ja4 = await tls_ja4(
+        lambda port: run(["openssl", "s_client", "-connect", f"{HOST}:{port}", *options])
+    )
+    assert ja4 == REFERENCE[capture] == expected
+
+
+def python_client(port: int) -> None:
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    ctx.set_alpn_protocols(["http/1.1"])
+    with socket.create_connection((HOST, port), timeout=5) as sock, contextlib.suppress(OSError):
+        ctx.wrap_socket(sock, server_hostname=NAME)
+
+
+async def test_python_ssl() -> None:
+    assert ssl.OPENSSL_VERSION.startswith("OpenSSL 3.0.19 ")
+    ja4 = await tls_ja4(python_client)
+    assert ja4 == REFERENCE["python-ssl.pcap"] == "t13d1812h1_85036bcba153_d41ae481755e"
+
+
+class Datagrams(asyncio.DatagramProtocol):
+    """Keeps every datagram received."""
+
+    def __init__(self) -> None:
+        self.received: list[bytes] = []
+        self.arrived = asyncio.Event()
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        self.received.append(data)
+        self.arrived.set()
+
+
+async def test_aioquic() -> None:
+    assert version("aioquic") == "1.7.2"
+    loop = asyncio.get_running_loop()
+    transport, sink = await loop.create_datagram_endpoint(Datagrams, local_addr=(HOST, 0))
+    port = transport.get_extra_info("sockname")[1]
+    config = QuicConfiguration(is_client=True, server_name=NAME, alpn_protocols=["h3"])
+    config.idle_timeout = 1.0
+
+    async def client() -> None:
+        # No server answers: the client gives up after its idle timeout.
+        with contextlib.suppress(ConnectionError, TimeoutError):
+            async with connect(HOST, port, configuration=config):
+                pass
+
+    attempt = asyncio.create_task(client())
+    try:
+        async with asyncio.timeout(10):
+            await sink.arrived.wait()
+        match = QuicProbe().probe_datagrams(sink.received[:1])
+        assert isinstance(match, Match)
+        assert match.sni == NAME
+        assert match.ja4 == REFERENCE["aioquic.pcap"] == "q13d0307h3_55b375c5d22e_1cecd519fee8"
+    finally:
+        async with asyncio.timeout(10):
+            await attempt
+        transport.close()
