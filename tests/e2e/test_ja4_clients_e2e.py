@@ -86,12 +86,12 @@ def run(argv: list[str]) -> None:
 
 async def test_curl() -> None:
     assert tool_version("curl", "--version").startswith("curl 7.88.1 ")
-    ja4 = await tls_ja4(
-        lambda port: run(
-            ["curl", "-sk", "--max-time", "5", "--resolve", f"{NAME}:{port}:{HOST}"]
-            + [f"https://{NAME}:{port}/"]
-        )
-    )
+
+    def curl(port: int) -> None:
+        resolve = f"{NAME}:{port}:{HOST}"
+        run(["curl", "-sk", "--max-time", "5", "--resolve", resolve, f"https://{NAME}:{port}/"])
+
+    ja4 = await tls_ja4(curl)
     assert ja4 == REFERENCE["curl.pcap"] == "t13d3112h2_e8f1e7e78f70_b26ce05bbdd6"
 
 
