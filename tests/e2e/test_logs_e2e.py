@@ -15,6 +15,7 @@ import sys
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
+from tests.kit.backends import http_backend, run
 from tests.kit.proxy import run_cli
 
 LISTENING = re.compile(r"listening on tcp 127\.0\.0\.1:(\d+)")
@@ -126,3 +127,39 @@ async def test_syslog_over_udp(tmp_path: Path) -> None:
         rb"127\.0\.0\.1:\d+\x00" % proc.pid,
         line,
     ), line
+
+
+async def test_access_lines_follow_the_log_file_through_a_rotation(tmp_path: Path) -> None:
+    log_file = tmp_path / "refractium.log"
+    rotated = tmp_path / "refractium.log.1"
+    config = tmp_path / "refractium.toml"
+    async with http_backend("web") as web:
+        config.write_text(
+            f'[log]\nfile = "{log_file}"\naccess = true\n'
+            f'[[protocols]]\nname = "http"\nforward_to = "{web.address}"\n'
+        )
+        async with proxy_with(config) as proc:
+            await until(lambda: any(LISTENING.search(m) for m in messages(log_file)), "listening")
+            (port,) = {int(m[1]) for m in map(LISTENING.search, messages(log_file)) if m}
+
+            async def one() -> None:
+                done = await run(["curl", "-s", f"http://127.0.0.1:{port}/"])
+                assert done.out == "web\n"
+
+            await one()
+            await until(lambda: len(accesses(log_file)) == 1, "no access line")
+            log_file.rename(rotated)
+            proc.send_signal(signal.SIGUSR1)
+            await until(log_file.exists, "SIGUSR1 did not reopen the log file")
+            await one()
+            await until(lambda: len(accesses(log_file)) == 1, "no access line in the new file")
+    (before,), (after,) = accesses(rotated), accesses(log_file)
+    assert before.startswith("session=") and " outcome=relayed " in before
+    assert after.split()[0] != before.split()[0]  # another session
+
+
+def accesses(path: Path) -> list[str]:
+    """The access lines of a text log file (what follows ``refractium.access: ``)."""
+    if not path.exists():
+        return []
+    return [x.split(": ", 1)[1] for x in path.read_text().splitlines() if "refractium.access:" in x]

@@ -63,6 +63,7 @@ class ConnectionRecord:
         "connect_s",
         "events",
         "final",
+        "ja4",
         "local_addr",
         "protocol",
         "session_id",
@@ -84,6 +85,7 @@ class ConnectionRecord:
         self.protocol: str | None = None
         self.sni: str | None = None
         self.alpn: tuple[str, ...] = ()
+        self.ja4: str | None = None
         self.backend_addr: tuple[str, int] | None = None
         self.connect_s: float | None = None
         self.started_at = time.time()
@@ -184,6 +186,11 @@ class ConnectionInfo:
     @property
     def alpn(self) -> tuple[str, ...]:
         return self._record.alpn
+
+    @property
+    def ja4(self) -> str | None:
+        """The client's JA4 fingerprint (TLS over TCP, QUIC), else None."""
+        return self._record.ja4
 
     @property
     def backend_addr(self) -> tuple[str, int] | None:

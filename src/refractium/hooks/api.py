@@ -47,6 +47,7 @@ class HookContext:
         session_id: a random 64-bit integer, unique per connection.
         sni: the TLS server name, when there was one.
         alpn: the ALPN names the client offered.
+        ja4: the client's JA4 fingerprint (TLS over TCP, QUIC), else None.
         backend_addr: the backend's (host, port).
         local_addr: the proxy's (host, port) the client connected to.
         transport: ``"tcp"`` (``"udp"`` once UDP flows are served).
@@ -60,6 +61,7 @@ class HookContext:
     backend_addr: tuple[str, int] | None = None
     local_addr: tuple[str, int] | None = None
     transport: str = "tcp"
+    ja4: str | None = None
 
 
 PacketResult = None | Awaitable[None]

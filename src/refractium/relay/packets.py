@@ -43,6 +43,7 @@ def start_packet_hooks(
         session_id=session_id,
         sni=match.sni if match is not None else None,
         alpn=match.alpn if match is not None else (),
+        ja4=match.ja4 if match is not None else None,
         backend_addr=(backend.host, backend.port) if backend is not None else None,
         local_addr=local,
         transport=transport,
