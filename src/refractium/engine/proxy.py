@@ -459,6 +459,9 @@ class Refractium:
             # Record what is really listening, not what the file asks for.
             new = dataclasses.replace(new, bind=old.bind, port=old.port)
             new_config = dataclasses.replace(new_config, server=new)
+        # [log] is read once, at start (logging was configured from it): the
+        # access log stays as it began.
+        new_config = dataclasses.replace(new_config, log=self._config.log)
         snapshot = build_snapshot(new_config, self._probes, self._hooks, chain)
         self._config = new_config
         self._chain = chain
