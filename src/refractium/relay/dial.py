@@ -111,7 +111,7 @@ async def dial(
                 logging.WARNING,
                 f"dial:{address}",
                 "route %s: cannot connect to %s: %s",
-                target.name,
+                target.id,
                 address,
                 failure,
             )
