@@ -38,8 +38,8 @@ from refractium.engine.snapshot import Hooks, build_snapshot, health_checks
 from refractium.errors import RefractiumError
 from refractium.hooks.dispatch import HookStats
 from refractium.protocols.base import Probe, Transport
-from refractium.relay.listen import describe_socket, take_inherited
 from refractium.relay.flow import Flow
+from refractium.relay.listen import describe_socket, take_inherited
 from refractium.relay.snapshot import Snapshot
 from refractium.relay.stats import TcpStats, UdpStats
 from refractium.relay.tcp import TcpService
