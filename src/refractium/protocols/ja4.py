@@ -24,15 +24,17 @@ cipher suites, extension types, supported versions, signature algorithms and
 ALPN identifiers.
 
 :func:`fingerprint` is called by the ClientHello parser once per hello, on
-the fields it has walked, so it sits on the identification hot path. A
-fingerprint depends only on what a client build sends the same way every
-time, so results are kept in small bounded tables: a client seen before
-costs one dictionary look-up (a few when it shuffles its extensions, as
-Chrome does), an unknown one the full computation.
+the fields it has walked, so it sits on the identification hot path. The
+two hashes depend only on what a client build sends the same way every time
+(its cipher suites; its extension types and signature algorithms), so they
+are kept in small bounded tables: a client seen before costs two dictionary
+look-ups, an unknown one the full computation. (The parser also reuses the
+whole fingerprint of a hello shaped like the previous one.)
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from hashlib import sha256
 from typing import Final, TypeVar
 
@@ -68,10 +70,10 @@ _TWO_DIGITS: Final = tuple(f"{i:02d}" for i in range(100))
 # the same keys, so a handful of entries serve a busy port; the bound keeps a
 # stream of made-up hellos from growing the tables.
 _TABLE_SIZE: Final = 1024
+# Larger inputs (no real client's) are hashed every time rather than kept.
+_KEPT_BYTES: Final = 512
+_KEPT_EXTENSIONS: Final = 64
 
-# Everything the fingerprint depends on, as sent -> the fingerprint.
-_Exact = tuple[str, int, bytes, bytes | None, bytes, tuple[str, ...], tuple[int, ...]]
-_exact_table: dict[_Exact, str] = {}
 # cipher suite bytes -> "NN_hash" (the count and part b).
 _ciphers_table: dict[bytes, str] = {}
 # (sorted extension types, signature algorithm bytes) -> part c.
@@ -82,7 +84,7 @@ def fingerprint(
     prefix: str,
     legacy_version: int,
     ciphers: bytes,
-    extensions: list[int],
+    extensions: Sequence[int],
     versions: bytes | None,
     signature_algorithms: bytes,
     alpn: tuple[str, ...],
@@ -94,51 +96,32 @@ def fingerprint(
         legacy_version: the hello's legacy_version field.
         ciphers: the cipher_suites vector's content (2 bytes per suite).
         extensions: every extension type in the order sent (GREASE included).
-            The list may be reordered in place.
         versions: the supported_versions extension's list content (2 bytes
             per version), or ``None`` when the extension is absent.
         signature_algorithms: the signature_algorithms extension's list
             content (2 bytes per scheme); empty when absent.
         alpn: the ALPN protocol names offered, Latin-1 decoded, in order.
     """
-    # Most clients send the same hello fields every time: one look-up.
-    exact = (
-        prefix,
-        legacy_version,
-        ciphers,
-        versions,
-        signature_algorithms,
-        alpn,
-        tuple(extensions),
-    )
-    known = _exact_table.get(exact)
-    if known is not None:
-        return known
     greased = not GREASE.isdisjoint(extensions)
-    if greased:
-        extensions = [t for t in extensions if t not in GREASE]
-    count = len(extensions)
-    extensions.sort()
+    kept = sorted(t for t in extensions if t not in GREASE) if greased else sorted(extensions)
+    count = len(kept)
     # Sorted, a server_name extension (type 0) can only be first.
-    server_name = count > 0 and extensions[0] == _EXT_SERVER_NAME
+    server_name = count > 0 and kept[0] == _EXT_SERVER_NAME
     part_b = _ciphers_table.get(ciphers)
     if part_b is None:
-        part_b = _remember(_ciphers_table, ciphers, _cipher_part(ciphers))
-    key = (tuple(extensions), signature_algorithms)
+        part_b = _cipher_part(ciphers)
+        if len(ciphers) <= _KEPT_BYTES:
+            _remember(_ciphers_table, ciphers, part_b)
+    key = (tuple(kept), signature_algorithms)
     part_c = _extensions_table.get(key)
     if part_c is None:
-        part_c = _remember(
-            _extensions_table, key, _extension_part(extensions, signature_algorithms)
-        )
-    result = (
+        part_c = _extension_part(kept, signature_algorithms)
+        if count <= _KEPT_EXTENSIONS and len(signature_algorithms) <= _KEPT_BYTES:
+            _remember(_extensions_table, key, part_c)
+    return (
         f"{prefix}{version_code(legacy_version, versions)}{'d' if server_name else 'i'}"
         f"{part_b[:2]}{_TWO_DIGITS[min(count, 99)]}{_alpn_chars(alpn)}_{part_b[3:]}_{part_c}"
     )
-    # A client that greases (BoringSSL) also shuffles its extensions: its
-    # exact fields are new each time and would only crowd out the others.
-    if not greased:
-        _remember(_exact_table, exact, result)
-    return result
 
 
 def version_code(legacy_version: int, versions: bytes | None) -> str:
@@ -154,12 +137,11 @@ def version_code(legacy_version: int, versions: bytes | None) -> str:
     return _VERSIONS.get(legacy_version, "00")
 
 
-def _remember(table: dict[_K, _V], key: _K, value: _V) -> _V:
+def _remember(table: dict[_K, _V], key: _K, value: _V) -> None:
     """Store ``value`` under ``key``, emptying a full table first."""
     if len(table) >= _TABLE_SIZE:
         table.clear()
     table[key] = value
-    return value
 
 
 def _hash12(text: str) -> str:

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from refractium.protocols import ja4
+from refractium.protocols import clienthello, ja4
 from refractium.protocols.base import Match
 from refractium.protocols.clienthello import parse_client_hello, parse_handshake
 from refractium.protocols.ja4 import fingerprint
@@ -275,33 +275,76 @@ def test_hello_split_over_records_has_the_same_fingerprint(samples: S) -> None:
         assert parse_client_hello(stream).ja4 == REFERENCE["handmade"]["grease"]
 
 
-# --- the tables that keep known results --------------------------------------
+# --- what is kept between hellos ----------------------------------------------
+
+
+def forget() -> None:
+    ja4._ciphers_table.clear()
+    ja4._extensions_table.clear()
+    clienthello._layouts.clear()
 
 
 def test_results_do_not_depend_on_what_was_seen_before() -> None:
     expected = {name: REFERENCE["handmade"][name] for name in HANDMADE}
-    for _ in range(2):  # the second round is served from the tables
+    for _ in range(2):  # the second round reuses layouts and hashes
         assert {n: parse_client_hello(h).ja4 for n, h in HANDMADE.items()} == expected
-    ja4._exact_table.clear()
-    ja4._ciphers_table.clear()
-    ja4._extensions_table.clear()
-    assert {n: parse_client_hello(h).ja4 for n, h in HANDMADE.items()} == expected
+    forget()
+    assert {n: parse_client_hello(h).ja4 for n, h in reversed(HANDMADE.items())} == expected
+
+
+def direct(ciphers: Sequence[int], types: Sequence[int], alpn: tuple[str, ...] = ("h2",)) -> str:
+    """The fingerprint from the fields, without the parser's layouts."""
+    return fingerprint("t", 0x0303, u16s(ciphers), types, None, b"", alpn)
+
+
+def test_hellos_of_one_size_and_first_extension_are_told_apart() -> None:
+    # Same extensions block length and first extension header: the layout
+    # kept for one is checked, found wrong, and the other is walked.
+    one = hello(TLS13, [sni(b"a.example"), alpn(b"h2"), ext(0x0017), ext(0x0023)])
+    two = hello(TLS13, [sni(b"b.example"), ext(0x0017), ext(0x0022), alpn(b"h3")])
+    three = hello(TLS13, [sni(b"c.example"), alpn(b"h3"), ext(0x0017), ext(0x0023)])
+    assert len(one) == len(two) == len(three)
+    expected = [
+        ("a.example", ("h2",), direct(TLS13, [0, 16, 0x17, 0x23], ("h2",))),
+        ("b.example", ("h3",), direct(TLS13, [0, 0x17, 0x22, 16], ("h3",))),
+        # one's layout exactly, but another ALPN value.
+        ("c.example", ("h3",), direct(TLS13, [0, 16, 0x17, 0x23], ("h3",))),
+    ]
+    assert len(set(e[2] for e in expected)) == 3
+    forget()
+    for order in ([0, 1, 2], [1, 0, 2, 0], [2, 0, 1, 2, 2, 0]):
+        for i in order:
+            got = parse_client_hello((one, two, three)[i])
+            assert (got.sni, got.alpn, got.ja4) == expected[i]
 
 
 def test_tables_stay_bounded() -> None:
     for i in range(3 * ja4._TABLE_SIZE):
         made_up = hello((0x1301, i + 1), [ext(0x2000 + (i % 5000)), sig_algs(i + 1)])
         parse_client_hello(made_up)
-    for table in (ja4._exact_table, ja4._ciphers_table, ja4._extensions_table):
+    for table in (ja4._ciphers_table, ja4._extensions_table):
         assert 0 < len(table) <= ja4._TABLE_SIZE
+    assert 0 < len(clienthello._layouts) <= clienthello._LAYOUTS
     assert parse_client_hello(HANDMADE["grease"]).ja4 == REFERENCE["handmade"]["grease"]
 
 
-def test_greased_hellos_are_not_kept_whole() -> None:
-    # Such a client shuffles its extensions: keeping each order would only
-    # push the others out.
-    ja4._exact_table.clear()
+def test_oversized_hellos_are_not_kept() -> None:
+    forget()
+    big = hello(range(1, 300), [sni(b"big.example")] + [ext(0x1000 + i) for i in range(70)])
+    assert parse_client_hello(big).ja4 == direct(range(1, 300), [0, *range(0x1000, 0x1046)], ())
+    assert not ja4._ciphers_table
+    assert not ja4._extensions_table
+    (layout,) = clienthello._layouts.values()
+    assert layout.unpack is None
+
+
+def test_greased_hellos_are_walked_every_time() -> None:
+    # Such a client shuffles its extensions: its layout never repeats, so
+    # none is kept to check the next hello against.
+    forget()
     parse_client_hello(HANDMADE["grease"])
-    assert not ja4._exact_table
     parse_client_hello(HANDMADE["no-sni-no-alpn"])
-    assert len(ja4._exact_table) == 1
+    kept = {layout.types: layout.unpack for layout in clienthello._layouts.values()}
+    assert len(kept) == 2
+    assert kept[(0x1A1A, 0, 16, 43, 13, 10, 0xFAFA)] is None
+    assert kept[(43, 13, 10)] is not None
