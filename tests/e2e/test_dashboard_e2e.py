@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from selenium import webdriver
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
@@ -61,8 +62,15 @@ health_check = true
 
 
 def wait(driver: webdriver.Chrome, condition: Callable[[webdriver.Chrome], T]) -> T:
-    """Poll ``condition`` until it is truthy (or fail after :data:`WAIT_S`)."""
-    return WebDriverWait(driver, WAIT_S, poll_frequency=0.1).until(condition)
+    """Poll ``condition`` until it is truthy (or fail after :data:`WAIT_S`).
+
+    The page rebuilds its tables every second, so an element found a moment
+    ago may be gone: such a look is simply tried again.
+    """
+    waiting = WebDriverWait(
+        driver, WAIT_S, poll_frequency=0.1, ignored_exceptions=(StaleElementReferenceException,)
+    )
+    return waiting.until(condition)
 
 
 def text_of(element_id: str) -> Callable[[webdriver.Chrome], str]:
@@ -135,21 +143,22 @@ async def look(driver: webdriver.Chrome, origin: str, proxy: int, backends: list
     assert cookie["path"] == "/"
 
     # -- routes and backends -------------------------------------------------
+    # Read in one script call each: the tables are rebuilt every second.
     rows = await in_thread(
-        wait, driver, lambda d: d.find_elements(By.CSS_SELECTOR, "#routes tr[data-route]")
+        wait,
+        driver,
+        lambda d: d.execute_script(
+            "return [...document.querySelectorAll('#routes tr[data-route]')]"
+            ".map((row) => [row.dataset.route, row.querySelector('td b').innerText])"
+        ),
     )
-    assert [row.get_attribute("data-route") for row in rows] == ["http", "https#1", "https#2"]
-    assert [row.find_element(By.CSS_SELECTOR, "td b").text for row in rows] == [
-        "http",
-        "https#1",
-        "https#2",
-    ]
+    assert rows == [["http", "http"], ["https#1", "https#1"], ["https#2", "https#2"]]
 
     def badges(d: webdriver.Chrome) -> dict[str, str] | None:
-        shown = {
-            e.get_attribute("data-address"): e.find_element(By.CSS_SELECTOR, ".badge").text
-            for e in d.find_elements(By.CSS_SELECTOR, "#routes .backend")
-        }
+        shown: dict[str, str] = d.execute_script(
+            "return Object.fromEntries([...document.querySelectorAll('#routes .backend')]"
+            ".map((b) => [b.dataset.address, b.querySelector('.badge').innerText]))"
+        )
         dead = f"{HOST}:{backends[3]}"
         return shown if shown.get(dead) == "DOWN" else None  # once the check has run
 
@@ -167,10 +176,8 @@ async def look(driver: webdriver.Chrome, origin: str, proxy: int, backends: list
         assert (await get(proxy)).endswith(b"web\n")
     held = await hold_http(proxy, 3)
     await in_thread(wait, driver, lambda d: text_of("open-connections")(d) == "3")
-    route_active = driver.find_element(
-        By.CSS_SELECTOR, '#routes tr[data-route="http"] .route-active'
-    )
-    await in_thread(wait, driver, lambda d: route_active.text == "3")
+    active = '#routes tr[data-route="http"] .route-active'
+    await in_thread(wait, driver, lambda d: d.find_element(By.CSS_SELECTOR, active).text == "3")
     for writer in held:
         writer.close()
     await in_thread(wait, driver, lambda d: text_of("open-connections")(d) == "0")
@@ -187,8 +194,10 @@ async def look(driver: webdriver.Chrome, origin: str, proxy: int, backends: list
 
     shape = await in_thread(wait, driver, drawn)
     assert shape.startswith("M")
-    throughput = driver.find_element(By.CSS_SELECTOR, "#chart-bytes path.series-bytes_out")
-    assert int(throughput.get_attribute("data-points") or 0) >= 2
+    points = driver.execute_script(
+        "return document.querySelector('#chart-bytes path.series-bytes_out').dataset.points"
+    )
+    assert int(points) >= 2
     assert driver.find_element(By.ID, "total-connections").text == "8"
 
     # -- nothing from anywhere else ---------------------------------------------
