@@ -4,7 +4,11 @@ Run with ``python benchmarks/bench_probes.py``. For every probe and every
 input (an HTTP GET, a ~500-byte TLS 1.3 ClientHello with SNI and ALPN
 h2/http1.1 from this Python's ssl module, an SSH banner) it times batches of
 calls with ``time.perf_counter_ns`` and prints the median ns per call, plus
-the bare ClientHello parser and the same hello fragmented over three records.
+the bare ClientHello parser (which also computes the JA4 fingerprint) and the
+same hello fragmented over three records, seen before (its layout and hashes
+kept, as for a client that connects again) and as if new (the parser's and
+JA4's tables emptied before each call), and with a GREASE extension (as
+BoringSSL clients send, which shuffle their extensions: walked every time).
 Then each of the other built-in probes on its own protocol's first flight
 (what a match costs; ``probe_datagram`` for the UDP form where there is one).
 The probes' ``first_bytes`` filter is not applied: the table shows the cost
@@ -20,7 +24,7 @@ import statistics
 import time
 from collections.abc import Callable
 
-from refractium.protocols import BUILTIN, CustomProbe
+from refractium.protocols import BUILTIN, CustomProbe, clienthello, ja4
 from refractium.protocols.clienthello import parse_client_hello, parse_handshake
 from refractium.protocols.dns import DnsProbe
 from refractium.protocols.openvpn import OpenVpnProbe
@@ -51,6 +55,27 @@ def three_records(stream: bytes) -> bytes:
         b"\x16" + stream[1:3] + (b - a).to_bytes(2, "big") + body[a:b]
         for a, b in itertools.pairwise(cuts)
     )
+
+
+def greased(stream: bytes) -> bytes:
+    """The hello with an empty GREASE extension (0x0A0A) in front of the others."""
+    body = stream[5 : 5 + int.from_bytes(stream[3:5], "big")]
+    p = 4 + 34
+    p += 1 + body[p]
+    p += 2 + int.from_bytes(body[p : p + 2], "big")
+    p += 1 + body[p]
+    block = b"\x0a\x0a\x00\x00" + body[p + 2 :]
+    rest = body[4:p] + len(block).to_bytes(2, "big") + block
+    msg = b"\x01" + len(rest).to_bytes(3, "big") + rest
+    return stream[:3] + len(msg).to_bytes(2, "big") + msg
+
+
+def as_if_new(data: bytes) -> object:
+    """Parse with nothing kept from earlier hellos: a client's first visit."""
+    clienthello._layouts.clear()
+    ja4._ciphers_table.clear()
+    ja4._extensions_table.clear()
+    return parse_client_hello(data)
 
 
 def first_flights() -> dict[str, tuple[Callable[[bytes], object], bytes]]:
@@ -141,6 +166,8 @@ def main() -> None:
         "parse_client_hello (1 record)": (parse_client_hello, hello),
         "parse_client_hello (3 records)": (parse_client_hello, fragmented),
         "parse_handshake (bare message)": (parse_handshake, hello[5:]),
+        "parse_client_hello, as if new": (as_if_new, hello),
+        "parse_client_hello, GREASE ext.": (parse_client_hello, greased(hello)),
         "tls probe, hello cut in half": (BUILTIN["tls"].probe, hello[: len(hello) // 2]),
     }
     for label, (fn, data) in parsers.items():

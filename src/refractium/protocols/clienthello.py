@@ -41,7 +41,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from itertools import pairwise
 from struct import Struct
+from struct import error as StructError
 from typing import Final, TypeAlias
 
 from refractium.protocols.ja4 import GREASE, fingerprint
@@ -75,9 +77,15 @@ _EXT_ALPN: Final = 16
 _EXT_SIGNATURE_ALGORITHMS: Final = 13
 _EXT_SUPPORTED_VERSIONS: Final = 43
 # Extensions whose content the walk reads; the others are only counted.
-_READ: Final = frozenset(
-    {_EXT_SERVER_NAME, _EXT_ALPN, _EXT_SIGNATURE_ALGORITHMS, _EXT_SUPPORTED_VERSIONS}
+# Extensions whose content is read, in the order of _Layout.read.
+_READ_ORDER: Final = (
+    _EXT_SERVER_NAME,
+    _EXT_ALPN,
+    _EXT_SUPPORTED_VERSIONS,
+    _EXT_SIGNATURE_ALGORITHMS,
 )
+# Those a hello must not repeat for its route to be trusted.
+_UNIQUE: Final = frozenset({_EXT_SERVER_NAME, _EXT_ALPN})
 _NAME_TYPE_HOST: Final = 0
 _MAX_HOST_NAME: Final = 255
 # Bytes allowed in a host name we hand on: printable ASCII without space.
@@ -382,63 +390,57 @@ def _walk(b: bytes, p: int, end: int, key: bytes) -> _Layout:
     """
     start = p
     types: list[int] = []
-    append = types.append
-    sni_at: _Span | None = None
-    alpn_at: _Span | None = None
-    versions_at: _Span | None = None
-    sig_at: _Span | None = None
-    last_header = end - 4
-    while p < end:
-        if p > last_header:
-            raise Malformed("truncated extension header")
-        ext_type, size = _unpack_ext_header(b, p)
-        q = p + 4 + size
-        if q > end:
-            raise Malformed("extension overruns the hello")
-        append(ext_type)
-        if ext_type in _READ:
-            at = (p + 4 - start, q - start)
-            if ext_type == _EXT_SERVER_NAME:
-                # RFC 8446 4.2: no two extensions of the same type. A repeated
-                # SNI is also a classic way to make a router and the server
-                # see different names, so it is refused.
-                if sni_at is not None:
-                    raise Malformed("duplicate server_name")
-                sni_at = at
-            elif ext_type == _EXT_ALPN:
-                if alpn_at is not None:
-                    raise Malformed("duplicate ALPN")
-                alpn_at = at
-            elif ext_type == _EXT_SUPPORTED_VERSIONS:
-                versions_at = versions_at or at
-            else:
-                sig_at = sig_at or at
-        p = q
-    layout = _Layout(tuple(types), (sni_at, alpn_at, versions_at, sig_at))
+    starts: list[int] = []
+    append_type = types.append
+    append_start = starts.append
+    # The loop only records: each extension costs two appends and one C
+    # call. Overruns show as a final position past ``end``.
+    try:
+        while p < end:
+            ext_type, size = _unpack_ext_header(b, p)
+            append_type(ext_type)
+            append_start(p)
+            p += 4 + size
+    except StructError:
+        raise Malformed("truncated extension header") from None
+    if p != end:
+        raise Malformed("extension overruns the hello")
+    starts.append(end)
+    spans: list[_Span | None] = []
+    for ext_type in _READ_ORDER:
+        if ext_type not in types:
+            spans.append(None)
+            continue
+        i = types.index(ext_type)
+        # RFC 8446 4.2: no two extensions of the same type. A repeated SNI is
+        # also a classic way to make a router and the server see different
+        # names, so one is refused (and a repeated ALPN list with it).
+        if ext_type in _UNIQUE and types.count(ext_type) > 1:
+            raise Malformed("duplicate extension")
+        spans.append((starts[i] + 4 - start, starts[i + 1] - start))
+    layout = _Layout(tuple(types), tuple(spans))
     # A client that sends GREASE values (BoringSSL: Chrome and others) also
     # shuffles its extensions, so its layout never repeats: it is not kept
     # to be checked against, and its next hello is walked straight away.
     if len(types) <= _LAID_OUT_EXTENSIONS and GREASE.isdisjoint(types):
-        layout.unpack, layout.headers = _shape(b, start, end)
+        layout.unpack, layout.headers = _shape(types, starts)
     if len(_layouts) >= _LAYOUTS:
         _layouts.clear()
     _layouts[key] = layout
     return layout
 
 
-def _shape(b: bytes, p: int, end: int) -> tuple[Callable[[bytes, int], tuple[int, ...]], _Headers]:
-    """One struct reading every extension header of ``b[p:end]``, and what it reads.
+def _shape(
+    types: list[int], starts: list[int]
+) -> tuple[Callable[[bytes, int], _Headers], _Headers]:
+    """One struct reading every extension header at once, and what it must read.
 
-    The entries were walked and found well formed: this pass only records them.
+    ``starts`` holds where each extension starts, then the end of the block.
     """
-    fmt = [">"]
-    headers: list[int] = []
-    while p < end:
-        ext_type, size = _unpack_ext_header(b, p)
-        fmt.append(f"HH{size}x")
-        headers += (ext_type, size)
-        p += 4 + size
-    return Struct("".join(fmt)).unpack_from, tuple(headers)
+    sizes = [q - p - 4 for p, q in pairwise(starts)]
+    fmt = ">" + "".join(f"HH{size}x" for size in sizes)
+    headers = tuple(value for pair in zip(types, sizes, strict=True) for value in pair)
+    return Struct(fmt).unpack_from, headers
 
 
 def _parse_server_name(b: bytes, p: int, end: int) -> str | None:

@@ -38,7 +38,7 @@ from collections.abc import Sequence
 from hashlib import sha256
 from typing import Final, TypeVar
 
-__all__ = ["GREASE", "fingerprint", "version_code"]
+__all__ = ["GREASE", "fingerprint"]
 
 _K = TypeVar("_K")
 _V = TypeVar("_V")
@@ -78,6 +78,10 @@ _KEPT_EXTENSIONS: Final = 64
 _ciphers_table: dict[bytes, str] = {}
 # (sorted extension types, signature algorithm bytes) -> part c.
 _extensions_table: dict[tuple[tuple[int, ...], bytes], str] = {}
+# supported_versions content -> its highest version (-1: none but GREASE).
+_versions_table: dict[bytes, int] = {}
+# ALPN names offered -> the two ALPN characters.
+_alpn_table: dict[tuple[str, ...], str] = {}
 
 
 def fingerprint(
@@ -102,8 +106,12 @@ def fingerprint(
             content (2 bytes per scheme); empty when absent.
         alpn: the ALPN protocol names offered, Latin-1 decoded, in order.
     """
-    greased = not GREASE.isdisjoint(extensions)
-    kept = sorted(t for t in extensions if t not in GREASE) if greased else sorted(extensions)
+    kept = sorted(extensions)
+    # Usually one or two GREASE values, if any: removed in C rather than
+    # filtering every type in the interpreter.
+    for value in GREASE.intersection(extensions):
+        for _ in range(extensions.count(value)):
+            kept.remove(value)
     count = len(kept)
     # Sorted, a server_name extension (type 0) can only be first.
     server_name = count > 0 and kept[0] == _EXT_SERVER_NAME
@@ -118,23 +126,34 @@ def fingerprint(
         part_c = _extension_part(kept, signature_algorithms)
         if count <= _KEPT_EXTENSIONS and len(signature_algorithms) <= _KEPT_BYTES:
             _remember(_extensions_table, key, part_c)
+    if versions:
+        highest = _versions_table.get(versions)
+        if highest is None:
+            highest = _highest(versions)
+            if len(versions) <= _KEPT_BYTES:
+                _remember(_versions_table, versions, highest)
+        if highest >= 0:
+            legacy_version = highest
+    version = _VERSIONS.get(legacy_version, "00")
+    chars = _alpn_table.get(alpn)
+    if chars is None:
+        chars = _alpn_chars(alpn)
+        if len(alpn) <= _KEPT_EXTENSIONS:
+            _remember(_alpn_table, alpn, chars)
     return (
-        f"{prefix}{version_code(legacy_version, versions)}{'d' if server_name else 'i'}"
-        f"{part_b[:2]}{_TWO_DIGITS[min(count, 99)]}{_alpn_chars(alpn)}_{part_b[3:]}_{part_c}"
+        f"{prefix}{version}{'d' if server_name else 'i'}"
+        f"{part_b[:2]}{_TWO_DIGITS[min(count, 99)]}{chars}_{part_b[3:]}_{part_c}"
     )
 
 
-def version_code(legacy_version: int, versions: bytes | None) -> str:
-    """The two-character TLS version: supported_versions' highest, else legacy."""
-    if versions:
-        best = -1
-        for i in range(0, len(versions) - 1, 2):
-            v = versions[i] << 8 | versions[i + 1]
-            if v > best and v not in GREASE:
-                best = v
-        if best >= 0:
-            legacy_version = best
-    return _VERSIONS.get(legacy_version, "00")
+def _highest(versions: bytes) -> int:
+    """The highest non-GREASE 2-byte value in ``versions``; -1 when none."""
+    best = -1
+    for i in range(0, len(versions) - 1, 2):
+        v = versions[i] << 8 | versions[i + 1]
+        if v > best and v not in GREASE:
+            best = v
+    return best
 
 
 def _remember(table: dict[_K, _V], key: _K, value: _V) -> None:

@@ -141,6 +141,23 @@ def test_grease_alpn_identifiers_are_skipped() -> None:
     assert spec_fingerprint(alpn=("\x0a\x1a", "h2"))[8:10] == "0a"
 
 
+@pytest.mark.parametrize("legacy", [0x0303, 0x0301, 0x0300, 0x0305])
+def test_supported_versions_of_grease_only_fall_back_to_the_legacy_version(legacy: int) -> None:
+    got = fingerprint("t", legacy, u16(SPEC_CIPHERS), [0x002B], b"\x0a\x0a\x1a\x1a", b"", ())
+    assert got[1:3] == {0x0303: "12", 0x0301: "10", 0x0300: "s3", 0x0305: "00"}[legacy]
+
+
+def test_highest_supported_version_wins_whatever_the_order() -> None:
+    for versions, code in [
+        (b"\x03\x03\x03\x04", "13"),
+        (b"\x7a\x7a\x03\x02\x03\x01", "11"),
+        (b"\xfe\xfd", "d2"),  # DTLS 1.2
+        (b"\x7f\x1c", "00"),  # a TLS 1.3 draft: unknown
+    ]:
+        got = fingerprint("t", 0x0303, u16(SPEC_CIPHERS), [0x002B], versions, b"", ())
+        assert got[1:3] == code
+
+
 def test_no_alpn_is_00() -> None:
     assert spec_fingerprint(alpn=())[8:10] == "00"
 
@@ -279,8 +296,8 @@ def test_hello_split_over_records_has_the_same_fingerprint(samples: S) -> None:
 
 
 def forget() -> None:
-    ja4._ciphers_table.clear()
-    ja4._extensions_table.clear()
+    for table in (ja4._ciphers_table, ja4._extensions_table, ja4._versions_table, ja4._alpn_table):
+        table.clear()
     clienthello._layouts.clear()
 
 
