@@ -7,6 +7,9 @@ gave the same client build (tests/unit/protocols/data/ja4: reference.json and
 README.md, which say how each capture was made). The clients are this
 machine's Debian packages and the virtualenv's aioquic; each test first
 checks that the build is the one the value was recorded for.
+
+Last, the endpoint hook that docs/identification.md gives as an example
+turns curl away by its fingerprint and lets openssl s_client through.
 """
 
 from __future__ import annotations
@@ -26,9 +29,14 @@ import pytest
 from aioquic.asyncio import connect
 from aioquic.quic.configuration import QuicConfiguration
 
+from refractium import Refractium
+from refractium.endpoint import Accept, ConnectionInfo, Reject, Side
 from refractium.protocols.base import Match
 from refractium.protocols.quic import QuicProbe
 from refractium.protocols.tls import TlsProbe
+from tests.kit.backends import run as run_tool
+from tests.kit.backends import tls_backend
+from tests.kit.clients import openssl_get
 
 HOST = "127.0.0.1"
 NAME = "ja4.example"  # the name of the captures: it sets the hello's length
@@ -169,3 +177,42 @@ async def test_aioquic() -> None:
         async with asyncio.timeout(10):
             await attempt
         transport.close()
+
+
+# The endpoint hook of docs/identification.md ("JA4 fingerprints"), as written there.
+BLOCKED = {"t13d3112h2_e8f1e7e78f70_b26ce05bbdd6"}
+
+
+class BlockFingerprints:
+    def after_handshake(self, conn: ConnectionInfo) -> object:
+        if conn.side is Side.SERVER and conn.ja4 in BLOCKED:
+            return Reject(403, b"client not allowed")
+        return Accept
+
+
+async def test_the_documented_hook_turns_curl_away_and_lets_openssl_through() -> None:
+    assert {REFERENCE["curl.pcap"]} == BLOCKED
+    async with tls_backend("web", ["a.example"]) as web:
+        engine = (
+            Refractium.builder()
+            .bind(HOST)
+            .port(0)
+            .option(max_connections_per_ip=0)
+            .route("tls", web.address)
+            .hooks(BlockFingerprints())
+            .build()
+        )
+        await engine.start_tcp()
+        try:
+            port = engine.tcp_addresses[0][1]
+            url, resolve = f"https://a.example:{port}/", f"a.example:{port}:{HOST}"
+            ca = str(web.ca_file)
+            by_curl = await run_tool(["curl", "-s", "--cacert", ca, "--resolve", resolve, url])
+            by_openssl = await openssl_get(port, "a.example")
+        finally:
+            await engine.shutdown(0)
+    # curl: a TLS alert instead of a handshake; the backend never saw it.
+    assert by_curl.returncode != 0
+    assert engine.tcp_stats.rejected[403] == 1
+    assert b"web sni=a.example" in by_openssl.out.encode()
+    assert (web.accepted, web.handshakes) == (1, 1)
