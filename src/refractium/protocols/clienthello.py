@@ -406,18 +406,18 @@ def _walk(b: bytes, p: int, end: int, key: bytes) -> _Layout:
     if p != end:
         raise Malformed("extension overruns the hello")
     starts.append(end)
+    # RFC 8446 4.2: no two extensions of the same type. A repeated SNI is
+    # also a classic way to make a router and the server see different
+    # names, so one is refused (and a repeated ALPN list with it).
+    if len(set(types)) < len(types) and any(types.count(t) > 1 for t in _UNIQUE):
+        raise Malformed("duplicate extension")
     spans: list[_Span | None] = []
     for ext_type in _READ_ORDER:
-        if ext_type not in types:
+        if ext_type in types:
+            i = types.index(ext_type)
+            spans.append((starts[i] + 4 - start, starts[i + 1] - start))
+        else:
             spans.append(None)
-            continue
-        i = types.index(ext_type)
-        # RFC 8446 4.2: no two extensions of the same type. A repeated SNI is
-        # also a classic way to make a router and the server see different
-        # names, so one is refused (and a repeated ALPN list with it).
-        if ext_type in _UNIQUE and types.count(ext_type) > 1:
-            raise Malformed("duplicate extension")
-        spans.append((starts[i] + 4 - start, starts[i + 1] - start))
     layout = _Layout(tuple(types), tuple(spans))
     # A client that sends GREASE values (BoringSSL: Chrome and others) also
     # shuffles its extensions, so its layout never repeats: it is not kept

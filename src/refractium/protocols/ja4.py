@@ -107,11 +107,12 @@ def fingerprint(
         alpn: the ALPN protocol names offered, Latin-1 decoded, in order.
     """
     kept = sorted(extensions)
-    # Usually one or two GREASE values, if any: removed in C rather than
-    # filtering every type in the interpreter.
-    for value in GREASE.intersection(extensions):
-        for _ in range(extensions.count(value)):
-            kept.remove(value)
+    if not GREASE.isdisjoint(kept):
+        # Usually one or two GREASE values: removed in C rather than
+        # filtering every type in the interpreter.
+        for value in GREASE.intersection(kept):
+            for _ in range(kept.count(value)):
+                kept.remove(value)
     count = len(kept)
     # Sorted, a server_name extension (type 0) can only be first.
     server_name = count > 0 and kept[0] == _EXT_SERVER_NAME
