@@ -76,16 +76,6 @@ _EXT_SERVER_NAME: Final = 0
 _EXT_ALPN: Final = 16
 _EXT_SIGNATURE_ALGORITHMS: Final = 13
 _EXT_SUPPORTED_VERSIONS: Final = 43
-# Extensions whose content the walk reads; the others are only counted.
-# Extensions whose content is read, in the order of _Layout.read.
-_READ_ORDER: Final = (
-    _EXT_SERVER_NAME,
-    _EXT_ALPN,
-    _EXT_SUPPORTED_VERSIONS,
-    _EXT_SIGNATURE_ALGORITHMS,
-)
-# Those a hello must not repeat for its route to be trusted.
-_UNIQUE: Final = frozenset({_EXT_SERVER_NAME, _EXT_ALPN})
 _NAME_TYPE_HOST: Final = 0
 _MAX_HOST_NAME: Final = 255
 # Bytes allowed in a host name we hand on: printable ASCII without space.
@@ -409,24 +399,32 @@ def _walk(b: bytes, p: int, end: int, key: bytes) -> _Layout:
     # RFC 8446 4.2: no two extensions of the same type. A repeated SNI is
     # also a classic way to make a router and the server see different
     # names, so one is refused (and a repeated ALPN list with it).
-    if len(set(types)) < len(types) and any(types.count(t) > 1 for t in _UNIQUE):
+    count = types.count
+    if count(_EXT_SERVER_NAME) > 1 or count(_EXT_ALPN) > 1:
         raise Malformed("duplicate extension")
-    spans: list[_Span | None] = []
-    for ext_type in _READ_ORDER:
-        if ext_type in types:
-            i = types.index(ext_type)
-            spans.append((starts[i] + 4 - start, starts[i + 1] - start))
-        else:
-            spans.append(None)
-    layout = _Layout(tuple(types), tuple(spans))
+    # Unrolled: these few lines run for every hello not laid out before.
+    index = types.index
+    sni_at = alpn_at = versions_at = sig_at = None
+    if _EXT_SERVER_NAME in types:
+        i = index(_EXT_SERVER_NAME)
+        sni_at = (starts[i] + 4 - start, starts[i + 1] - start)
+    if _EXT_ALPN in types:
+        i = index(_EXT_ALPN)
+        alpn_at = (starts[i] + 4 - start, starts[i + 1] - start)
+    if _EXT_SUPPORTED_VERSIONS in types:
+        i = index(_EXT_SUPPORTED_VERSIONS)
+        versions_at = (starts[i] + 4 - start, starts[i + 1] - start)
+    if _EXT_SIGNATURE_ALGORITHMS in types:
+        i = index(_EXT_SIGNATURE_ALGORITHMS)
+        sig_at = (starts[i] + 4 - start, starts[i + 1] - start)
+    layout = _Layout(tuple(types), (sni_at, alpn_at, versions_at, sig_at))
     # A client that sends GREASE values (BoringSSL: Chrome and others) also
-    # shuffles its extensions, so its layout never repeats: it is not kept
-    # to be checked against, and its next hello is walked straight away.
+    # shuffles its extensions, so its layout never repeats: it is not kept.
     if len(types) <= _LAID_OUT_EXTENSIONS and GREASE.isdisjoint(types):
         layout.unpack, layout.headers = _shape(types, starts)
-    if len(_layouts) >= _LAYOUTS:
-        _layouts.clear()
-    _layouts[key] = layout
+        if len(_layouts) >= _LAYOUTS:
+            _layouts.clear()
+        _layouts[key] = layout
     return layout
 
 
