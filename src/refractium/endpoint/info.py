@@ -24,6 +24,7 @@ from refractium.endpoint.api import (
     Side,
     Verdict,
 )
+from refractium.protocols.base import Match
 
 
 class Figures(Protocol):
@@ -63,8 +64,8 @@ class ConnectionRecord:
         "connect_s",
         "events",
         "final",
-        "ja4",
         "local_addr",
+        "match",
         "protocol",
         "session_id",
         "sni",
@@ -85,7 +86,8 @@ class ConnectionRecord:
         self.protocol: str | None = None
         self.sni: str | None = None
         self.alpn: tuple[str, ...] = ()
-        self.ja4: str | None = None
+        # What identified it: its JA4 is computed only if a hook reads it.
+        self.match: Match | None = None
         self.backend_addr: tuple[str, int] | None = None
         self.connect_s: float | None = None
         self.started_at = time.time()
@@ -190,7 +192,8 @@ class ConnectionInfo:
     @property
     def ja4(self) -> str | None:
         """The client's JA4 fingerprint (TLS over TCP, QUIC), else None."""
-        return self._record.ja4
+        match = self._record.match
+        return None if match is None else match.ja4
 
     @property
     def backend_addr(self) -> tuple[str, int] | None:

@@ -99,7 +99,7 @@ class Gate:
         record.protocol = route
         record.sni = match.sni if match is not None else None
         record.alpn = match.alpn if match is not None else ()
-        record.ja4 = match.ja4 if match is not None else None
+        record.match = match
         record.emit(EventKind.IDENTIFIED)
         calls = self.chain.after_handshake
         if not calls:
