@@ -25,9 +25,7 @@ from typing import cast
 from refractium.addr import Address
 from refractium.endpoint.api import (
     FAILED,
-    IGNORED,
     REFUSED,
-    REJECTED,
     RELAYED,
     UNIDENTIFIED,
     Accept,
@@ -43,7 +41,7 @@ from refractium.relay.gate import Gate
 from refractium.relay.halfclose import send_eof
 from refractium.relay.packets import start_packet_hooks
 from refractium.relay.pipe import INBOUND, BackendProtocol, HeldBackendProtocol, Pipe
-from refractium.relay.refusal import count_refusal
+from refractium.relay.refusal import count_refusal, ending
 from refractium.relay.state import (
     CLOSED,
     CONNECTING,
@@ -506,13 +504,9 @@ class ClientProtocol(Pipe):
         """Refuse the client in its protocol's terms (see :mod:`refractium.wire.rejection`)."""
         route = self.route.id if self.route is not None else None
         count_refusal(self.ctx.stats, verdict, where, self.client_addr, route)
-        self.outcome = REJECTED
+        self.outcome, self.reason = ending(verdict, where)
         reply = b""
-        if not isinstance(verdict, Reject):
-            self.outcome = IGNORED
-            self.reason = f"ignored by {where}"
-        else:
-            self.reason = verdict.reason.decode("utf-8", "replace") or f"rejected by {where}"
+        if isinstance(verdict, Reject):
             match = self.match
             protocol = match.protocol if match is not None else None
             reply = rejection.reply_for(

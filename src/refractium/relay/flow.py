@@ -26,8 +26,6 @@ from typing import Any
 from refractium.addr import Address
 from refractium.endpoint.api import (
     FAILED,
-    IGNORED,
-    REJECTED,
     RELAYED,
     UNIDENTIFIED,
     Accept,
@@ -44,7 +42,7 @@ from refractium.relay.dial import dial
 from refractium.relay.gate import Gate
 from refractium.relay.listen import grow_buffers
 from refractium.relay.packets import start_packet_hooks
-from refractium.relay.refusal import count_refusal
+from refractium.relay.refusal import count_refusal, ending
 from refractium.relay.state import CLOSED, CONNECTING, PEEKING, RELAYING, State
 from refractium.routing import NEED_MORE, Route
 from refractium.util.logs import RateLimitedLog
@@ -360,12 +358,8 @@ class Flow:
         route = self.route.id if self.route is not None else None
         count_refusal(self.ctx.stats, verdict, where, self.client_addr, route, transport="udp")
         self._rejected_with = verdict
-        if isinstance(verdict, Reject):
-            self.reason = verdict.reason.decode("utf-8", "replace") or f"rejected by {where}"
-            self._close_quietly(REJECTED)
-        else:
-            self.reason = f"ignored by {where}"
-            self._close_quietly(IGNORED)
+        outcome, self.reason = ending(verdict, where)
+        self._close_quietly(outcome)
 
     def _close_quietly(self, outcome: str) -> None:
         """Stop relaying; later datagrams are dropped until the flow idles out."""

@@ -13,7 +13,7 @@ from collections import Counter, deque
 from typing import Protocol
 
 from refractium.addr import host_port
-from refractium.endpoint.api import Reject, Verdict
+from refractium.endpoint.api import IGNORED, REJECTED, Reject, Verdict
 from refractium.relay.stats import Refused
 from refractium.util.logs import RateLimitedLog
 
@@ -27,6 +27,13 @@ class RefusalCounters(Protocol):
     rejected: Counter[int]  # by error code
     ignored: int
     recent: deque[Refused]
+
+
+def ending(verdict: Verdict, where: str) -> tuple[str, str]:
+    """The outcome and the reason (the access log's) of a connection ``verdict`` turned away."""
+    if isinstance(verdict, Reject):
+        return REJECTED, verdict.reason.decode("utf-8", "replace") or f"rejected by {where}"
+    return IGNORED, f"ignored by {where}"
 
 
 def count_refusal(
