@@ -15,9 +15,9 @@ checked before use.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
 from enum import Enum, StrEnum, auto
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 
 class Verdict(Enum):
@@ -39,9 +39,9 @@ class Transport(StrEnum):
         return self is Transport.BOTH or self is other
 
 
-# Not frozen: a frozen dataclass costs ~0.5 us to construct (object.__setattr__
-# per field) and one Match is built per TLS connection. Treat it as read-only.
-@dataclass(slots=True)
+_T = TypeVar("_T")
+
+
 class Match:
     """A positive identification and what the first bytes told us (read-only).
 
@@ -51,12 +51,99 @@ class Match:
         alpn: the ALPN protocol names the client offered, in its order.
         ja4: the client's JA4 fingerprint (``t13d1516h2_8daaf6152771_...``),
             from a TLS or QUIC ClientHello; ``None`` for other protocols.
+
+    ``Match(protocol, sni, alpn, ja4)`` holds the four values as given.
+    :meth:`deferred` builds one whose fingerprint is computed when
+    :attr:`ja4` is first read: most connections are routed without it, and
+    computing it costs more than the rest of a TLS identification. Two
+    matches are equal when the four values are (the fingerprint computed
+    for the comparison).
     """
 
+    # A plain class with slots, not a dataclass: one Match is built per
+    # identified connection, and a frozen dataclass costs ~0.5 us to build
+    # (object.__setattr__ per field). Treat it as read-only.
+    __slots__ = ("_ja4", "_ja4_from", "_ja4_of", "alpn", "protocol", "sni")
+    __match_args__ = ("protocol", "sni", "alpn", "ja4")
+
     protocol: str
-    sni: str | None = None
-    alpn: tuple[str, ...] = ()
-    ja4: str | None = None
+    sni: str | None
+    alpn: tuple[str, ...]
+    _ja4: str | None
+    #: What computes the fingerprint, and its argument; None once computed.
+    _ja4_of: Callable[[Any], str | None] | None
+    _ja4_from: object
+
+    def __init__(
+        self,
+        protocol: str,
+        sni: str | None = None,
+        alpn: tuple[str, ...] = (),
+        ja4: str | None = None,
+    ) -> None:
+        self.protocol = protocol
+        self.sni = sni
+        self.alpn = alpn
+        self._ja4 = ja4
+        self._ja4_of = None
+        self._ja4_from = None
+
+    @classmethod
+    def deferred(
+        cls,
+        protocol: str,
+        sni: str | None,
+        alpn: tuple[str, ...],
+        ja4_of: Callable[[_T], str | None],
+        source: _T,
+    ) -> Match:
+        """A Match whose fingerprint is ``ja4_of(source)``, computed on first read.
+
+        ``source`` is kept by reference until then (a probe passes the bytes
+        it parsed and where the fields are, not copies). ``ja4_of`` must not
+        raise: it answers ``None`` for input it cannot fingerprint.
+        """
+        match = _new(cls)
+        match.protocol = protocol
+        match.sni = sni
+        match.alpn = alpn
+        match._ja4 = None
+        match._ja4_of = ja4_of
+        match._ja4_from = source
+        return match
+
+    @property
+    def ja4(self) -> str | None:
+        """The client's JA4 fingerprint, or ``None``; computed once, when first read."""
+        ja4_of = self._ja4_of
+        if ja4_of is not None:
+            self._ja4 = ja4_of(self._ja4_from)
+            # The source (the client's first bytes) is not needed any more.
+            self._ja4_of = self._ja4_from = None
+        return self._ja4
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Match) or other.__class__ is not self.__class__:
+            return NotImplemented
+        return (
+            self.protocol == other.protocol
+            and self.sni == other.sni
+            and self.alpn == other.alpn
+            and self.ja4 == other.ja4
+        )
+
+    # Equal matches need not be the same object, and the fields could be
+    # assigned to: not hashable (as a dataclass with eq and without frozen).
+    __hash__ = None  # type: ignore[assignment]  # object's stub says it always is
+
+    def __repr__(self) -> str:
+        return (
+            f"Match(protocol={self.protocol!r}, sni={self.sni!r}, "
+            f"alpn={self.alpn!r}, ja4={self.ja4!r})"
+        )
+
+
+_new = object.__new__
 
 
 ProbeResult = Match | Verdict
