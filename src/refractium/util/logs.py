@@ -18,6 +18,7 @@ import socket
 import stat
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 from refractium.addr import AddressError, parse_address
@@ -40,6 +41,26 @@ _SYSLOG_FORMAT = "%(levelname)s %(name)s: %(message)s"
 log = logging.getLogger(__name__)
 
 
+class _Stamps:
+    """A time.time() as text, the seconds formatted once a second, the milliseconds each time."""
+
+    __slots__ = ("_convert", "_fmt", "_ms", "_second", "_text")
+
+    def __init__(self, fmt: str, ms: str, convert: Callable[[float], time.struct_time]) -> None:
+        self._fmt = fmt
+        self._ms = ms
+        self._convert = convert
+        self._second = -1
+        self._text = ""
+
+    def __call__(self, created: float) -> str:
+        second = int(created)
+        if second != self._second:
+            self._second = second
+            self._text = time.strftime(self._fmt, self._convert(created))
+        return self._text + self._ms.format(int((created - second) * 1000))
+
+
 class TextFormatter(logging.Formatter):
     """``logging.Formatter`` whose time stamp is built once a second, not once a line.
 
@@ -49,19 +70,11 @@ class TextFormatter(logging.Formatter):
 
     def __init__(self, fmt: str) -> None:
         super().__init__(fmt)
-        self._second = -1
-        self._stamp = ""
+        # ``2026-01-02 03:04:05,678``, in local time.
+        self.stamp = _Stamps("%Y-%m-%d %H:%M:%S", ",{:03d}", time.localtime)
 
     def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
         return self.stamp(record.created)
-
-    def stamp(self, created: float) -> str:
-        """``created`` (a time.time()) as the line starts with: ``2026-01-02 03:04:05,678``."""
-        second = int(created)
-        if second != self._second:
-            self._second = second
-            self._stamp = time.strftime("%Y-%m-%d %H:%M:%S", self.converter(created))
-        return f"{self._stamp},{int((created - second) * 1000):03d}"
 
 
 class JsonFormatter(logging.Formatter):
@@ -74,16 +87,8 @@ class JsonFormatter(logging.Formatter):
 
     def __init__(self) -> None:
         super().__init__()
-        self._second = -1
-        self._stamp = ""
-
-    def stamp(self, created: float) -> str:
-        """``created`` (a time.time()) as the ``time`` field: ``2026-01-02T03:04:05.678Z``."""
-        second = int(created)
-        if second != self._second:
-            self._second = second
-            self._stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(created))
-        return f"{self._stamp}.{int((created - second) * 1000):03d}Z"
+        # The ``time`` field: ``2026-01-02T03:04:05.678Z``, in UTC.
+        self.stamp = _Stamps("%Y-%m-%dT%H:%M:%S", ".{:03d}Z", time.gmtime)
 
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
