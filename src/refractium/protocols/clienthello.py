@@ -1,13 +1,13 @@
 """A small, fast parser for the TLS ClientHello: just enough to route on it.
 
 It extracts what a multiplexer routes on: the server name (``server_name``
-extension, RFC 6066 section 3), the ALPN protocol list
-(``application_layer_protocol_negotiation``, RFC 7301 section 3.1) and the
-client's JA4 fingerprint (:mod:`refractium.protocols.ja4`). The rest of the
-hello (RFC 8446 section 4.1.2) is walked to find the extensions and to check
-that it is well formed; on the way the parser keeps what JA4 is computed
-from (the cipher suites, the extension types in order, supported_versions
-and signature_algorithms).
+extension, RFC 6066 section 3) and the ALPN protocol list
+(``application_layer_protocol_negotiation``, RFC 7301 section 3.1). The rest of
+the hello (RFC 8446 section 4.1.2) is checked up to the extensions, and the
+extensions are walked until both are found; the rest of the block is not read
+here. What the client's JA4 fingerprint is computed from is located, not
+read: :func:`~refractium.protocols.ja4.hello_fingerprint` reads it, and walks
+the rest of the extensions, only when the fingerprint is asked for.
 
 Two entry points:
 
@@ -20,39 +20,38 @@ Two entry points:
   body) with no record layer, as carried in QUIC CRYPTO frames (RFC 9001
   section 4).
 
-Both return a :class:`ClientHello` or raise :class:`Incomplete` (a valid
-prefix: read on) or :class:`Malformed` (can never become a valid hello). No
-other exception escapes, whatever the input. :func:`scan_client_hello` and
-:func:`scan_handshake` are the same parsers returning a plain ``(sni, alpn,
-ja4)`` tuple, for probes that only copy the fields into a Match. A hello read
-from TLS records gets a ``t`` fingerprint, a bare handshake message (QUIC's
-CRYPTO stream) a ``q`` one.
+Both return a :class:`ClientHello`, its fingerprint computed, or raise
+:class:`Incomplete` (a valid prefix: read on) or :class:`Malformed` (can never
+become a valid hello). No other exception escapes, whatever the input.
+:func:`scan_client_hello` and :func:`scan_handshake` are the same parsers
+returning a plain ``(sni, alpn, source)`` tuple, ``source`` being what
+``hello_fingerprint`` takes, for probes that build a Match whose fingerprint
+is computed when first read (:meth:`Match.deferred
+<refractium.protocols.base.Match.deferred>`). A hello read from TLS records
+gets a ``t`` fingerprint, a bare handshake message (QUIC's CRYPTO stream) a
+``q`` one.
 
 The input is untrusted peer data: every length read from it is checked against
 the bytes actually present before it is used. This is the hot path of every
 TLS connection, so fields are read in place (byte indexing, or one
-``struct.unpack_from`` per group of header fields), the common case (the
-whole hello in one record) copies nothing but the SNI, ALPN and JA4 inputs,
-and a hello laid out like one seen before skips the extension walk (see
-:class:`_Layout`).
+``struct.unpack_from`` per group of header fields) and the common case (the
+whole hello in one record) copies nothing but the SNI and ALPN.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
-from itertools import pairwise
 from struct import Struct
-from struct import error as StructError
 from typing import Final, TypeAlias
 
-from refractium.protocols.ja4 import GREASE, fingerprint
+from refractium.protocols.ja4 import HelloSource, hello_fingerprint
 
 __all__ = [
     "MAX_HANDSHAKE",
     "ClientHello",
     "ClientHelloError",
     "HelloFields",
+    "HelloSource",
     "Incomplete",
     "Malformed",
     "parse_client_hello",
@@ -74,8 +73,6 @@ _MAX_RECORD: Final = 1 << 14
 _MIN_BODY: Final = 41
 _EXT_SERVER_NAME: Final = 0
 _EXT_ALPN: Final = 16
-_EXT_SIGNATURE_ALGORITHMS: Final = 13
-_EXT_SUPPORTED_VERSIONS: Final = 43
 _NAME_TYPE_HOST: Final = 0
 _MAX_HOST_NAME: Final = 255
 # Bytes allowed in a host name we hand on: printable ASCII without space.
@@ -115,7 +112,9 @@ class ClientHello:
         alpn: the ALPN protocol names offered, in the client's order,
             decoded as Latin-1 so every byte string maps to a ``str``.
         ja4: the JA4 fingerprint (``t`` prefix from TLS records, ``q`` from
-            a bare handshake message); ``None`` only when built by hand.
+            a bare handshake message); ``None`` when built by hand, or when
+            the extensions past SNI and ALPN are malformed (see
+            :func:`~refractium.protocols.ja4.hello_fingerprint`).
     """
 
     sni: str | None = None
@@ -123,50 +122,12 @@ class ClientHello:
     ja4: str | None = None
 
 
-HelloFields: TypeAlias = tuple[str | None, tuple[str, ...], str]
-"""``(sni, alpn, ja4)``, as in :class:`ClientHello`, without building the object."""
+HelloFields: TypeAlias = tuple[str | None, tuple[str, ...], HelloSource]
+"""``(sni, alpn, source)``: as in :class:`ClientHello`, without building the
+object, and where the fingerprint's inputs are instead of the fingerprint."""
 
 _RECORDS: Final = "t"  # JA4 prefix: TLS over TCP
 _BARE: Final = "q"  # JA4 prefix: QUIC
-
-# Where an extension's body starts and ends, from the first extension header.
-_Span: TypeAlias = tuple[int, int]
-_Headers: TypeAlias = tuple[int, ...]
-
-
-class _Layout:
-    """Where the extensions of one kind of hello are.
-
-    A client build sends the same extensions with the same lengths to a
-    given server name every time (but for those that shuffle them). Once a
-    hello has been walked, the next one with the same block length and first
-    extension header is checked against its layout with one ``struct`` call
-    reading every extension header at once: when all match, the walk (about
-    0.1 us per extension) is skipped and its result reused.
-    """
-
-    __slots__ = ("headers", "last", "read", "types", "unpack")
-
-    def __init__(self, types: tuple[int, ...], read: tuple[_Span | None, ...]) -> None:
-        self.types = types
-        #: server_name, ALPN, supported_versions, signature_algorithms.
-        self.read = read
-        self.unpack: Callable[[bytes, int], tuple[int, ...]] | None = None
-        #: Every (type, length) pair in order, as ``unpack`` returns them.
-        self.headers: _Headers = ()
-        #: The last hello's other JA4 inputs and its fingerprint, replaced
-        #: as one so a reader never pairs one hello's inputs with another's.
-        self.last: tuple[tuple[object, ...], str] = ((), "")
-
-
-# Layouts kept, by the bytes ahead of the first extension's body. Emptied
-# when full: a stream of made-up hellos costs a walk each, as without it.
-# Real hellos have about 10 to 25 extensions and under 512 bytes of cipher
-# suites; larger ones are walked every time, so no entry holds much memory.
-_LAYOUTS: Final = 1024
-_LAID_OUT_EXTENSIONS: Final = 64
-_KEPT_CIPHERS: Final = 512
-_layouts: dict[bytes, _Layout] = {}
 
 
 def parse_client_hello(data: bytes) -> ClientHello:
@@ -179,8 +140,8 @@ def parse_client_hello(data: bytes) -> ClientHello:
         Incomplete: ``data`` is a valid prefix; call again with more bytes.
         Malformed: ``data`` is not, and will never be, a ClientHello.
     """
-    sni, alpn, ja4 = scan_client_hello(data)
-    return ClientHello(sni, alpn, ja4)
+    sni, alpn, source = scan_client_hello(data)
+    return ClientHello(sni, alpn, hello_fingerprint(source))
 
 
 def parse_handshake(msg: bytes) -> ClientHello:
@@ -193,15 +154,16 @@ def parse_handshake(msg: bytes) -> ClientHello:
         Incomplete: ``msg`` is a valid prefix; call again with more bytes.
         Malformed: ``msg`` is not, and will never be, a ClientHello.
     """
-    sni, alpn, ja4 = scan_handshake(msg)
-    return ClientHello(sni, alpn, ja4)
+    sni, alpn, source = scan_handshake(msg)
+    return ClientHello(sni, alpn, hello_fingerprint(source))
 
 
 def scan_client_hello(data: bytes) -> HelloFields:
-    """:func:`parse_client_hello`, returning a plain ``(sni, alpn, ja4)`` tuple.
+    """:func:`parse_client_hello`, returning a plain ``(sni, alpn, source)`` tuple.
 
     For the probes' hot path: building the frozen dataclass costs as much as
-    a tenth of the parse, and a probe only copies the fields into a Match.
+    a tenth of the parse, a probe only copies the fields into a Match, and
+    the fingerprint is computed from ``source`` only if it is read.
     """
     n = len(data)
     if n >= 9:
@@ -225,7 +187,7 @@ def scan_client_hello(data: bytes) -> HelloFields:
 
 
 def scan_handshake(msg: bytes) -> HelloFields:
-    """:func:`parse_handshake`, returning a plain ``(sni, alpn, ja4)`` tuple."""
+    """:func:`parse_handshake`, returning a plain ``(sni, alpn, source)`` tuple."""
     total = _handshake_total(msg)
     if total < 0 or len(msg) < total:
         raise Incomplete
@@ -328,9 +290,8 @@ def _parse_body(b: bytes, p: int, end: int, prefix: str) -> HelloFields:
     cs_len = b[p] << 8 | b[p + 1]
     if cs_len < 2 or cs_len & 1:
         raise Malformed("bad cipher suites length")
-    p += 2
-    ciphers = b[p : p + cs_len]
-    p += cs_len
+    cs_start = p + 2
+    p = cs_start + cs_len
     if p + 1 > end:
         raise Malformed("truncated compression methods")
     comp_len = b[p]
@@ -339,106 +300,49 @@ def _parse_body(b: bytes, p: int, end: int, prefix: str) -> HelloFields:
     p += 1 + comp_len
     if p == end:
         # TLS 1.2 and earlier may omit the extensions block altogether.
-        return None, (), fingerprint(prefix, legacy_version, ciphers, (), None, b"", ())
+        return None, (), (b, end, end, prefix, legacy_version, cs_start, cs_start + cs_len, ())
     if p + 2 > end:
         raise Malformed("truncated extensions")
     # Extensions are the last field: they must fill the body exactly.
     if p + 2 + (b[p] << 8 | b[p + 1]) != end:
         raise Malformed("bad extensions length")
-    # The block's length and first extension header: what tells one
-    # client's hellos (to a given server name) from others.
-    key = b[p : p + 6]
     p += 2
-    layout = _layouts.get(key)
-    if layout is None or layout.unpack is None or layout.unpack(b, p) != layout.headers:
-        layout = _walk(b, p, end, key)
-    sni_at, alpn_at, versions_at, sig_at = layout.read
-    sni = None if sni_at is None else _parse_server_name(b, p + sni_at[0], p + sni_at[1])
-    alpn = () if alpn_at is None else _parse_alpn(b, p + alpn_at[0], p + alpn_at[1])
-    # supported_versions: a uint8 length, then 2-byte versions (RFC 8446
-    # 4.2.1); signature_algorithms: a uint16 length, then 2-byte schemes
-    # (4.2.3). JA4 reads what is there; the backend's TLS stack judges it.
-    versions = None if versions_at is None else b[p + versions_at[0] + 1 : p + versions_at[1]]
-    sig_algs = b"" if sig_at is None else b[p + sig_at[0] + 2 : p + sig_at[1]]
-    # The fingerprint depends on nothing else: a client repeating itself
-    # gets the one computed for its previous hello.
-    fields = (prefix, legacy_version, ciphers, versions, sig_algs, alpn)
-    last_fields, ja4 = layout.last
-    if fields != last_fields:
-        ja4 = fingerprint(prefix, legacy_version, ciphers, layout.types, versions, sig_algs, alpn)
-        if len(ciphers) <= _KEPT_CIPHERS:
-            layout.last = (fields, ja4)
-    return sni, alpn, ja4
-
-
-def _walk(b: bytes, p: int, end: int, key: bytes) -> _Layout:
-    """Walk the extension entries ``b[p:end]``; keep their layout under ``key``.
-
-    Every extension is visited, its type kept in order for JA4; the bodies of
-    server_name, ALPN, supported_versions and signature_algorithms are only
-    located here and read by the caller.
-    """
     start = p
-    types: list[int] = []
-    starts: list[int] = []
-    append_type = types.append
-    append_start = starts.append
-    # The loop only records: each extension costs two appends and one C
-    # call. Overruns show as a final position past ``end``.
-    try:
-        while p < end:
-            ext_type, size = _unpack_ext_header(b, p)
-            append_type(ext_type)
-            append_start(p)
-            p += 4 + size
-    except StructError:
-        raise Malformed("truncated extension header") from None
-    if p != end:
-        raise Malformed("extension overruns the hello")
-    starts.append(end)
-    # RFC 8446 4.2: no two extensions of the same type. A repeated SNI is
-    # also a classic way to make a router and the server see different
-    # names, so one is refused (and a repeated ALPN list with it).
-    count = types.count
-    if count(_EXT_SERVER_NAME) > 1 or count(_EXT_ALPN) > 1:
-        raise Malformed("duplicate extension")
-    # Unrolled: these few lines run for every hello not laid out before.
-    index = types.index
-    sni_at = alpn_at = versions_at = sig_at = None
-    if _EXT_SERVER_NAME in types:
-        i = index(_EXT_SERVER_NAME)
-        sni_at = (starts[i] + 4 - start, starts[i + 1] - start)
-    if _EXT_ALPN in types:
-        i = index(_EXT_ALPN)
-        alpn_at = (starts[i] + 4 - start, starts[i + 1] - start)
-    if _EXT_SUPPORTED_VERSIONS in types:
-        i = index(_EXT_SUPPORTED_VERSIONS)
-        versions_at = (starts[i] + 4 - start, starts[i + 1] - start)
-    if _EXT_SIGNATURE_ALGORITHMS in types:
-        i = index(_EXT_SIGNATURE_ALGORITHMS)
-        sig_at = (starts[i] + 4 - start, starts[i + 1] - start)
-    layout = _Layout(tuple(types), (sni_at, alpn_at, versions_at, sig_at))
-    # A client that sends GREASE values (BoringSSL: Chrome and others) also
-    # shuffles its extensions, so its layout never repeats: it is not kept.
-    if len(types) <= _LAID_OUT_EXTENSIONS and GREASE.isdisjoint(types):
-        layout.unpack, layout.headers = _shape(types, starts)
-        if len(_layouts) >= _LAYOUTS:
-            _layouts.clear()
-        _layouts[key] = layout
-    return layout
 
-
-def _shape(
-    types: list[int], starts: list[int]
-) -> tuple[Callable[[bytes, int], _Headers], _Headers]:
-    """One struct reading every extension header at once, and what it must read.
-
-    ``starts`` holds where each extension starts, then the end of the block.
-    """
-    sizes = [q - p - 4 for p, q in pairwise(starts)]
-    fmt = ">" + "".join(f"HH{size}x" for size in sizes)
-    headers = tuple(value for pair in zip(types, sizes, strict=True) for value in pair)
-    return Struct(fmt).unpack_from, headers
+    sni: str | None = None
+    alpn: tuple[str, ...] = ()
+    seen_sni = seen_alpn = False
+    last_header = end - 4
+    while p < end:
+        if p > last_header:
+            raise Malformed("truncated extension header")
+        ext_type, size = _unpack_ext_header(b, p)
+        p += 4
+        q = p + size
+        if q > end:
+            raise Malformed("extension overruns the hello")
+        if ext_type == _EXT_SERVER_NAME:
+            # RFC 8446 4.2: no two extensions of the same type. A repeated
+            # SNI is also a classic way to make a router and the server see
+            # different names, so one seen before the walk stops is refused
+            # (after it, the backend's TLS stack refuses it; see below).
+            if seen_sni:
+                raise Malformed("duplicate server_name")
+            seen_sni = True
+            sni = _parse_server_name(b, p, q)
+        elif ext_type == _EXT_ALPN:
+            if seen_alpn:
+                raise Malformed("duplicate ALPN")
+            seen_alpn = True
+            alpn = _parse_alpn(b, p, q)
+        p = q
+        if seen_sni and seen_alpn:
+            # All we route on is known: the rest is not read (about half the
+            # walk). A duplicate further on cannot mislead a backend: RFC 8446
+            # 4.2 makes its TLS stack abort a hello that repeats an extension.
+            # The fingerprint, if asked for, walks it (and is None then).
+            break
+    return sni, alpn, (b, start, end, prefix, legacy_version, cs_start, cs_start + cs_len, alpn)
 
 
 def _parse_server_name(b: bytes, p: int, end: int) -> str | None:

@@ -23,22 +23,34 @@ GREASE values (RFC 8701: 0x0A0A, 0x1A1A ... 0xFAFA) are left out everywhere:
 cipher suites, extension types, supported versions, signature algorithms and
 ALPN identifiers.
 
-:func:`fingerprint` is called by the ClientHello parser once per hello, on
-the fields it has walked, so it sits on the identification hot path. The
-two hashes depend only on what a client build sends the same way every time
-(its cipher suites; its extension types and signature algorithms), so they
-are kept in small bounded tables: a client seen before costs two dictionary
-look-ups, an unknown one the full computation. (The parser also reuses the
-whole fingerprint of a hello shaped like the previous one.)
+Two entry points. :func:`fingerprint` computes it from the fields, already
+taken out of a hello. :func:`hello_fingerprint` computes it from a hello the
+parser has identified (:mod:`refractium.protocols.clienthello`), when a
+:class:`~refractium.protocols.base.Match`'s ``ja4`` is first read: the parser
+only walks the extensions up to SNI and ALPN, so this walks the whole block
+for the extension types, supported_versions and signature_algorithms, and
+answers ``None`` when the part the parser did not need is malformed.
+
+Neither is free (about 5 us for a hello never seen), so what repeats is kept,
+in small bounded tables. The two hashes depend only on what a client build
+sends the same way every time (its cipher suites; its extension types and
+signature algorithms): a client seen before costs dictionary look-ups, an
+unknown one the full computation. GREASE values are normalised out of the
+keys (BoringSSL clients pick new ones per connection). A hello laid out like
+one seen before is checked against that layout in one ``struct`` call instead
+of walked, and reuses the fingerprint of the last such hello (:class:`_Layout`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from hashlib import sha256
-from typing import Final, TypeVar
+from itertools import filterfalse, pairwise
+from struct import Struct
+from struct import error as StructError
+from typing import Final, TypeAlias, TypeVar
 
-__all__ = ["GREASE", "fingerprint"]
+__all__ = ["GREASE", "HelloSource", "fingerprint", "hello_fingerprint"]
 
 _K = TypeVar("_K")
 _V = TypeVar("_V")
@@ -46,7 +58,10 @@ _V = TypeVar("_V")
 GREASE: Final = frozenset(0x0A0A + 0x1010 * i for i in range(16))
 """The 16 reserved GREASE values (RFC 8701 section 2), as 16-bit integers."""
 
+_is_grease: Final = GREASE.__contains__
 _GREASE_HEX: Final = frozenset(f"{v:04x}" for v in GREASE)
+# What a GREASE value at the head of a list is replaced with in table keys.
+_ONE_GREASE: Final = b"\x0a\x0a"
 # RFC 8701 section 3: the GREASE ALPN identifiers are these two-byte names.
 _GREASE_ALPN: Final = frozenset(chr(v >> 8) * 2 for v in GREASE)
 _VERSIONS: Final = {
@@ -82,6 +97,12 @@ _extensions_table: dict[tuple[tuple[int, ...], bytes], str] = {}
 _versions_table: dict[bytes, int] = {}
 # ALPN names offered -> the two ALPN characters.
 _alpn_table: dict[tuple[str, ...], str] = {}
+# Every input of fingerprint() (GREASE out of the types, a leading GREASE
+# value normalised in the ciphers and versions) -> the fingerprint. The
+# tables above serve a client seen before with, say, another ALPN list.
+_fingerprints: dict[
+    tuple[str, int, bytes, tuple[int, ...], bytes | None, bytes, tuple[str, ...]], str
+] = {}
 
 
 def fingerprint(
@@ -106,13 +127,40 @@ def fingerprint(
             content (2 bytes per scheme); empty when absent.
         alpn: the ALPN protocol names offered, Latin-1 decoded, in order.
     """
-    kept = sorted(extensions)
-    if not GREASE.isdisjoint(kept):
-        # Usually one or two GREASE values: removed in C rather than
-        # filtering every type in the interpreter.
-        for value in GREASE.intersection(kept):
-            for _ in range(kept.count(value)):
-                kept.remove(value)
+    if GREASE.isdisjoint(extensions):
+        kept = sorted(extensions)
+    else:
+        # In C: no interpreted loop over the types (BoringSSL sends two
+        # GREASE extensions, first and last, at random values).
+        kept = sorted(filterfalse(_is_grease, extensions))
+    key_b = _without_first_grease(ciphers)
+    if versions:
+        versions = _without_first_grease(versions)
+    # Everything the result depends on, GREASE left out or normalised: a
+    # client seen before costs this one look-up, whatever its GREASE.
+    key = (prefix, legacy_version, key_b, tuple(kept), versions, signature_algorithms, alpn)
+    ja4 = _fingerprints.get(key)
+    if ja4 is None:
+        ja4 = _compute(prefix, legacy_version, key_b, kept, versions, signature_algorithms, alpn)
+        if (
+            len(kept) <= _KEPT_EXTENSIONS
+            and len(key_b) + len(signature_algorithms) + len(versions or b"") <= _KEPT_BYTES
+            and len(alpn) <= _KEPT_EXTENSIONS
+        ):
+            _remember(_fingerprints, key, ja4)
+    return ja4
+
+
+def _compute(
+    prefix: str,
+    legacy_version: int,
+    ciphers: bytes,
+    kept: list[int],
+    versions: bytes | None,
+    signature_algorithms: bytes,
+    alpn: tuple[str, ...],
+) -> str:
+    """:func:`fingerprint`, the extension types sorted and without GREASE."""
     count = len(kept)
     # Sorted, a server_name extension (type 0) can only be first.
     server_name = count > 0 and kept[0] == _EXT_SERVER_NAME
@@ -145,6 +193,24 @@ def fingerprint(
         f"{prefix}{version}{'d' if server_name else 'i'}"
         f"{part_b[:2]}{_TWO_DIGITS[min(count, 99)]}{chars}_{part_b[3:]}_{part_c}"
     )
+
+
+def _without_first_grease(values: bytes) -> bytes:
+    """``values`` (2 bytes each) with a leading GREASE value made ``0x0A0A``.
+
+    The key under which the values' part of the fingerprint is kept.
+    BoringSSL (Chrome) puts a GREASE value first in its cipher suites and
+    supported versions, a new one on every connection; GREASE is left out
+    of the fingerprint, so any GREASE value there gives the same result, and
+    one key serves them all. (GREASE elsewhere in the list stays in the key:
+    still correct, only kept once per value.)
+    """
+    if len(values) >= 2:
+        first = values[0]
+        # 0x0A0A itself is left as it is: it already is the key's.
+        if first == values[1] and first & 0x0F == 0x0A and first != 0x0A:
+            return _ONE_GREASE + values[2:]
+    return values
 
 
 def _highest(versions: bytes) -> int:
@@ -212,3 +278,171 @@ def _alpn_chars(alpn: tuple[str, ...]) -> str:
         return first + last
     digits = name.encode("latin-1").hex()
     return digits[0] + digits[-1]
+
+
+# --- from a ClientHello the parser identified ---------------------------------
+
+HelloSource: TypeAlias = tuple[bytes, int, int, str, int, int, int, tuple[str, ...]]
+"""Where a parsed ClientHello's JA4 inputs are, for :func:`hello_fingerprint`.
+
+``(buffer, start, end, prefix, legacy_version, ciphers_start, ciphers_end,
+alpn)``: the extension entries are ``buffer[start:end]`` (empty when the
+hello has no extensions block), the cipher suites ``buffer[ciphers_start:
+ciphers_end]``; ``prefix`` is ``"t"`` or ``"q"``, ``alpn`` the names the parser
+read. Everything before ``start`` has been checked by the parser.
+"""
+
+_EXT_SIGNATURE_ALGORITHMS: Final = 13
+_EXT_SUPPORTED_VERSIONS: Final = 43
+# Where an extension's body starts and ends, from the first extension header.
+_Span: TypeAlias = tuple[int, int]
+_Headers: TypeAlias = tuple[int, ...]
+# What a walk finds: every extension type in order, and where the bodies of
+# supported_versions and signature_algorithms are.
+_Walked: TypeAlias = tuple[tuple[int, ...], _Span | None, _Span | None]
+# One C call reads an extension header (type, length).
+_unpack_ext_header: Final = Struct(">HH").unpack_from
+
+
+class _Layout:
+    """Where the extensions of one kind of hello are.
+
+    A client build sends the same extensions with the same lengths to a
+    given server name every time (but for those that shuffle them). Once a
+    hello has been walked, the next one with the same block length and first
+    extension header is checked against its layout with one ``struct`` call
+    reading every extension header at once: when all match, the walk (about
+    0.1 us per extension) is skipped and its result reused.
+    """
+
+    __slots__ = ("headers", "last", "unpack", "walked")
+
+    def __init__(
+        self, walked: _Walked, unpack: Callable[[bytes, int], _Headers], headers: _Headers
+    ) -> None:
+        self.walked = walked
+        self.unpack = unpack
+        #: Every (type, length) pair in order, as ``unpack`` returns them.
+        self.headers = headers
+        #: The last hello's other JA4 inputs and its fingerprint, replaced
+        #: as one so a reader never pairs one hello's inputs with another's.
+        self.last: tuple[tuple[object, ...], str] = ((), "")
+
+
+# Layouts kept, by the bytes ahead of the first extension's body. Emptied
+# when full: a stream of made-up hellos costs a walk each, as without it.
+# Real hellos have about 10 to 25 extensions and under 512 bytes of cipher
+# suites; larger ones are walked every time, so no entry holds much memory.
+_LAYOUTS: Final = 1024
+_LAID_OUT_EXTENSIONS: Final = 64
+_layouts: dict[bytes, _Layout] = {}
+
+
+def hello_fingerprint(source: HelloSource) -> str | None:
+    """The JA4 fingerprint of a hello the parser identified; never raises.
+
+    ``None`` when its extensions block, past the SNI and ALPN the parser
+    stopped at, is malformed or repeats server_name or ALPN (RFC 8446 4.2:
+    the backend's TLS stack refuses such a hello).
+    """
+    b, p, end, prefix, legacy_version, cs_start, cs_end, alpn = source
+    ciphers = b[cs_start:cs_end]
+    if p == end:
+        # No extensions (TLS 1.2 and earlier may omit the block).
+        return fingerprint(prefix, legacy_version, ciphers, (), None, b"", alpn)
+    # The block's length and first extension header: what tells one
+    # client's hellos (to a given server name) from others.
+    key = b[p - 2 : p + 4]
+    layout = _layouts.get(key)
+    if layout is not None and layout.unpack(b, p) == layout.headers:
+        types, versions_at, sig_at = layout.walked
+    else:
+        walked = _walk(b, p, end, key)
+        if walked is None:
+            return None
+        types, versions_at, sig_at = walked
+        layout = None
+    # supported_versions: a uint8 length, then 2-byte versions (RFC 8446
+    # 4.2.1); signature_algorithms: a uint16 length, then 2-byte schemes
+    # (4.2.3). JA4 reads what is there; the backend's TLS stack judges it.
+    versions = None if versions_at is None else b[p + versions_at[0] + 1 : p + versions_at[1]]
+    sig_algs = b"" if sig_at is None else b[p + sig_at[0] + 2 : p + sig_at[1]]
+    if layout is None:
+        return fingerprint(prefix, legacy_version, ciphers, types, versions, sig_algs, alpn)
+    # The fingerprint depends on nothing else: a client repeating itself
+    # gets the one computed for its previous hello, without the sort and
+    # look-up of fingerprint().
+    fields = (prefix, legacy_version, ciphers, versions, sig_algs, alpn)
+    last_fields, ja4 = layout.last
+    if fields != last_fields:
+        ja4 = fingerprint(prefix, legacy_version, ciphers, types, versions, sig_algs, alpn)
+        if len(ciphers) <= _KEPT_BYTES:
+            layout.last = (fields, ja4)
+    return ja4
+
+
+def _walk(b: bytes, p: int, end: int, key: bytes) -> _Walked | None:
+    """Walk the extension entries ``b[p:end]``; keep their layout under ``key``.
+
+    Every extension is visited, its type kept in order; the bodies of
+    supported_versions and signature_algorithms are only located here.
+    ``None`` when the entries do not fill the block exactly, or repeat
+    server_name or ALPN.
+    """
+    start = p
+    types: list[int] = []
+    starts: list[int] = []
+    append_type = types.append
+    append_start = starts.append
+    # The loop only records: each extension costs two appends and one C
+    # call. Overruns show as a final position past ``end``.
+    try:
+        while p < end:
+            ext_type, size = _unpack_ext_header(b, p)
+            append_type(ext_type)
+            append_start(p)
+            p += 4 + size
+    except StructError:
+        return None
+    if p != end:
+        return None
+    starts.append(end)
+    # RFC 8446 4.2: no two extensions of the same type. The parser refuses
+    # a repeat it meets before it stops; one after is refused here.
+    count = types.count
+    if count(_EXT_SERVER_NAME) > 1 or count(_EXT_ALPN) > 1:
+        return None
+    # One scan each where the extension is there (every TLS 1.3 hello), not
+    # an ``in`` and then an ``index``.
+    versions_at = sig_at = None
+    try:
+        i = types.index(_EXT_SUPPORTED_VERSIONS)
+        versions_at = (starts[i] + 4 - start, starts[i + 1] - start)
+    except ValueError:
+        pass
+    try:
+        i = types.index(_EXT_SIGNATURE_ALGORITHMS)
+        sig_at = (starts[i] + 4 - start, starts[i + 1] - start)
+    except ValueError:
+        pass
+    walked = (tuple(types), versions_at, sig_at)
+    # A client that sends GREASE values (BoringSSL: Chrome and others) also
+    # shuffles its extensions, so its layout never repeats: it is not kept.
+    if len(types) <= _LAID_OUT_EXTENSIONS and GREASE.isdisjoint(types):
+        if len(_layouts) >= _LAYOUTS:
+            _layouts.clear()
+        _layouts[key] = _Layout(walked, *_shape(types, starts))
+    return walked
+
+
+def _shape(
+    types: list[int], starts: list[int]
+) -> tuple[Callable[[bytes, int], _Headers], _Headers]:
+    """One struct reading every extension header at once, and what it must read.
+
+    ``starts`` holds where each extension starts, then the end of the block.
+    """
+    sizes = [q - p - 4 for p, q in pairwise(starts)]
+    fmt = ">" + "".join(f"HH{size}x" for size in sizes)
+    headers = tuple(value for pair in zip(types, sizes, strict=True) for value in pair)
+    return Struct(fmt).unpack_from, headers

@@ -15,8 +15,9 @@ does what every QUIC server does with an Initial:
    allowed in an Initial, RFC 9000 section 12.4), collect the CRYPTO data by
    offset across every Initial packet of every datagram given, and parse the
    contiguous stream from offset 0 with
-   :func:`~refractium.protocols.clienthello.scan_handshake`, which also
-   computes the JA4 fingerprint (``q`` prefix) of the hello.
+   :func:`~refractium.protocols.clienthello.scan_handshake`; the hello's JA4
+   fingerprint (``q`` prefix) is computed when the Match's ``ja4`` is first
+   read.
 
 QUIC version 1 (RFC 9001) and version 2 (RFC 9369: another salt, "quicv2"
 labels, other long packet type bits) are decrypted. A client's first
@@ -72,6 +73,7 @@ from refractium.protocols.clienthello import (
     Malformed,
     scan_handshake,
 )
+from refractium.protocols.ja4 import hello_fingerprint
 from refractium.protocols.quic_initial import (
     QUIC_V1,
     QUIC_V2,
@@ -98,6 +100,7 @@ __all__ = [
 # Enum members bound once (see tls.py).
 _NO: Final = Verdict.NO
 _NEED_MORE: Final = Verdict.NEED_MORE
+_deferred: Final = Match.deferred
 
 MIN_INITIAL_DATAGRAM: Final = 1200
 """RFC 9000 14.1: a client pads every datagram carrying an Initial packet to at
@@ -151,7 +154,8 @@ def scan_datagrams(datagrams: Sequence[bytes]) -> HelloFields | None:
     """Read a flow's first datagrams as a QUIC client's first flight.
 
     Returns:
-        ``(sni, alpn, ja4)`` from the ClientHello the Initial packets carry, or
+        ``(sni, alpn, source)`` from the ClientHello the Initial packets carry
+        (``source`` for :func:`~refractium.protocols.ja4.hello_fingerprint`), or
         ``None`` for a well-formed first packet of a version that cannot be
         decrypted (see the module documentation).
 
@@ -432,7 +436,7 @@ class QuicProbe:
             return _NO
         if fields is None:
             return Match(self.name)
-        return Match(self.name, fields[0], fields[1], fields[2])
+        return _deferred(self.name, fields[0], fields[1], hello_fingerprint, fields[2])
 
     def probe_datagram(self, data: bytes) -> ProbeResult:
         """Identify a flow from its first datagram alone. Never raises."""

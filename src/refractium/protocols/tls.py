@@ -7,7 +7,7 @@ onto the probe contract:
 
 * complete hello -> ``Match(name, sni, alpn, ja4)`` (server_name per RFC
   6066 section 3, ALPN per RFC 7301, the JA4 fingerprint with a ``t``
-  prefix),
+  prefix, computed only when the Match's ``ja4`` is first read),
 * valid prefix (split over TCP reads or records) -> ``NEED_MORE``,
 * malformed, or not a handshake record -> ``NO``.
 
@@ -23,11 +23,13 @@ from typing import Final
 
 from refractium.protocols.base import Match, ProbeResult, Transport, Verdict
 from refractium.protocols.clienthello import Incomplete, Malformed, scan_client_hello
+from refractium.protocols.ja4 import hello_fingerprint
 
 # Enum members bound once: attribute lookups on an Enum class cost ~0.1 us
 # in CPython 3.11, more than the rest of a probe's early exits.
 _NO: Final = Verdict.NO
 _NEED_MORE: Final = Verdict.NEED_MORE
+_deferred: Final = Match.deferred
 
 __all__ = ["TlsProbe"]
 
@@ -67,9 +69,9 @@ class TlsProbe:
         if data[0] != _CONTENT_HANDSHAKE:
             return _NO
         try:
-            sni, alpn, ja4 = scan_client_hello(data)
+            sni, alpn, source = scan_client_hello(data)
         except Incomplete:
             return _NEED_MORE
         except Malformed:
             return _NO
-        return Match(self.name, sni, alpn, ja4)
+        return _deferred(self.name, sni, alpn, hello_fingerprint, source)

@@ -18,6 +18,7 @@ from refractium.protocols.clienthello import (
     scan_client_hello,
     scan_handshake,
 )
+from refractium.protocols.ja4 import hello_fingerprint
 
 S = Any  # the conftest ``samples`` fixture (a class of helpers)
 
@@ -102,10 +103,14 @@ def test_captured_openssl_hello(samples: S) -> None:
 
 def test_scan_variants_return_plain_tuples(samples: S) -> None:
     hello = samples.captured_openssl_hello
-    expected = ("captured.example.org", ("h2", "http/1.1"), CAPTURED_OPENSSL_JA4)
-    assert scan_client_hello(hello) == expected
+    sni, alpn, source = scan_client_hello(hello)
+    assert (sni, alpn) == ("captured.example.org", ("h2", "http/1.1"))
+    # The fingerprint is computed from the source only when asked for.
+    assert hello_fingerprint(source) == CAPTURED_OPENSSL_JA4
     # A bare handshake message is QUIC's: the same fingerprint with "q".
-    assert scan_handshake(record_body(hello)) == (*expected[:2], "q" + CAPTURED_OPENSSL_JA4[1:])
+    sni, alpn, source = scan_handshake(record_body(hello))
+    assert (sni, alpn) == ("captured.example.org", ("h2", "http/1.1"))
+    assert hello_fingerprint(source) == "q" + CAPTURED_OPENSSL_JA4[1:]
     with pytest.raises(Incomplete):
         scan_client_hello(hello[:-1])
 
@@ -404,8 +409,11 @@ def test_corrupted_lengths_never_raise_anything_else(
                 assert result in (Incomplete, Malformed) or isinstance(result, ClientHello)
 
 
-def test_duplicate_server_name_after_alpn_is_malformed(samples: S) -> None:
-    """The whole block is walked for JA4, so a late duplicate is seen too."""
+def test_walk_stops_once_sni_and_alpn_are_known(samples: S) -> None:
+    """A later duplicate is the backend's to refuse (RFC 8446 4.2); the first SNI routes.
+
+    The fingerprint walks the whole block and finds it: there is none.
+    """
     hello = samples.frame(
         samples.handshake(
             [
@@ -415,5 +423,26 @@ def test_duplicate_server_name_after_alpn_is_malformed(samples: S) -> None:
             ]
         )
     )
+    assert parse_client_hello(hello) == ClientHello("first.example", ("h2",), None)
+
+
+@pytest.mark.parametrize(
+    "tail",
+    [
+        pytest.param(b"\x00\x2b\x00\xff\x02\x03\x04", id="extension-overrun"),
+        pytest.param(b"\x00\x2b\x00", id="truncated-extension-header"),
+        pytest.param(b"\x00\x10\x00\x04\x00\x02\x01h", id="duplicate-alpn"),
+    ],
+)
+def test_malformed_after_sni_and_alpn_has_no_fingerprint(samples: S, tail: bytes) -> None:
+    """Not read to route: the hello is identified, its fingerprint is None."""
+    msg = samples.handshake(
+        [samples.alpn_extension(b"h2"), samples.sni_extension(b"a.example"), tail]
+    )
+    assert parse_handshake(msg) == ClientHello("a.example", ("h2",), None)
+    # The same entries with the tail first: the walk meets it, a refusal.
+    first = samples.handshake(
+        [tail, samples.alpn_extension(b"h2"), samples.sni_extension(b"a.example")]
+    )
     with pytest.raises(Malformed):
-        parse_client_hello(hello)
+        parse_handshake(first)

@@ -96,6 +96,8 @@ def check_all(data: bytes) -> None:
         assert isinstance(result, (Match, Verdict)), (probe, data)
         if isinstance(result, Match):
             assert result.protocol == probe.name
+            # Computed on this first read, from the rest of the bytes.
+            assert result.ja4 is None or result.ja4[0] == "t"
 
 
 @FAST
@@ -110,6 +112,7 @@ def check_datagrams(data: bytes) -> None:
         assert isinstance(result, (Match, Verdict)), (probe, data)
         if isinstance(result, Match):
             assert result.protocol == probe.name
+            assert result.ja4 is None or result.ja4[0] == "q"
 
 
 @FAST

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from refractium.protocols import clienthello, ja4
+from refractium.protocols import ja4
 from refractium.protocols.base import Match
 from refractium.protocols.clienthello import parse_client_hello, parse_handshake
 from refractium.protocols.ja4 import fingerprint
@@ -296,9 +296,15 @@ def test_hello_split_over_records_has_the_same_fingerprint(samples: S) -> None:
 
 
 def forget() -> None:
-    for table in (ja4._ciphers_table, ja4._extensions_table, ja4._versions_table, ja4._alpn_table):
+    for table in (
+        ja4._fingerprints,
+        ja4._ciphers_table,
+        ja4._extensions_table,
+        ja4._versions_table,
+        ja4._alpn_table,
+    ):
         table.clear()
-    clienthello._layouts.clear()
+    ja4._layouts.clear()
 
 
 def test_results_do_not_depend_on_what_was_seen_before() -> None:
@@ -339,9 +345,9 @@ def test_tables_stay_bounded() -> None:
     for i in range(3 * ja4._TABLE_SIZE):
         made_up = hello((0x1301, i + 1), [ext(0x2000 + (i % 5000)), sig_algs(i + 1)])
         parse_client_hello(made_up)
-    for table in (ja4._ciphers_table, ja4._extensions_table):
+    for table in (ja4._fingerprints, ja4._ciphers_table, ja4._extensions_table):
         assert 0 < len(table) <= ja4._TABLE_SIZE
-    assert 0 < len(clienthello._layouts) <= clienthello._LAYOUTS
+    assert 0 < len(ja4._layouts) <= ja4._LAYOUTS
     assert parse_client_hello(HANDMADE["grease"]).ja4 == REFERENCE["handmade"]["grease"]
 
 
@@ -349,9 +355,10 @@ def test_oversized_hellos_are_not_kept() -> None:
     forget()
     big = hello(range(1, 300), [sni(b"big.example")] + [ext(0x1000 + i) for i in range(70)])
     assert parse_client_hello(big).ja4 == direct(range(1, 300), [0, *range(0x1000, 0x1046)], ())
+    assert not ja4._fingerprints
     assert not ja4._ciphers_table
     assert not ja4._extensions_table
-    assert not clienthello._layouts
+    assert not ja4._layouts
 
 
 def test_greased_hellos_are_walked_every_time() -> None:
@@ -359,8 +366,79 @@ def test_greased_hellos_are_walked_every_time() -> None:
     # none is kept to check the next hello against.
     forget()
     parse_client_hello(HANDMADE["grease"])
-    assert not clienthello._layouts
+    assert not ja4._layouts
     parse_client_hello(HANDMADE["no-sni-no-alpn"])
-    (layout,) = clienthello._layouts.values()
-    assert layout.types == (43, 13, 10)
-    assert layout.unpack is not None
+    (layout,) = ja4._layouts.values()
+    assert layout.walked[0] == (43, 13, 10)
+
+
+# --- computed when read, and GREASE ---------------------------------------------
+
+CHROME_TCP = bytes.fromhex((DATA / "foxio-chrome-tcp.hex").read_text())
+CHROME_QUIC = bytes.fromhex((DATA / "foxio-chrome-quic.hex").read_text())
+GREASE_VALUES = sorted(ja4.GREASE)
+
+
+def regreased(stream: bytes, value: int, shift: int) -> bytes:
+    """Chrome's hello as on another connection: other GREASE values, extensions rotated.
+
+    ``value`` becomes the GREASE cipher suite and supported version; the two
+    GREASE extensions get ``value`` and the next GREASE value; the
+    extensions after the first are rotated by ``shift``.
+    """
+    body = bytearray(stream[9:])
+    p = 34 + 1 + body[34]
+    assert body[p + 2 : p + 4] == b"\xba\xba"  # the capture's GREASE suite
+    body[p + 2 : p + 4] = value.to_bytes(2, "big")
+    p += 2 + int.from_bytes(body[p : p + 2], "big")
+    p += 1 + body[p]
+    head, q, entries = bytes(body[: p + 2]), p + 2, []
+    greased = [value, GREASE_VALUES[(GREASE_VALUES.index(value) + 1) % 16]]
+    while q < len(body):
+        ext_type, size = struct.unpack_from(">HH", body, q)
+        entry = bytearray(body[q : q + 4 + size])
+        if ext_type in ja4.GREASE:
+            entry[:2] = greased.pop(0).to_bytes(2, "big")
+        elif ext_type == 0x002B:  # supported_versions: a GREASE value first
+            assert entry[5] == entry[6] and entry[5] & 0x0F == 0x0A
+            entry[5:7] = value.to_bytes(2, "big")
+        entries.append(entry)
+        q += 4 + size
+    assert not greased  # the capture's two GREASE extensions
+    first, rest = entries[0], entries[1:]
+    entries = [first, *rest[shift:], *rest[:shift]]
+    block = head + b"".join(entries)
+    msg = b"\x01" + len(block).to_bytes(3, "big") + block
+    return stream[:3] + len(msg).to_bytes(2, "big") + msg
+
+
+def test_chrome_on_every_connection_is_one_table_entry() -> None:
+    # Chrome picks new GREASE values and a new extension order per
+    # connection: one fingerprint, kept once, whatever the values.
+    expected = REFERENCE["foxio"]["foxio-chrome-tcp.hex"]
+    forget()
+    hellos = [regreased(CHROME_TCP, v, i) for i, v in enumerate(GREASE_VALUES)]
+    assert len(set(hellos)) == 16
+    for hello in hellos:
+        match = TlsProbe().probe(hello)
+        assert match == Match("tls", "cloudflare-quic.com", ("h2", "http/1.1"), expected)
+    assert len(ja4._fingerprints) == 1
+    assert len(ja4._ciphers_table) == 1
+    assert len(ja4._versions_table) == 1
+
+
+@pytest.mark.parametrize("where", ["tcp", "quic"])
+def test_probe_fingerprint_is_computed_when_read(where: str) -> None:
+    forget()
+    match = TlsProbe().probe(CHROME_TCP) if where == "tcp" else QuicProbe().probe(CHROME_QUIC)
+    assert isinstance(match, Match)
+    assert match.sni == "cloudflare-quic.com"
+    # Identified without a fingerprint: nothing of JA4's was computed.
+    assert not ja4._fingerprints and not ja4._ciphers_table
+    expected = REFERENCE["foxio"][f"foxio-chrome-{where}.hex"]
+    assert match.ja4 == expected
+    assert len(ja4._fingerprints) == 1
+    forget()
+    # Read again: the value kept in the Match, nothing computed.
+    assert match.ja4 == expected
+    assert not ja4._fingerprints
