@@ -44,7 +44,7 @@ from dataclasses import dataclass
 from struct import Struct
 from typing import Final, TypeAlias
 
-from refractium.protocols.ja4 import HelloSource, hello_fingerprint
+from refractium.protocols.ja4 import HelloSource, hello_fingerprint, laid_out, layouts
 
 __all__ = [
     "MAX_HANDSHAKE",
@@ -300,7 +300,11 @@ def _parse_body(b: bytes, p: int, end: int, prefix: str) -> HelloFields:
     p += 1 + comp_len
     if p == end:
         # TLS 1.2 and earlier may omit the extensions block altogether.
-        return None, (), (b, end, end, prefix, legacy_version, cs_start, cs_start + cs_len, ())
+        return (
+            None,
+            (),
+            (b, end, end, prefix, legacy_version, cs_start, cs_start + cs_len, (), None),
+        )
     if p + 2 > end:
         raise Malformed("truncated extensions")
     # Extensions are the last field: they must fill the body exactly.
@@ -308,9 +312,21 @@ def _parse_body(b: bytes, p: int, end: int, prefix: str) -> HelloFields:
         raise Malformed("bad extensions length")
     p += 2
     start = p
-
+    cs_end = cs_start + cs_len
     sni: str | None = None
     alpn: tuple[str, ...] = ()
+    if layouts:
+        # Where fingerprints are read, a hello laid out like one seen before
+        # is checked in one struct call instead of walked (see ja4.Layout).
+        layout = laid_out(b, p)
+        if layout is not None:
+            sni_at, alpn_at = layout.names
+            if sni_at is not None:
+                sni = _parse_server_name(b, p + sni_at[0], p + sni_at[1])
+            if alpn_at is not None:
+                alpn = _parse_alpn(b, p + alpn_at[0], p + alpn_at[1])
+            return sni, alpn, (b, p, end, prefix, legacy_version, cs_start, cs_end, alpn, layout)
+
     seen_sni = seen_alpn = False
     last_header = end - 4
     while p < end:
@@ -342,7 +358,7 @@ def _parse_body(b: bytes, p: int, end: int, prefix: str) -> HelloFields:
             # 4.2 makes its TLS stack abort a hello that repeats an extension.
             # The fingerprint, if asked for, walks it (and is None then).
             break
-    return sni, alpn, (b, start, end, prefix, legacy_version, cs_start, cs_start + cs_len, alpn)
+    return sni, alpn, (b, start, end, prefix, legacy_version, cs_start, cs_end, alpn, None)
 
 
 def _parse_server_name(b: bytes, p: int, end: int) -> str | None:

@@ -38,7 +38,8 @@ signature algorithms): a client seen before costs dictionary look-ups, an
 unknown one the full computation. GREASE values are normalised out of the
 keys (BoringSSL clients pick new ones per connection). A hello laid out like
 one seen before is checked against that layout in one ``struct`` call instead
-of walked, and reuses the fingerprint of the last such hello (:class:`_Layout`).
+of walked, and reuses the fingerprint of the last such hello (:class:`Layout`);
+the parser checks a hello against them too, before walking it for SNI and ALPN.
 """
 
 from __future__ import annotations
@@ -50,7 +51,15 @@ from struct import Struct
 from struct import error as StructError
 from typing import Final, TypeAlias, TypeVar
 
-__all__ = ["GREASE", "HelloSource", "fingerprint", "hello_fingerprint"]
+__all__ = [
+    "GREASE",
+    "HelloSource",
+    "Layout",
+    "fingerprint",
+    "hello_fingerprint",
+    "laid_out",
+    "layouts",
+]
 
 _K = TypeVar("_K")
 _V = TypeVar("_V")
@@ -282,14 +291,18 @@ def _alpn_chars(alpn: tuple[str, ...]) -> str:
 
 # --- from a ClientHello the parser identified ---------------------------------
 
-HelloSource: TypeAlias = tuple[bytes, int, int, str, int, int, int, tuple[str, ...]]
+HelloSource: TypeAlias = tuple[
+    bytes, int, int, str, int, int, int, tuple[str, ...], "Layout | None"
+]
 """Where a parsed ClientHello's JA4 inputs are, for :func:`hello_fingerprint`.
 
 ``(buffer, start, end, prefix, legacy_version, ciphers_start, ciphers_end,
-alpn)``: the extension entries are ``buffer[start:end]`` (empty when the
-hello has no extensions block), the cipher suites ``buffer[ciphers_start:
+alpn, layout)``: the extension entries are ``buffer[start:end]`` (empty when
+the hello has no extensions block), the cipher suites ``buffer[ciphers_start:
 ciphers_end]``; ``prefix`` is ``"t"`` or ``"q"``, ``alpn`` the names the parser
-read. Everything before ``start`` has been checked by the parser.
+read, ``layout`` the one the parser found the hello laid out as (see
+:func:`laid_out`), if any. Everything before ``start`` has been checked by
+the parser.
 """
 
 _EXT_SIGNATURE_ALGORITHMS: Final = 13
@@ -304,23 +317,33 @@ _Walked: TypeAlias = tuple[tuple[int, ...], _Span | None, _Span | None]
 _unpack_ext_header: Final = Struct(">HH").unpack_from
 
 
-class _Layout:
+class Layout:
     """Where the extensions of one kind of hello are.
 
     A client build sends the same extensions with the same lengths to a
     given server name every time (but for those that shuffle them). Once a
-    hello has been walked, the next one with the same block length and first
-    extension header is checked against its layout with one ``struct`` call
-    reading every extension header at once: when all match, the walk (about
-    0.1 us per extension) is skipped and its result reused.
+    hello has been walked here, the next one with the same block length and
+    first extension header is checked against its layout with one ``struct``
+    call reading every extension header at once (:func:`laid_out`): when all
+    match, no walk is needed, neither the parser's for SNI and ALPN nor this
+    module's, and the fingerprint of the last such hello is reused.
+
+    Attributes:
+        names: where the server_name and ALPN bodies are (start and end,
+            from the first extension header), each ``None`` when absent.
     """
 
-    __slots__ = ("headers", "last", "unpack", "walked")
+    __slots__ = ("headers", "last", "names", "unpack", "walked")
 
     def __init__(
-        self, walked: _Walked, unpack: Callable[[bytes, int], _Headers], headers: _Headers
+        self,
+        walked: _Walked,
+        names: tuple[_Span | None, _Span | None],
+        unpack: Callable[[bytes, int], _Headers],
+        headers: _Headers,
     ) -> None:
         self.walked = walked
+        self.names = names
         self.unpack = unpack
         #: Every (type, length) pair in order, as ``unpack`` returns them.
         self.headers = headers
@@ -333,9 +356,26 @@ class _Layout:
 # when full: a stream of made-up hellos costs a walk each, as without it.
 # Real hellos have about 10 to 25 extensions and under 512 bytes of cipher
 # suites; larger ones are walked every time, so no entry holds much memory.
-_LAYOUTS: Final = 1024
+_MAX_LAYOUTS: Final = 1024
 _LAID_OUT_EXTENSIONS: Final = 64
-_layouts: dict[bytes, _Layout] = {}
+layouts: Final[dict[bytes, Layout]] = {}
+"""The layouts kept, by the block length and first extension header. Only a
+fingerprint computation adds to it: empty where no fingerprint is read, so
+the parser, which tests it before calling :func:`laid_out`, costs the same
+as without JA4."""
+
+
+def laid_out(b: bytes, p: int) -> Layout | None:
+    """The layout of the extension entries from ``b[p]``, if one seen before.
+
+    ``b[p - 2 : p]`` is the extensions block's length, and the block is
+    present in full (the caller checked it). A layout returned has been
+    checked against every extension header of the block.
+    """
+    layout = layouts.get(b[p - 2 : p + 4])
+    if layout is not None and layout.unpack(b, p) == layout.headers:
+        return layout
+    return None
 
 
 def hello_fingerprint(source: HelloSource) -> str | None:
@@ -345,23 +385,20 @@ def hello_fingerprint(source: HelloSource) -> str | None:
     stopped at, is malformed or repeats server_name or ALPN (RFC 8446 4.2:
     the backend's TLS stack refuses such a hello).
     """
-    b, p, end, prefix, legacy_version, cs_start, cs_end, alpn = source
+    b, p, end, prefix, legacy_version, cs_start, cs_end, alpn, layout = source
     ciphers = b[cs_start:cs_end]
     if p == end:
         # No extensions (TLS 1.2 and earlier may omit the block).
         return fingerprint(prefix, legacy_version, ciphers, (), None, b"", alpn)
-    # The block's length and first extension header: what tells one
-    # client's hellos (to a given server name) from others.
-    key = b[p - 2 : p + 4]
-    layout = _layouts.get(key)
-    if layout is not None and layout.unpack(b, p) == layout.headers:
+    if layout is None:
+        layout = laid_out(b, p)
+    if layout is not None:
         types, versions_at, sig_at = layout.walked
     else:
-        walked = _walk(b, p, end, key)
+        walked = _walk(b, p, end)
         if walked is None:
             return None
         types, versions_at, sig_at = walked
-        layout = None
     # supported_versions: a uint8 length, then 2-byte versions (RFC 8446
     # 4.2.1); signature_algorithms: a uint16 length, then 2-byte schemes
     # (4.2.3). JA4 reads what is there; the backend's TLS stack judges it.
@@ -381,8 +418,8 @@ def hello_fingerprint(source: HelloSource) -> str | None:
     return ja4
 
 
-def _walk(b: bytes, p: int, end: int, key: bytes) -> _Walked | None:
-    """Walk the extension entries ``b[p:end]``; keep their layout under ``key``.
+def _walk(b: bytes, p: int, end: int) -> _Walked | None:
+    """Walk the extension entries ``b[p:end]``; keep their layout.
 
     Every extension is visited, its type kept in order; the bodies of
     supported_versions and signature_algorithms are only located here.
@@ -429,9 +466,18 @@ def _walk(b: bytes, p: int, end: int, key: bytes) -> _Walked | None:
     # A client that sends GREASE values (BoringSSL: Chrome and others) also
     # shuffles its extensions, so its layout never repeats: it is not kept.
     if len(types) <= _LAID_OUT_EXTENSIONS and GREASE.isdisjoint(types):
-        if len(_layouts) >= _LAYOUTS:
-            _layouts.clear()
-        _layouts[key] = _Layout(walked, *_shape(types, starts))
+        sni_at = alpn_at = None
+        if _EXT_SERVER_NAME in types:
+            i = types.index(_EXT_SERVER_NAME)
+            sni_at = (starts[i] + 4 - start, starts[i + 1] - start)
+        if _EXT_ALPN in types:
+            i = types.index(_EXT_ALPN)
+            alpn_at = (starts[i] + 4 - start, starts[i + 1] - start)
+        if len(layouts) >= _MAX_LAYOUTS:
+            layouts.clear()
+        layouts[b[start - 2 : start + 4]] = Layout(
+            walked, (sni_at, alpn_at), *_shape(types, starts)
+        )
     return walked
 
 

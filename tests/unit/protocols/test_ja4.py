@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from refractium.protocols import ja4
-from refractium.protocols.base import Match
+from refractium.protocols.base import Match, Verdict
 from refractium.protocols.clienthello import parse_client_hello, parse_handshake
 from refractium.protocols.ja4 import fingerprint
 from refractium.protocols.quic import QuicProbe
@@ -304,7 +304,7 @@ def forget() -> None:
         ja4._alpn_table,
     ):
         table.clear()
-    ja4._layouts.clear()
+    ja4.layouts.clear()
 
 
 def test_results_do_not_depend_on_what_was_seen_before() -> None:
@@ -341,13 +341,31 @@ def test_hellos_of_one_size_and_first_extension_are_told_apart() -> None:
             assert (got.sni, got.alpn, got.ja4) == expected[i]
 
 
+def test_a_hello_laid_out_as_before_is_still_read() -> None:
+    # Once a fingerprint was read, the parser finds SNI and ALPN through the
+    # layout kept for the hello; their content is still checked.
+    forget()
+    good = hello(TLS13, [sni(b"a.example"), alpn(b"h2"), versions(0x0304)])
+    expected = fingerprint("t", 0x0303, u16s(TLS13), [0, 16, 0x2B], b"\x03\x04", b"", ("h2",))
+    assert expected.startswith("t13d0503h2_")
+    assert parse_client_hello(good).ja4 == expected
+    assert len(ja4.layouts) == 1
+    assert TlsProbe().probe(good) == Match("tls", "a.example", ("h2",), expected)
+    at = good.index(b"\x00\x03\x02h2") + 2
+    empty_name = good[:at] + b"\x00" + good[at + 1 :]  # RFC 7301 3.1: not allowed
+    assert TlsProbe().probe(empty_name) is Verdict.NO
+    other = good.replace(b"a.example", b"b.EXAMPLE")
+    assert TlsProbe().probe(other) == Match("tls", "b.example", ("h2",), expected)
+    assert len(ja4.layouts) == 1
+
+
 def test_tables_stay_bounded() -> None:
     for i in range(3 * ja4._TABLE_SIZE):
         made_up = hello((0x1301, i + 1), [ext(0x2000 + (i % 5000)), sig_algs(i + 1)])
         parse_client_hello(made_up)
     for table in (ja4._fingerprints, ja4._ciphers_table, ja4._extensions_table):
         assert 0 < len(table) <= ja4._TABLE_SIZE
-    assert 0 < len(ja4._layouts) <= ja4._LAYOUTS
+    assert 0 < len(ja4.layouts) <= ja4._MAX_LAYOUTS
     assert parse_client_hello(HANDMADE["grease"]).ja4 == REFERENCE["handmade"]["grease"]
 
 
@@ -358,7 +376,7 @@ def test_oversized_hellos_are_not_kept() -> None:
     assert not ja4._fingerprints
     assert not ja4._ciphers_table
     assert not ja4._extensions_table
-    assert not ja4._layouts
+    assert not ja4.layouts
 
 
 def test_greased_hellos_are_walked_every_time() -> None:
@@ -366,9 +384,9 @@ def test_greased_hellos_are_walked_every_time() -> None:
     # none is kept to check the next hello against.
     forget()
     parse_client_hello(HANDMADE["grease"])
-    assert not ja4._layouts
+    assert not ja4.layouts
     parse_client_hello(HANDMADE["no-sni-no-alpn"])
-    (layout,) = ja4._layouts.values()
+    (layout,) = ja4.layouts.values()
     assert layout.walked[0] == (43, 13, 10)
 
 
