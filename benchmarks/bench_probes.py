@@ -4,11 +4,19 @@ Run with ``python benchmarks/bench_probes.py``. For every probe and every
 input (an HTTP GET, a ~500-byte TLS 1.3 ClientHello with SNI and ALPN
 h2/http1.1 from this Python's ssl module, an SSH banner) it times batches of
 calls with ``time.perf_counter_ns`` and prints the median ns per call, plus
-the bare ClientHello parser (which also computes the JA4 fingerprint) and the
-same hello fragmented over three records, seen before (its layout and hashes
-kept, as for a client that connects again) and as if new (the parser's and
-JA4's tables emptied before each call), and with a GREASE extension (as
+the bare ClientHello parser (whose ClientHello carries the JA4 fingerprint,
+computed) and the same hello fragmented over three records, seen before (its
+layout and hashes kept, as for a client that connects again) and as if new
+(the JA4 tables emptied before each call), and with a GREASE extension (as
 BoringSSL clients send, which shuffle their extensions: walked every time).
+
+Then the TLS probe on three real clients' hellos (Chrome's from FoxIO's
+capture, curl's and this Python's, as in ``tests/unit/protocols/data/ja4``):
+the probe alone, as where no fingerprint is ever read (a Match's ``ja4`` is
+computed only when read), then the probe and a read of ``ja4``. Chrome's
+hello is given new GREASE values and a new extension order on every call, as
+Chrome does per connection.
+
 Then each of the other built-in probes on its own protocol's first flight
 (what a match costs; ``probe_datagram`` for the UDP form where there is one).
 The probes' ``first_bytes`` filter is not applied: the table shows the cost
@@ -21,10 +29,12 @@ import contextlib
 import itertools
 import ssl
 import statistics
+import struct
 import time
 from collections.abc import Callable
+from pathlib import Path
 
-from refractium.protocols import BUILTIN, CustomProbe, clienthello, ja4
+from refractium.protocols import BUILTIN, CustomProbe, ja4
 from refractium.protocols.clienthello import parse_client_hello, parse_handshake
 from refractium.protocols.dns import DnsProbe
 from refractium.protocols.openvpn import OpenVpnProbe
@@ -32,6 +42,8 @@ from refractium.protocols.syslog import SyslogProbe
 
 BATCH = 1_000
 ROUNDS = 200
+JA4_DATA = Path(__file__).resolve().parent.parent / "tests" / "unit" / "protocols" / "data" / "ja4"
+GREASE = sorted(ja4.GREASE)
 
 
 def client_hello() -> bytes:
@@ -70,12 +82,65 @@ def greased(stream: bytes) -> bytes:
     return stream[:3] + len(msg).to_bytes(2, "big") + msg
 
 
+def forget() -> None:
+    """Empty what JA4 keeps between hellos."""
+    for table in (ja4.layouts, ja4._fingerprints, ja4._ciphers_table, ja4._extensions_table):
+        table.clear()
+
+
 def as_if_new(data: bytes) -> object:
     """Parse with nothing kept from earlier hellos: a client's first visit."""
-    clienthello._layouts.clear()
-    ja4._ciphers_table.clear()
-    ja4._extensions_table.clear()
+    forget()
     return parse_client_hello(data)
+
+
+def pcap_payloads(path: Path) -> bytes:
+    """What the client sent to port 443 over TCP, from a classic pcap (Ethernet, IPv4)."""
+    raw = path.read_bytes()
+    sent = b""
+    pos = 24
+    while pos < len(raw):
+        size = struct.unpack_from("<I", raw, pos + 8)[0]
+        ip = raw[pos + 16 + 14 : pos + 16 + size]
+        pos += 16 + size
+        segment = ip[(ip[0] & 0x0F) * 4 : struct.unpack_from(">H", ip, 2)[0]]
+        if ip[9] == 6 and struct.unpack_from(">H", segment, 2)[0] == 443:
+            sent += segment[(segment[12] >> 4) * 4 :]
+    return sent
+
+
+def chrome_connections(stream: bytes, count: int = 64) -> list[bytes]:
+    """Chrome's hello as on ``count`` connections: new GREASE values, extensions rotated."""
+    body = stream[9:]
+    p = 34 + 1 + body[34]
+    cs_end = p + 2 + int.from_bytes(body[p : p + 2], "big")
+    ext_start = cs_end + 1 + body[cs_end] + 2
+    entries: list[bytes] = []
+    q = ext_start
+    while q < len(body):
+        size = int.from_bytes(body[q + 2 : q + 4], "big")
+        entries.append(body[q : q + 4 + size])
+        q += 4 + size
+    hellos = []
+    for i in range(count):
+        value = GREASE[i % 16].to_bytes(2, "big")
+        ext_values = [GREASE[(i + 5) % 16], GREASE[(i + 9) % 16]]
+        changed = []
+        for entry in entries:
+            kind = int.from_bytes(entry[:2], "big")
+            if kind in ja4.GREASE:
+                entry = ext_values.pop().to_bytes(2, "big") + entry[2:]
+            elif kind == 0x002B:  # supported_versions: a GREASE value first
+                entry = entry[:5] + value + entry[7:]
+            changed.append(entry)
+        first, rest = changed[0], changed[1:]
+        shift = i % len(rest)
+        block = first + b"".join(rest[shift:] + rest[:shift])
+        # Chrome's first cipher suite is a GREASE value.
+        msg = body[: p + 2] + value + body[p + 4 : ext_start] + block
+        msg = b"\x01" + len(msg).to_bytes(3, "big") + msg
+        hellos.append(stream[:3] + len(msg).to_bytes(2, "big") + msg)
+    return hellos
 
 
 def first_flights() -> dict[str, tuple[Callable[[bytes], object], bytes]]:
@@ -128,6 +193,12 @@ def first_flights() -> dict[str, tuple[Callable[[bytes], object], bytes]]:
     }
 
 
+def cycling(fn: Callable[[bytes], object], inputs: list[bytes]) -> Callable[[bytes], object]:
+    """``fn`` called on each of ``inputs`` in turn, whatever it is passed."""
+    it = itertools.cycle(inputs)
+    return lambda _: fn(next(it))
+
+
 def median_ns(fn: Callable[[bytes], object], data: bytes) -> float:
     """Median over ROUNDS batches of the mean time of one call in a batch."""
     per_call: list[float] = []
@@ -172,6 +243,28 @@ def main() -> None:
     }
     for label, (fn, data) in parsers.items():
         print(f"{label:<34}{median_ns(fn, data):>8.0f} ns")
+
+    print("\nthe TLS probe on real clients' hellos, and the first read of Match.ja4\n")
+    tls_probe = BUILTIN["tls"].probe
+    chrome = bytes.fromhex((JA4_DATA / "foxio-chrome-tcp.hex").read_text())
+    hellos = {
+        f"Chrome, new GREASE per call ({len(chrome)} B)": chrome_connections(chrome),
+        "Chrome, the capture itself": [chrome],
+        "curl 7.88 (OpenSSL 3.0)": [pcap_payloads(JA4_DATA / "curl.pcap")],
+        f"Python ssl ({len(hello)} B)": [hello],
+    }
+    for variants in hellos.values():
+        assert len({getattr(tls_probe(v), "ja4", None) for v in variants}) == 1
+    forget()  # no fingerprint read yet, as where none ever is
+    alone = {label: median_ns(cycling(tls_probe, v), b"") for label, v in hellos.items()}
+
+    def probe_and_read(probe: Callable[[bytes], object]) -> Callable[[bytes], object]:
+        return lambda data: getattr(probe(data), "ja4", None)
+
+    print(f"{'hello':<38}{'probe':>8}{'probe + ja4':>14}{'ja4 read':>10}  (ns)")
+    for label, variants in hellos.items():
+        both = median_ns(cycling(probe_and_read(tls_probe), variants), b"")
+        print(f"{label:<38}{alone[label]:>8.0f}{both:>14.0f}{both - alone[label]:>10.0f}")
 
     print("\nthe other probes on their own protocol's first flight (a match)\n")
     for label, (fn, data) in first_flights().items():
