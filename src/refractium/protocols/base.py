@@ -122,6 +122,17 @@ class Match:
             self._ja4_of = self._ja4_from = None
         return self._ja4
 
+    def settle(self, keep: bool) -> None:
+        """Stop holding the client's first bytes: compute the fingerprint now
+        (``keep``), or give it up when nothing will ever read it (then
+        :attr:`ja4` stays ``None``, unless it was computed already)."""
+        if self._ja4_of is None:
+            return
+        if keep:
+            self.ja4  # noqa: B018  # computed and cached by the property
+        else:
+            self._ja4_of = self._ja4_from = None
+
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Match) or other.__class__ is not self.__class__:
             return NotImplemented

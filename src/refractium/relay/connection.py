@@ -484,6 +484,11 @@ class ClientProtocol(Pipe):
                 on_full=self.hooks_full,
                 on_drained=self.hooks_drained,
             )
+        if self.match is not None:
+            # Read later only by the access log or endpoint hooks: computed
+            # now for them, else dropped, so no connection keeps its hello.
+            keep = self.gate is not None or self._snap.settings.access_log is not None
+            self.match.settle(keep)
         if early:
             self.bytes_in += len(early)
             self.packets_in += 1

@@ -321,6 +321,8 @@ class Flow:
                 local=self.local_addr,
                 transport="udp",
             )
+        if self.match is not None:  # see ClientProtocol.backend_up
+            self.match.settle(self.gate is not None or self._snap.settings.access_log is not None)
         held, self._held, self._held_bytes = self._held, [], 0
         for data in held:
             self._send_backend(data)

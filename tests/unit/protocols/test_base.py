@@ -70,3 +70,18 @@ def test_not_hashable_and_matchable_by_position() -> None:
             assert (sni, alpn, ja4) == ("a.example", (), JA4)
         case _:
             pytest.fail("no match")
+
+
+def test_settle_computes_what_will_be_read_and_drops_what_will_not() -> None:
+    kept = Match.deferred("tls", None, (), Counting(JA4), b"hello")
+    kept.settle(True)
+    assert kept._ja4_from is None  # the hello is no longer held
+    assert kept.ja4 == JA4
+    dropped = Match.deferred("tls", None, (), compute := Counting(JA4), b"hello")
+    dropped.settle(False)
+    assert dropped._ja4_from is None
+    assert dropped.ja4 is None and compute.sources == []
+    read = Match.deferred("tls", None, (), Counting(JA4), b"hello")
+    assert read.ja4 == JA4
+    read.settle(False)  # already computed: kept
+    assert read.ja4 == JA4
