@@ -172,9 +172,7 @@ def describe_priority(tables: Tables) -> str:
     routes = sorted(tables.routes, key=lambda r: -r.best_key)
     for rank, route in enumerate(routes, 1):
         filters = route.describe_filters()
-        lines.append(
-            f"  {rank}. {route.id}{' ' + filters if filters else ''} [{route.transport}]"
-        )
+        lines.append(f"  {rank}. {route.id}{' ' + filters if filters else ''} [{route.transport}]")
     return "\n".join(lines)
 
 

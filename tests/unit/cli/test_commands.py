@@ -115,10 +115,10 @@ def test_check_shows_a_syslog_route_serving_tcp_and_udp(
 ) -> None:
     assert main(["check", "-f", "syslog=127.0.0.1:514", "-f", "ssh=127.0.0.1:22"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert [line.split()[:3] for line in lines[3:6]] == [
-        ["#", "name", "transport"],
-        ["0", "syslog", "both"],
-        ["1", "ssh", "tcp"],
+    assert [line.split()[:4] for line in lines[3:6]] == [
+        ["#", "id", "name", "transport"],
+        ["0", "syslog", "syslog", "both"],
+        ["1", "ssh", "ssh", "tcp"],
     ]
     assert "  1. syslog [both]" in lines
     assert lines[-1] == "config OK"
