@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import signal
 
 import pytest
@@ -90,7 +91,26 @@ async def test_demo_commands_finish_and_reach_each_backend(host: str) -> None:
         # Says nothing: sent to the SSH route after the peek timeout, reads the banner.
         done = await shell(bash_silent)
         assert done.stdout == BANNER, done
+
+        # Each command left its access line: which route took it.
+        async with asyncio.timeout(5):
+            while len(routes := access_routes(demo.stderr_lines)) < 6:
+                await asyncio.sleep(0.05)
+        assert routes == ["http", "tls", "tls", "ssh", "ssh", "ssh"], demo.stderr_lines
+        found = re.search(r"The dashboard, live: (http://\S+/)", printed)
+        assert found, printed
+        done = await shell(f"curl -s {found.group(1)}")
+        assert "<title>Refractium" in done.out
         assert await demo.stop() == 0
+
+
+def access_routes(lines: list[str]) -> list[str]:
+    """The ``route`` of each access line, in order."""
+    return [
+        m.group(1)
+        for m in map(re.compile(r"refractium\.access: .* route=(\S+)").search, lines)
+        if m
+    ]
 
 
 @pytest.mark.parametrize(

@@ -191,7 +191,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from refractium.demo import run_demo
 
-    logs.configure(args.log_level or "info", args.log_format or "text")
+    logs.configure(args.log_level or "info", args.log_format or "text", access=True)
     run(lambda: run_demo(args.bind, args.port), loop=args.loop)
     return 0
 

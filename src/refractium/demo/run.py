@@ -2,7 +2,8 @@
 
 Starts the toy backends of :mod:`refractium.demo.backends`, puts a proxy in
 front of them on 127.0.0.1:8080 (or the next free port) and prints the
-commands that show each route. The commands are meant for a fresh
+commands that show each route. Each connection leaves an access line, and
+the admin API's dashboard runs on the next free port. The commands are meant for a fresh
 Debian or Ubuntu machine: each one finishes by itself, and each tool they
 use is either there by default (curl, openssl, bash) or named with its
 package (nc).
@@ -16,7 +17,8 @@ import socket
 import tempfile
 from pathlib import Path
 
-from refractium.addr import format_host
+from refractium.addr import Address, format_host
+from refractium.config import AdminConfig, Config, LogConfig
 from refractium.demo.backends import DEMO_TLS_NAMES, DemoBackends, start_demo_backends
 from refractium.engine import Refractium
 from refractium.engine.serve import serve
@@ -51,12 +53,14 @@ def _reason(exc: OSError) -> str:
     return os.strerror(exc.errno)
 
 
-def build_engine(backends: DemoBackends, host: str, port: int) -> Refractium:
+def build_engine(backends: DemoBackends, host: str, port: int, admin_port: int) -> Refractium:
     def at(address: tuple[str, int]) -> str:
         return f"{format_host(address[0])}:{address[1]}"
 
+    shown = Config(log=LogConfig(access=True), admin=AdminConfig(bind=Address(host, admin_port)))
     return (
         Refractium.builder()
+        .config(shown)
         .bind(host)
         .port(port)
         .option(peek_timeout_ms=DEMO_PEEK_TIMEOUT_MS, max_connections_per_ip=0)
@@ -67,7 +71,9 @@ def build_engine(backends: DemoBackends, host: str, port: int) -> Refractium:
     )
 
 
-def instructions(host: str, port: int, ca_file: Path, backends: DemoBackends) -> str:
+def instructions(
+    host: str, port: int, ca_file: Path, backends: DemoBackends, admin_port: int
+) -> str:
     """What the demo prints: each command on its own line, indented by four spaces."""
     name = DEMO_TLS_NAMES[1]
     client = _LOOPBACK.get(host, host)
@@ -98,6 +104,8 @@ A client that sends nothing: after {DEMO_PEEK_TIMEOUT_MS} ms the proxy gives it 
 and the backend, which speaks first, sends its banner:
     bash -c 'exec 3<>{tcp}; head -n 1 <&3'
 
+Each connection leaves an access line here when it ends (route, backend, bytes, times).
+The dashboard, live: http://{format_host(client)}:{admin_port}/
 Backends: {ports} (ports on {backends.http[0]}).
 Stop with Ctrl-C.
 """
@@ -118,8 +126,9 @@ async def run_demo(host: str = "127.0.0.1", first_port: int = 8080) -> None:
             ca_file = Path(tmp) / "demo-ca.pem"
             ca_file.write_bytes(backends.tls_ca_pem)
             port = free_port(host, first_port)
-            engine = build_engine(backends, host, port)
-            print(instructions(host, port, ca_file, backends), flush=True)
+            admin_port = free_port(host, port + 1)
+            engine = build_engine(backends, host, port, admin_port)
+            print(instructions(host, port, ca_file, backends, admin_port), flush=True)
             await serve(engine, transport="tcp")
     finally:
         await backends.stop()
