@@ -40,6 +40,7 @@ def describe(config: Config) -> str:
         f"fallback udp: {server.fallback_udp or 'none'}",
         f"on timeout:   {timeout_route or 'none'}",
         f"admin:        {admin.bind or 'off'}{' (token required)' if admin.token else ''}",
+        f"workers:      {server.workers}{' (one process)' if server.workers == 1 else ''}",
         f"endpoint:     {', '.join(h.use for h in config.endpoint.hooks) or 'no hooks'}",
     ]
     return "\n".join(lines)

@@ -236,7 +236,14 @@ def _server(raw: schema.ConfigFile) -> ServerConfig:
     if table.health_check is not None:
         key = "server.health_check"
         given["health_check"] = _health_check(key, table.health_check, HealthCheck())
+    if table.workers is not None:
+        given["workers"] = schema.workers("server.workers", table.workers, usable_cpus())
     return ServerConfig(**given)
+
+
+def usable_cpus() -> int:
+    """How many CPUs this process may run on (its affinity mask, not the machine's count)."""
+    return len(os.sched_getaffinity(0))
 
 
 def _fallback(name: str, top_level: str | None, in_server: str | None) -> Address | None:

@@ -151,6 +151,8 @@ class ServerConfig:
     # Drop to this user and group once every listener is bound (None: stay).
     user: str | None = None
     group: str | None = None
+    # Worker processes serving the listeners (1: this process alone).
+    workers: int = 1
 
 
 @dataclass(frozen=True, slots=True)

@@ -74,6 +74,7 @@ class ServerTable(_Table):
     idle_timeout_s: float | None = None
     user: str | None = None
     group: str | None = None
+    workers: int | str | None = None
 
 
 class AdminTable(_Table):
@@ -239,6 +240,15 @@ def at_least(key: str, value: int, minimum: int) -> int:
     if value < minimum:
         raise ConfigError(None, key, f"must be at least {minimum}, got {value}")
     return value
+
+
+def workers(key: str, value: int | str, cpus: int) -> int:
+    """A worker count: an integer >= 1, or ``"auto"`` (``cpus``, one per usable CPU)."""
+    if isinstance(value, str):
+        if value.strip().lower() == "auto":
+            return cpus
+        raise ConfigError(None, key, f'expected an integer >= 1 or "auto", got {value!r}')
+    return at_least(key, value, 1)
 
 
 def listen_port(key: str, value: int) -> int:

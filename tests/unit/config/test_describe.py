@@ -41,6 +41,7 @@ def test_describe() -> None:
         "fallback udp: none",
         "on timeout:   ssh (default)",
         "admin:        127.0.0.1:9901 (token required)",
+        "workers:      1 (one process)",
         "endpoint:     no hooks",
     ]
 
