@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Callable
 from dataclasses import replace
@@ -15,6 +16,8 @@ from pathlib import Path
 
 from refractium.cli.parser import DEFAULT_CONFIG
 from refractium.config import Config, apply_overrides, describe, load_file, parse_config
+from refractium.config.load import usable_cpus
+from refractium.config.schema import workers
 from refractium.engine.serve import run, serve
 from refractium.errors import RefractiumError
 from refractium.routing import Tables
@@ -68,6 +71,9 @@ def config_loader(args: argparse.Namespace) -> Callable[[], Config]:
         config = apply_overrides(config, bind=args.bind, port=args.port, forwards=args.forward)
         if getattr(args, "log_format", None):  # the access log writes in this format too
             config = replace(config, log=replace(config.log, format=args.log_format))
+        if getattr(args, "workers", None) is not None:
+            count = workers("-w", _count(args.workers), usable_cpus())
+            config = replace(config, server=replace(config.server, workers=count))
         if not config.protocols:
             where = f"{path}: " if path else ""
             raise RefractiumError(
@@ -76,6 +82,14 @@ def config_loader(args: argparse.Namespace) -> Callable[[], Config]:
         return config
 
     return load
+
+
+def _count(text: str) -> int | str:
+    """``-w``'s argument: a number as a number, anything else (``auto``) as given."""
+    try:
+        return int(text)
+    except ValueError:
+        return text
 
 
 def load_config(args: argparse.Namespace) -> Config:
@@ -106,6 +120,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     load = config_loader(args)
     config = load()
     configure_logs(args, config)
+    if args.worker is not None:
+        return _run_worker(args, load)
+    if config.server.workers > 1:
+        return _supervise(args, load, config)
 
     def load_and_warn() -> Config:
         # At start and at each reload: what `check` would warn about.
@@ -122,6 +140,70 @@ def cmd_run(args: argparse.Namespace) -> int:
         lambda: serve(
             engine, transport=transport, reload_config=load_and_warn, pidfile=args.pidfile
         ),
+        loop=args.loop,
+    )
+    return 0
+
+
+def _supervise(args: argparse.Namespace, load: Callable[[], Config], config: Config) -> int:
+    """``workers > 1``: validate as ``check`` does, then start and keep the workers."""
+    from refractium.engine import privileges
+    from refractium.engine.snapshot import validate
+    from refractium.engine.supervisor import Supervisor
+    from refractium.engine.worker import WorkerLink
+
+    if "LISTEN_FDS" in os.environ:
+        raise RefractiumError(
+            "server.workers: socket activation (LISTEN_FDS) needs workers = 1; "
+            "each worker opens its own listeners"
+        )
+    if 0 in config.server.port:
+        raise RefractiumError(
+            "server.workers: port 0 (any free port) needs workers = 1; "
+            "each worker would get a port of its own"
+        )
+
+    def checked() -> Config:
+        # At start and at each reload: parse, build the tables, say what `check` says.
+        loaded = load()
+        validate(loaded)
+        source = loaded.source if loaded.source != "builder" else None
+        privileges.resolve(loaded.server.user, loaded.server.group, source)
+        for warning in lint(loaded):
+            log.warning("%s", warning)
+        return loaded
+
+    config = checked()
+    # The same command line again, as a worker: `refractium [run|tcp|udp] OPTIONS --worker L`.
+    given = sys.argv[1:]
+    options = given[1:] if given and given[0] in ("run", "tcp", "udp") else given
+
+    def command(link: WorkerLink) -> list[str]:
+        return [sys.executable, "-m", "refractium", args.command, *options, "--worker", str(link)]
+
+    supervisor = Supervisor(config, command, checked, pidfile=args.pidfile)
+    status: int = run(supervisor.run, loop=args.loop)
+    return status
+
+
+def _run_worker(args: argparse.Namespace, load: Callable[[], Config]) -> int:
+    """One of the supervisor's workers: serve with SO_REUSEPORT, no admin listener."""
+    from refractium.engine import Refractium
+    from refractium.engine.worker import WorkerLink
+
+    link = WorkerLink.parse(args.worker)
+
+    def load_worker() -> Config:
+        # The supervisor checked the file and logged its warnings; the admin
+        # API is not served by workers (one listener each would show one
+        # worker's figures).
+        loaded = load()
+        return replace(loaded, admin=replace(loaded.admin, bind=None))
+
+    engine = Refractium(load_worker())
+    transport = {"run": "both", "tcp": "tcp", "udp": "udp"}[args.command]
+    run(
+        lambda: serve(engine, transport=transport, reload_config=load_worker, worker=link),
         loop=args.loop,
     )
     return 0

@@ -120,6 +120,15 @@ def build_parser() -> argparse.ArgumentParser:
             metavar="FILE",
             help="write the PID here once listening (default: no pid file)",
         )
+        cmd.add_argument(
+            "-w",
+            "--workers",
+            metavar="N",
+            help='worker processes sharing the listeners, or "auto" for one per CPU '
+            "(default: server.workers, else 1: this process alone)",
+        )
+        # Set by the supervisor when it starts a worker (INDEX:PID:FD); not for users.
+        cmd.add_argument("--worker", metavar="LINK", help=argparse.SUPPRESS)
     init = sub.add_parser(
         "init",
         help="write a commented starter refractium.toml",

@@ -238,7 +238,9 @@ class Refractium:
         tables = self._snapshot.tables
         return tuple(port for port in self._config.server.port if tables.serves(transport, port))
 
-    async def start_tcp(self, inherited: Sequence[socket.socket] = ()) -> list[tuple[str, int]]:
+    async def start_tcp(
+        self, inherited: Sequence[socket.socket] = (), reuse_port: bool = False
+    ) -> list[tuple[str, int]]:
         """Open the TCP listeners and return their addresses; returns at once.
 
         Every bind address listens on each port where a route serves TCP
@@ -247,6 +249,8 @@ class Refractium:
         Args:
             inherited: sockets passed by socket activation; one that is a
                 configured listener is used instead of binding it.
+            reuse_port: open the listeners with SO_REUSEPORT, so that other
+                processes (workers) may listen on the same ports.
 
         Raises:
             RefractiumError: a listener cannot be opened (port in use...), or
@@ -254,14 +258,17 @@ class Refractium:
         """
         ports = self.ports_for(Transport.TCP) or self._config.server.port
         self._check_passed(inherited, tcp=ports)
-        await self._start_tcp(ports, inherited)
+        await self._start_tcp(ports, inherited, reuse_port)
         return self.tcp_addresses
 
-    async def _start_tcp(self, ports: tuple[int, ...], inherited: Sequence[socket.socket]) -> None:
+    async def _start_tcp(
+        self, ports: tuple[int, ...], inherited: Sequence[socket.socket], reuse_port: bool = False
+    ) -> None:
         if self._tcp is not None:
             raise RefractiumError("the TCP listener is already running")
         service = TcpService(self._snapshot, self._tcp_health, self._hook_stats)
-        await service.listen(self._config.server.bind, ports, self._passed(inherited))
+        binds = self._config.server.bind
+        await service.listen(binds, ports, self._passed(inherited), reuse_port=reuse_port)
         try:
             await self._start_admin()
         except RefractiumError:
@@ -271,7 +278,10 @@ class Refractium:
         self._configure_health()
 
     async def start_udp(
-        self, port: int | None = None, inherited: Sequence[socket.socket] = ()
+        self,
+        port: int | None = None,
+        inherited: Sequence[socket.socket] = (),
+        reuse_port: bool = False,
     ) -> list[tuple[str, int]]:
         """Open the UDP listeners and return their addresses; returns at once.
 
@@ -282,6 +292,7 @@ class Refractium:
             port: listen on this port only (with ``server.port = 0`` and TCP
                 already listening, the default is the TCP listeners' port).
             inherited: sockets passed by socket activation.
+            reuse_port: bind with SO_REUSEPORT (workers share the ports).
 
         Raises:
             RefractiumError: a listener cannot be opened (port in use...), or
@@ -290,16 +301,19 @@ class Refractium:
         ports = (port,) if port is not None else self.ports_for(Transport.UDP)
         ports = ports or self._config.server.port
         self._check_passed(inherited, udp=ports)
-        await self._start_udp(ports, inherited)
+        await self._start_udp(ports, inherited, reuse_port)
         return self.udp_addresses
 
-    async def _start_udp(self, ports: tuple[int, ...], inherited: Sequence[socket.socket]) -> None:
+    async def _start_udp(
+        self, ports: tuple[int, ...], inherited: Sequence[socket.socket], reuse_port: bool = False
+    ) -> None:
         if self._udp is not None:
             raise RefractiumError("the UDP listener is already running")
         if ports == (0,) and self._tcp is not None and self._tcp.addresses:
             ports = (self._tcp.addresses[0][1],)  # any free port: the one TCP got
         service = UdpService(self._snapshot, self._udp_health, self._hook_stats)
-        await service.listen(self._config.server.bind, ports, self._passed(inherited))
+        binds = self._config.server.bind
+        await service.listen(binds, ports, self._passed(inherited), reuse_port=reuse_port)
         try:
             await self._start_admin()
         except RefractiumError:
@@ -308,21 +322,24 @@ class Refractium:
         self._udp = service
         self._configure_health()
 
-    async def start_both(self, inherited: Sequence[socket.socket] = ()) -> None:
+    async def start_both(
+        self, inherited: Sequence[socket.socket] = (), reuse_port: bool = False
+    ) -> None:
         """Open the listeners each transport needs: TCP where TCP routes are, UDP where UDP are.
 
         A file with TCP routes only opens no UDP socket (and the other way
         round). With ``server.port = 0`` UDP takes the port TCP got.
+        ``reuse_port``: as :meth:`start_tcp` says.
         """
         tcp, udp = self.ports_for(Transport.TCP), self.ports_for(Transport.UDP)
         if not tcp and not udp:
             tcp = self._config.server.port  # nothing routes anywhere: still answer TCP
         self._check_passed(inherited, tcp=tcp, udp=udp)
         if tcp:
-            await self._start_tcp(tcp, inherited)
+            await self._start_tcp(tcp, inherited, reuse_port)
         if udp:
             try:
-                await self._start_udp(udp, inherited)
+                await self._start_udp(udp, inherited, reuse_port)
             except RefractiumError:
                 if self._tcp is not None:
                     await self._tcp.stop_listening()

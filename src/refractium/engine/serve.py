@@ -10,6 +10,11 @@ used instead of binding; once every listener is open the pid file is
 written and privileges are dropped; then systemd hears ``READY=1``. Each
 reload is bracketed by ``RELOADING=1`` and ``READY=1``, draining starts
 with ``STOPPING=1``, and ``STATUS=`` says how many connections are open.
+
+As one of a supervisor's workers (``worker`` given) the listeners are
+opened with ``SO_REUSEPORT``; the supervisor is told once they are open,
+and owns the pid file, the file watcher and systemd's messages; a repeated
+stop signal changes nothing (the supervisor cuts by killing the worker).
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from typing import Any
 from refractium.config import Config
 from refractium.engine import Refractium, privileges, systemd
 from refractium.engine.watch import watch_file
+from refractium.engine.worker import WorkerLink, watch_parent
 from refractium.errors import ConfigError, RefractiumError
 from refractium.util import accesslog, logs
 from refractium.util.tasks import spawn
@@ -80,6 +86,7 @@ async def serve(
     transport: str = "both",
     reload_config: Callable[[], Config] | None = None,
     pidfile: str | None = None,
+    worker: WorkerLink | None = None,
 ) -> None:
     """Start ``engine`` on ``transport`` (tcp/udp/both) and serve until a signal.
 
@@ -87,6 +94,7 @@ async def serve(
         reload_config: what SIGHUP loads (the file plus the command line's
             overrides); by default the engine re-reads its file.
         pidfile: write the process id here once listening; removed at exit.
+        worker: set in a supervisor's worker process (see the module's text).
 
     Raises:
         RefractiumError: a listener cannot be opened, a passed socket is no
@@ -94,6 +102,8 @@ async def serve(
             privilege drop failed (nothing is left listening).
     """
     loop = asyncio.get_running_loop()
+    if worker is not None:
+        worker.follow_parent()
     limit = raise_open_file_limit()
     config = engine.config
     if limit < config.server.max_connections * 2:
@@ -111,6 +121,10 @@ async def serve(
 
     def stop(signame: str) -> None:
         if any(task.get_name() == "shutdown" for task in tasks):
+            if worker is not None:
+                # systemd signals the whole group and the supervisor forwards:
+                # two signals here are one stop.
+                return
             # A second signal while draining: cut the grace period short.
             log.info("%s received again: closing open connections now", signame)
             engine.abort_connections()
@@ -145,12 +159,13 @@ async def serve(
     written = False
     spawn(_flush_access_lines(), name="access-flush", owner=tasks)
     try:
-        await _start(engine, transport, inherited)
+        await _start(engine, transport, inherited, reuse_port=worker is not None)
         if pidfile is not None:
             write_pidfile(pidfile)
             written = True
         path = engine.config.source
-        if engine.config.server.hot_reload and path is not None and path != "builder":
+        watch = worker is None and engine.config.server.hot_reload
+        if watch and path is not None and path != "builder":
             spawn(watch_file(path, reload, watching), name="watch-config", owner=tasks)
             # Let it import and set up its watch while still privileged.
             await asyncio.sleep(0)
@@ -160,13 +175,16 @@ async def serve(
             except RefractiumError:
                 await engine.shutdown(0)
                 raise
+        if worker is not None:
+            worker.ready()
+            spawn(watch_parent(worker, lambda: stop("SIGTERM")), name="parent", owner=tasks)
         if systemd.notify(f"READY=1\n{status_line(engine)}"):
             spawn(_report_status(engine), name="systemd-status", owner=tasks)
         await engine.wait_stopped()
     finally:
         watching.set()
         for task in tasks:
-            if task.get_name() in ("systemd-status", "access-flush"):
+            if task.get_name() in ("systemd-status", "access-flush", "parent"):
                 task.cancel()
         accesslog.flush()
         loop.remove_signal_handler(signal.SIGHUP)
@@ -183,13 +201,15 @@ async def _flush_access_lines() -> None:
         accesslog.flush()
 
 
-async def _start(engine: Refractium, transport: str, inherited: Sequence[socket.socket]) -> None:
+async def _start(
+    engine: Refractium, transport: str, inherited: Sequence[socket.socket], reuse_port: bool
+) -> None:
     if transport == "tcp":
-        await engine.start_tcp(inherited=inherited)
+        await engine.start_tcp(inherited=inherited, reuse_port=reuse_port)
     elif transport == "udp":
-        await engine.start_udp(inherited=inherited)
+        await engine.start_udp(inherited=inherited, reuse_port=reuse_port)
     else:
-        await engine.start_both(inherited=inherited)
+        await engine.start_both(inherited=inherited, reuse_port=reuse_port)
 
 
 def status_line(engine: Refractium) -> str:

@@ -27,12 +27,14 @@ def listen_error(host: str, port: int, exc: OSError) -> str:
     return f"{where}: cannot listen: {exc.strerror or exc}"
 
 
-def udp_socket(host: str, port: int) -> socket.socket:
+def udp_socket(host: str, port: int, reuse_port: bool = False) -> socket.socket:
     """A non-blocking UDP socket bound to ``host:port`` (the first address it resolves to).
 
     Bound here, not by the loop, so that its errors keep their errno. An
     IPv6 wildcard is IPv6 only, as the loop makes TCP listeners: with
-    ``bind = ["0.0.0.0", "::"]`` both sockets take the same port.
+    ``bind = ["0.0.0.0", "::"]`` both sockets take the same port. With
+    ``reuse_port`` (worker processes) each worker binds its own socket to
+    the port and the kernel keeps each 4-tuple on one of them.
     """
     family, kind, proto, _, address = socket.getaddrinfo(
         host, port, type=socket.SOCK_DGRAM, flags=socket.AI_PASSIVE
@@ -41,6 +43,8 @@ def udp_socket(host: str, port: int) -> socket.socket:
     try:
         if family == socket.AF_INET6:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         grow_buffers(sock)
         sock.bind(address)
         sock.setblocking(False)

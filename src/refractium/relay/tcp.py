@@ -44,23 +44,26 @@ class TcpService:
         ports: tuple[int, ...],
         inherited: list[socket.socket] | None = None,
         backlog: int = 1024,
+        reuse_port: bool = False,
     ) -> None:
         """One listener per bind address and port; RefractiumError if one can't be opened.
 
         A listener that is among ``inherited`` (sockets passed by socket
         activation; the ones used are removed from the list) is taken as it
         is. With port 0 the first listener picks a free port and the others
-        use the same one, so every address answers on one port.
+        use the same one, so every address answers on one port. With
+        ``reuse_port`` (worker processes) each worker opens its own listener
+        on the port and the kernel spreads connections over them.
         """
         for port in ports:
             for host in binds:
                 sock = (
                     take_inherited(inherited, host, port, socket.SOCK_STREAM) if inherited else None
                 )
-                port = await self._listen_one(host, port, sock, backlog)
+                port = await self._listen_one(host, port, sock, backlog, reuse_port)
 
     async def _listen_one(
-        self, host: str, port: int, sock: socket.socket | None, backlog: int
+        self, host: str, port: int, sock: socket.socket | None, backlog: int, reuse_port: bool
     ) -> int:
         """Open (or adopt) one listener; return its port."""
         ctx = self.ctx
@@ -77,6 +80,7 @@ class TcpService:
                     host=host,
                     port=port,
                     reuse_address=True,
+                    reuse_port=reuse_port or None,
                     backlog=backlog,
                 )
         except OSError as exc:

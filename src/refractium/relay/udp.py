@@ -84,11 +84,12 @@ class UdpService:
         binds: tuple[str, ...],
         ports: tuple[int, ...],
         inherited: list[socket.socket] | None = None,
+        reuse_port: bool = False,
     ) -> None:
         """One socket per bind address and port; RefractiumError if one cannot be bound.
 
         A socket among ``inherited`` (socket activation) is taken as it is
-        and removed from the list.
+        and removed from the list. ``reuse_port``: see :func:`udp_socket`.
         """
         ctx = self.ctx
         for port in ports:
@@ -98,7 +99,7 @@ class UdpService:
                 )
                 try:
                     # Bound here, not by the loop: its errors keep their errno.
-                    sock = passed or udp_socket(host, port)
+                    sock = passed or udp_socket(host, port, reuse_port)
                     listener = partial(UdpListener, ctx, sock.getsockname()[1])
                     transport, _ = await ctx.loop.create_datagram_endpoint(listener, sock=sock)
                 except OSError as exc:
