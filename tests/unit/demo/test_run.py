@@ -10,12 +10,15 @@ from refractium.demo.backends import DemoBackends
 from refractium.demo.run import instructions
 
 
-def commands(bind: str) -> list[str]:
+def printed(bind: str) -> str:
     backends = DemoBackends(
         http=(bind, 40001), tls=(bind, 40002), ssh=(bind, 40003), tls_ca_pem=b""
     )
-    printed = instructions(bind, 8080, Path("/tmp/ca.pem"), backends)
-    return [line[4:] for line in printed.splitlines() if line.startswith("    ")]
+    return instructions(bind, 8080, Path("/tmp/ca.pem"), backends, 8081)
+
+
+def commands(bind: str) -> list[str]:
+    return [line[4:] for line in printed(bind).splitlines() if line.startswith("    ")]
 
 
 @pytest.mark.parametrize(
@@ -38,3 +41,5 @@ def test_commands_use_a_reachable_address_in_each_tool_s_syntax(
     assert nc == f"printf 'SSH-2.0-me\\r\\n' | nc -N {address} 8080"
     assert bash_banner.startswith(f"bash -c 'exec 3<>/dev/tcp/{address}/8080; ")
     assert bash_silent == f"bash -c 'exec 3<>/dev/tcp/{address}/8080; head -n 1 <&3'"
+    dashboard = where.rsplit(":", 1)[0] + ":8081"
+    assert f"\nThe dashboard, live: http://{dashboard}/\n" in printed(bind)
