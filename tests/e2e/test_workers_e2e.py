@@ -341,3 +341,16 @@ async def test_check_shows_the_workers_and_warns_about_the_admin_api(tmp_path: P
     assert done.returncode == 0
     assert "workers:      2" in done.stdout.splitlines()
     assert done.stderr == "warning: admin: not served with workers > 1 yet\n"
+
+
+async def test_a_worker_that_cannot_listen_stops_everything(tmp_path: Path) -> None:
+    with socket.socket() as taken:  # no SO_REUSEPORT: no worker may share the port
+        taken.bind((HOST, 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        path = tmp_path / "r.toml"
+        path.write_text(config(route("http", f"{HOST}:80"), port=port))
+        done = await run_cli("run", "-c", str(path))
+    assert done.returncode == 1
+    assert f"refractium: {HOST}:{port}: address already in use" in done.stderr
+    assert "failed to start: exit status 1: stopping" in done.stderr

@@ -190,7 +190,7 @@ class Supervisor:
             self._news.clear()
         if self._failed is not None:
             log.error("%s: stopping", self._failed)
-            self._stop(signal.SIGTERM)
+            self._halt()
             return False
         return True
 
@@ -297,6 +297,10 @@ class Supervisor:
             self._signal_all(signal.SIGKILL)
             return
         log.info("%s received: stopping %d worker(s)", sig.name, len(self.pids))
+        self._halt()
+
+    def _halt(self) -> None:
+        """Stop every worker (each drains) and restart none."""
         systemd.notify("STOPPING=1")
         self._stopping.set()
         self._news.set()
