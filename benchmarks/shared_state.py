@@ -582,6 +582,28 @@ def by_source(workers: int) -> list[tuple[int, int, int, int]]:
     ]
 
 
+def src_hash(address: int, workers: int) -> int:
+    """What ``by_source`` returns for an IPv4 source, computed in Python."""
+    return (((address * 2654435761) & 0xFFFFFFFF) >> 16) % workers
+
+
+def _v6_offsets() -> bool:
+    """``return [SKF_NET_OFF + 20]``: the last word of an IPv6 source; ::1 must pick socket 1."""
+    port = free_port()
+    group = [_listener(port, "::1") for _ in range(2)]
+    attach(group[0], [(LD_W_ABS, 0, 0, SKF_NET_OFF + 20), (RET_A, 0, 0, 0)])
+    picked = []
+    for _ in range(8):
+        with socket.create_connection(("::1", port)):
+            readable, _, _ = select.select(group, [], [], 1)
+            picked += [group.index(r) for r in readable]
+            for r in readable:
+                r.accept()[0].close()
+    for g in group:
+        g.close()
+    return picked == [1] * 8
+
+
 def _acceptor(socks: list[socket.socket], me: int, out: Connection) -> None:
     # Close the copies of the other workers' listeners this fork inherited, or
     # a "dead" worker's listener would stay in the group.
@@ -601,10 +623,10 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _listener(port: int) -> socket.socket:
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+def _listener(port: int, host: str = "127.0.0.1") -> socket.socket:
+    s = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
     s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    s.bind(("127.0.0.1", port))
+    s.bind((host, port))
     s.listen(128)
     return s
 
@@ -642,6 +664,9 @@ def cbpf_demo() -> None:
             r.recv(64)
         print(f"  'return skb->len', UDP payload of {size} byte(s): socket {got}", end=";")
     print("\n  => the program's data starts after the UDP header (the payload)")
+    print(
+        f"  IPv6 source word at SKF_NET_OFF + 20 read for ::1 (8 of 8 on socket 1): {_v6_offsets()}"
+    )
 
     results, sink = FORK.Pipe(duplex=False)
     port = free_port()
@@ -662,20 +687,17 @@ def cbpf_demo() -> None:
     sources = [f"127.0.0.{i}" for i in range(1, 65)]
     first = {s: _land(port, s, results) for s in sources}
     stable = all(_land(port, s, results) == first[s] for s in sources for _ in range(3))
+    agrees = all(first[s] == src_hash(0x7F000000 + i, 2) for i, s in enumerate(sources, 1))
     spread = Counter(first.values())
     print(
         f"source hash, 2 workers, 64 sources (127.0.0.1-64) x 4 connections each:"
-        f" spread {dict(sorted(spread.items()))}, each source always on its worker: {stable}"
+        f" spread {dict(sorted(spread.items()))}, each source always on its worker: {stable},"
+        f" each on the worker the hash computed here names: {agrees}"
     )
     for n in (2, 3, 4):
-        # The spread the same hash gives for more workers (computed here as the program does).
-        counts = Counter(
-            ((((0x7F000000 + i) * 2654435761) & 0xFFFFFFFF) >> 16) % n for i in range(1, 65)
-        )
-        randoms = Counter(
-            (((random.Random(i).getrandbits(32) * 2654435761) & 0xFFFFFFFF) >> 16) % n
-            for i in range(4096)
-        )
+        # The spread the same hash gives for more workers.
+        counts = Counter(src_hash(0x7F000000 + i, n) for i in range(1, 65))
+        randoms = Counter(src_hash(random.Random(i).getrandbits(32), n) for i in range(4096))
         print(
             f"  hash % {n}: 64 loopback sources {sorted(counts.values())},"
             f" 4096 random addresses {sorted(randoms.values())}"
