@@ -526,6 +526,7 @@ def supervisor_costs(seconds: float) -> None:
             f" worker CPU {worker_cpu / admits * 1e9:5.0f} ns/admit; open after: {still_open}"
         )
         os.unlink(path)
+        os.rmdir(os.path.dirname(path))
 
 
 # --- option 3: a classic BPF program on the reuseport group -------------------------------
