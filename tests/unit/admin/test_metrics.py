@@ -12,7 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from refractium import Refractium
 from refractium.admin.metrics import EngineCollector
-from refractium.admin.view import BackendState
+from refractium.admin.view import BackendState, EngineView
 from refractium.errors import RefractiumError
 from refractium.hooks.dispatch import HookStats
 from refractium.relay.stats import IDENTIFY_BUCKETS, TcpStats, UdpStats
@@ -55,7 +55,7 @@ async def settled(engine: Refractium) -> None:
             await asyncio.sleep(0.01)
 
 
-def scrape(engine: Refractium) -> dict[str, Metric]:
+def scrape(engine: EngineView) -> dict[str, Metric]:
     """Family name (as the parser names it: no ``_total``) -> family, from the text."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(EngineCollector(engine))

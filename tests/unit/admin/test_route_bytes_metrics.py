@@ -2,25 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.metrics_core import Metric
-from prometheus_client.parser import text_string_to_metric_families
-
 from refractium import Refractium
-from refractium.admin.metrics import EngineCollector
 from refractium.relay.stats import UdpStats
-from tests.unit.admin.test_metrics import REPLY, UdpOnlyView, backend, get, settled, value
+from tests.unit.admin.test_metrics import (
+    REPLY,
+    UdpOnlyView,
+    backend,
+    get,
+    scrape,
+    settled,
+    value,
+)
 
 REQUEST = b"GET / HTTP/1.1\r\nHost: t\r\n\r\n"
-
-
-def families(view: Any) -> dict[str, Metric]:
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(EngineCollector(view))
-    text = generate_latest(registry).decode()
-    return {f.name: f for f in text_string_to_metric_families(text)}
 
 
 async def test_tcp_route_bytes_follow_real_connections() -> None:
@@ -35,11 +29,11 @@ async def test_tcp_route_bytes_follow_real_connections() -> None:
         )
         (_, proxy), *_ = await engine.start_tcp()
         try:
-            before = families(engine)
+            before = scrape(engine)
             for _ in range(2):
                 assert (await get(proxy)).endswith(b"ok\n")
             await settled(engine)
-            after = families(engine)
+            after = scrape(engine)
         finally:
             await engine.shutdown(0)
 
@@ -58,7 +52,7 @@ def test_udp_route_bytes() -> None:
     stats.route_bytes_in["dns"] = 120
     stats.route_bytes_out["dns"] = 480
     stats.route_bytes_out["syslog#2"] = 7  # one direction only: the other reads 0
-    family = families(UdpOnlyView(stats))["refractium_udp_route_bytes"]
+    family = scrape(UdpOnlyView(stats))["refractium_udp_route_bytes"]
     name = "refractium_udp_route_bytes_total"
     assert value(family, name, route="dns", direction="in") == 120
     assert value(family, name, route="dns", direction="out") == 480
