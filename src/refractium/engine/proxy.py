@@ -207,21 +207,16 @@ class Refractium:
     def live_load(self) -> dict[tuple[str, str], RouteLoad]:
         """``(transport, route id)`` -> the route's open connections (UDP flows) and the
         bytes they have relayed so far (the admin dashboard reads it once a second)."""
+        tcp = self._tcp.ctx.connections if self._tcp is not None else ()
+        udp = self._udp.ctx.flows.values() if self._udp is not None else ()
+        live = [("tcp", c) for c in tcp] + [("udp", f) for f in udp if isinstance(f, Flow)]
         rows: dict[tuple[str, str], list[int]] = {}
-        if self._tcp is not None:
-            for conn in self._tcp.ctx.connections:
-                if conn.route is not None:
-                    row = rows.setdefault(("tcp", conn.route.id), [0, 0, 0])
-                    row[0] += 1
-                    row[1] += conn.bytes_in
-                    row[2] += conn.bytes_out
-        if self._udp is not None:
-            for flow in self._udp.ctx.flows.values():
-                if isinstance(flow, Flow) and flow.route is not None:
-                    row = rows.setdefault(("udp", flow.route.id), [0, 0, 0])
-                    row[0] += 1
-                    row[1] += flow.bytes_in
-                    row[2] += flow.bytes_out
+        for transport, conn in live:
+            if conn.route is not None:
+                row = rows.setdefault((transport, conn.route.id), [0, 0, 0])
+                row[0] += 1
+                row[1] += conn.bytes_in
+                row[2] += conn.bytes_out
         return {key: RouteLoad(*row) for key, row in rows.items()}
 
     @property

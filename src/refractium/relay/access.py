@@ -19,14 +19,16 @@ from __future__ import annotations
 
 import logging
 from json.encoder import encode_basestring
+from time import perf_counter
 from typing import Any, Final, Protocol
 
 from refractium.addr import Address, host_port
+from refractium.endpoint.api import UNIDENTIFIED
 from refractium.protocols.base import Match
 from refractium.routing import Route
 from refractium.util import accesslog
 
-__all__ = ["FIELDS", "LOGGER", "Ended", "log_ended"]
+__all__ = ["FIELDS", "LOGGER", "Ended", "TcpEnded", "log_ended", "log_tcp_ended"]
 
 LOGGER: Final = accesslog.LOGGER
 log = logging.getLogger(LOGGER)
@@ -82,6 +84,21 @@ class Ended(Protocol):
     connect_s: float | None
 
     def final_outcome(self) -> str: ...
+
+
+class TcpEnded(Ended, Protocol):
+    """A finished TCP connection: where it came in, and since when (perf_counter)."""
+
+    sockname: tuple[str, int] | None
+    accepted_at: float
+
+
+def log_tcp_ended(conn: TcpEnded, peeking: bool, fmt: str) -> None:
+    """``conn``'s access line; ``peeking``: it ended while being identified."""
+    outcome = conn.final_outcome()
+    if peeking and outcome == UNIDENTIFIED and conn.reason is None:
+        conn.reason = "closed while being identified"
+    log_ended(conn, "tcp", conn.sockname, outcome, perf_counter() - conn.accepted_at, fmt)
 
 
 def log_ended(

@@ -34,7 +34,7 @@ from refractium.endpoint.api import (
     Verdict,
 )
 from refractium.protocols.base import Match
-from refractium.relay.access import log_ended
+from refractium.relay.access import log_tcp_ended
 from refractium.relay.context import TcpContext
 from refractium.relay.dial import dial
 from refractium.relay.gate import Gate
@@ -246,12 +246,7 @@ class ClientProtocol(Pipe):
             log.debug("[%016x] client left while identifying", self.session_id)
         access = self._snap.settings.access_log
         if access is not None and self.client_addr[0]:
-            outcome = self.final_outcome()
-            if was == PEEKING and outcome == UNIDENTIFIED and self.reason is None:
-                self.reason = "closed while being identified"
-            log_ended(
-                self, "tcp", self.sockname, outcome, perf_counter() - self.accepted_at, access
-            )
+            log_tcp_ended(self, was == PEEKING, access)
         if self.gate is not None:
             route = self.route.name if self.route is not None else None
             self.gate.ended(self, self.final_outcome(), route, self._rejected_with, ctx.tasks.start)
@@ -484,11 +479,8 @@ class ClientProtocol(Pipe):
                 on_full=self.hooks_full,
                 on_drained=self.hooks_drained,
             )
-        if self.match is not None:
-            # Read later only by the access log or endpoint hooks: computed
-            # now for them, else dropped, so no connection keeps its hello.
-            keep = self.gate is not None or self._snap.settings.access_log is not None
-            self.match.settle(keep)
+        if self.match is not None:  # the JA4 for those who read it later; no hello kept
+            self.match.settle(self.gate is not None or self._snap.settings.access_log is not None)
         if early:
             self.bytes_in += len(early)
             self.packets_in += 1
