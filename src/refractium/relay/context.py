@@ -143,11 +143,11 @@ class TcpContext(Context):
             )
         )
         if refusal is not None:
-            reason = refusal.name.lower()
             conn.outcome = REFUSED
-            conn.reason = _REFUSAL_TEXT[refusal]
-            self.stats.refused[reason] += 1
+            conn.reason = reason = _REFUSAL_TEXT[refusal]
+            self.stats.refused[refusal.name.lower()] += 1
             self.stats.closed["", REFUSED] += 1
+            # In the words of the access line and the warning below.
             self.stats.recent.append(
                 Refused(time.time(), "tcp", host_port(conn.client_addr), None, 0, reason)
             )
@@ -156,7 +156,7 @@ class TcpContext(Context):
                 refusal.name,
                 "refused %s:%d: %s",
                 *conn.client_addr,
-                _REFUSAL_TEXT[refusal],
+                reason,
             )
             return False
         self.stats.accepted += 1

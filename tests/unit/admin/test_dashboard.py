@@ -184,7 +184,7 @@ async def test_the_json_the_page_reads() -> None:
         "client": f"{HOST}:{refused_port}",
         "route": None,
         "code": 0,
-        "reason": "per_ip_limit",
+        "reason": "max_connections_per_ip reached",
     }
     assert abs(rejection["at"] - doc["now"]) < 10
     (remote,) = doc["remotes"]
