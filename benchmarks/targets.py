@@ -391,12 +391,14 @@ class Refractium(Target):
         *,
         idle_timeout_s: float = 0.0,
         access_log: bool = False,
+        workers: int = 1,
     ) -> None:
         super().__init__()
         self.loop = loop
         self.source = source
         self.idle_timeout_s = idle_timeout_s
         self.access_log = access_log
+        self.workers = workers  # > 1: a supervisor and this many workers (`-w N`)
         kind = (
             "base"
             if source is not None
@@ -408,6 +410,9 @@ class Refractium(Target):
         )
         self.name = f"refractium-{loop}-{kind}" if kind else f"refractium-{loop}"
         self.label = f"{kind or 'refr'}-{loop}"
+        if workers != 1:
+            self.name += f"-w{workers}"
+            self.label += f"-w{workers}"
 
     def unavailable(self) -> str | None:
         if self.loop == "uvloop":
@@ -447,6 +452,7 @@ class Refractium(Target):
                 self.loop,
                 "--log-level",
                 "warning",
+                *(["-w", str(self.workers)] if self.workers != 1 else []),
             ],
             env=None if self.source is None else {**os.environ, "PYTHONPATH": str(self.source)},
         )
@@ -455,7 +461,7 @@ class Refractium(Target):
 HAPROXY_CONF = """\
 global
     maxconn {maxconn}
-    nbthread 1
+    nbthread {nbthread}
 
 defaults
     mode tcp
@@ -487,6 +493,12 @@ class HAProxy(Target):
     name = "haproxy"
     label = "haproxy"
 
+    def __init__(self, nbthread: int = 1) -> None:
+        super().__init__()
+        self.nbthread = nbthread
+        if nbthread != 1:
+            self.name = self.label = f"haproxy-t{nbthread}"
+
     def unavailable(self) -> str | None:
         return None if self.exe() else "haproxy is not installed"
 
@@ -503,7 +515,12 @@ class HAProxy(Target):
         conf = self.dir / "haproxy.cfg"
         conf.write_text(
             HAPROXY_CONF.format(
-                host=HOST, port=self.port, http=http_port, other=other_port, maxconn=maxconn
+                host=HOST,
+                port=self.port,
+                http=http_port,
+                other=other_port,
+                maxconn=maxconn,
+                nbthread=self.nbthread,
             )
         )
         exe = self.exe()
