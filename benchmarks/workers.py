@@ -47,6 +47,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import loadgen
 from run import TAG, check_other_route, fmt, machine, raise_file_limit, smoke_bulk, smoke_http10
 from targets import (
+    CLK_TCK,
     HOST,
     NGINX_CONF,
     Backend,
@@ -69,7 +70,7 @@ CPUS = os.cpu_count() or 1
 @dataclass(frozen=True)
 class Settings:
     workers: tuple[int, ...] = (1, 2)
-    rounds: int = 3
+    rounds: int = 5
     seconds: float = 2.0  # per connection-rate run (wrk takes whole seconds)
     warmup: float = 1.0
     clients: int = max(1, CPUS // 2)  # load generator processes, run in parallel
@@ -140,6 +141,14 @@ def own_rss_kib(pid: int) -> int:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1])
     return 0
+
+
+def machine_busy() -> float:
+    """CPU seconds every core spent busy since boot (/proc/stat), to tell what else ran."""
+    with open("/proc/stat") as f:
+        fields = [int(x) for x in f.readline().split()[1:9]]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = fields
+    return (user + nice + system + irq + softirq + steal) / CLK_TCK
 
 
 def children_cpu() -> float:
@@ -269,10 +278,11 @@ class Bench:
                 order = up[rnd % len(up) :] + up[: rnd % len(up)]
                 for entry in order:
                     target = entry.target
-                    proxy0, back0, client0 = (
+                    proxy0, back0, client0, busy0 = (
                         cpu_seconds(target.pids()),
                         cpu_seconds([back.proc.pid]),
                         children_cpu(),
+                        machine_busy(),
                     )
                     try:
                         res = self.connrate_once(target.port, s.seconds)
@@ -282,6 +292,9 @@ class Bench:
                     proxy = cpu_seconds(target.pids()) - proxy0
                     backend_cpu = cpu_seconds([back.proc.pid]) - back0
                     client = children_cpu() - client0
+                    # What else kept the cores busy meanwhile (other work on a shared machine).
+                    others = machine_busy() - busy0 - proxy - backend_cpu - client
+                    r.add("others_cores", "all", max(0.0, others) / res.seconds)
                     r.add("conn_per_s", entry.key, res.per_second)
                     r.add("errors", entry.key, res.errors)
                     if res.connections:
@@ -362,12 +375,30 @@ def cell(value: float | None) -> str:
 
 
 def report(s: Settings, r: Results) -> tuple[str, dict[str, Any]]:
-    """The tables, and the figures derived from the medians (for JSON)."""
+    """The tables of the phases that ran, and the figures derived from the medians (for JSON)."""
+    derived: dict[str, Any] = {"per_n": {n: {} for n in s.workers}}
+    parts = [
+        part
+        for part in (
+            conn_report(s, r, derived),
+            bulk_report(s, r, derived),
+            memory_report(s, r),
+        )
+        if part
+    ]
+    errors = {k: int(sum(v)) for k, v in r.samples.get("errors", {}).items() if sum(v)}
+    if errors:
+        parts.append(["failed connections: " + ", ".join(f"{k} {v}" for k, v in errors.items())])
+    return "\n\n".join("\n".join(part) for part in parts), derived
+
+
+def conn_report(s: Settings, r: Results, derived: dict[str, Any]) -> list[str]:
+    """Connections/s, scaling efficiency, CPU per connection."""
+    if "conn_per_s" not in r.samples:
+        return []
     med = r.median
     out: list[str] = []
-    derived: dict[str, Any] = {"per_n": {}}
     direct_rate = med("conn_per_s", "direct")
-    direct_bulk = med("bulk_mib_per_s", "direct")
     refr1 = med("conn_per_s", "refractium-w1")
     ha1 = med("conn_per_s", "haproxy-t1")
     cpu1 = med("proxy_us_per_conn", "refractium-w1")
@@ -384,14 +415,14 @@ def report(s: Settings, r: Results) -> tuple[str, dict[str, Any]]:
         rate, ha = med("conn_per_s", f"refractium-w{n}"), med("conn_per_s", f"haproxy-t{n}")
         eff = rate / (n * refr1) if rate is not None and refr1 else None
         ha_eff = ha / (n * ha1) if ha is not None and ha1 else None
-        derived["per_n"][n] = {
-            "refractium_conn_per_s": rate,
-            "haproxy_conn_per_s": ha,
-            "refractium_x_direct": rate / direct_rate if rate and direct_rate else None,
-            "refractium_x_haproxy": rate / ha if rate and ha else None,
-            "refractium_efficiency": eff,
-            "haproxy_efficiency": ha_eff,
-        }
+        derived["per_n"][n].update(
+            refractium_conn_per_s=rate,
+            haproxy_conn_per_s=ha,
+            refractium_x_direct=rate / direct_rate if rate and direct_rate else None,
+            refractium_x_haproxy=rate / ha if rate and ha else None,
+            refractium_efficiency=eff,
+            haproxy_efficiency=ha_eff,
+        )
         out.append(
             f"{n:>3} {cell(rate):>11} {ratio(rate, direct_rate):>9} {ratio(rate, ha):>10}"
             f" {ratio(eff, 1.0):>11} {cell(ha):>9} {ratio(ha, direct_rate):>9}"
@@ -422,14 +453,28 @@ def report(s: Settings, r: Results) -> tuple[str, dict[str, Any]]:
         f"{cell(med('backend_us_per_conn', 'direct'))} µs/conn, "
         f"{cell(med('cores_busy', 'direct'))} cores busy (of {CPUS})"
     )
+    others = r.samples.get("others_cores", {}).get("all")
+    if others:
+        out.append(
+            f"  other processes on the machine during the runs: median "
+            f"{statistics.median(others):.2f} cores, highest {max(others):.2f}"
+        )
     cpu2 = med("proxy_us_per_conn", "refractium-w2")
     if cpu1 and cpu2:
         growth = cpu2 / cpu1
         verdict = "ok" if growth <= 1.10 else "OVER the 1.10 limit"
         out.append(f"  refractium CPU per connection, N=2 / N=1: {growth:.2f} ({verdict})")
         derived["cpu_growth_n2_over_n1"] = growth
+    return out
 
-    out.append("")
+
+def bulk_report(s: Settings, r: Results, derived: dict[str, Any]) -> list[str]:
+    """Bulk MiB/s and the proxy's CPU per GiB."""
+    if "bulk_mib_per_s" not in r.samples:
+        return []
+    med = r.median
+    out: list[str] = []
+    direct_bulk = med("bulk_mib_per_s", "direct")
     half = s.streams // 2
     out.append(
         f"bulk MiB/s ({s.streams} x {s.bulk_mib} MiB in parallel, {s.streams - half} up and "
@@ -449,9 +494,14 @@ def report(s: Settings, r: Results) -> tuple[str, dict[str, Any]]:
             f" {cell(med('bulk_cpu_s_per_gib', rk)):>10} {cell(ha):>9}"
             f" {ratio(ha, direct_bulk):>9} {cell(med('bulk_cpu_s_per_gib', hk)):>10}"
         )
+    return out
 
-    out.append("")
-    out.append("RSS MiB after the connection runs")
+
+def memory_report(s: Settings, r: Results) -> list[str]:
+    """RSS of each worker, of the supervisor, and of HAProxy."""
+    if not r.rss_kib:
+        return []
+    out = ["RSS MiB after the connection runs"]
     out.append(f"{'N':>3} {'each worker':>24} {'supervisor':>11} {'haproxy':>9}")
     for n in s.workers:
         mem = r.rss_kib.get(f"refractium-w{n}")
@@ -460,12 +510,7 @@ def report(s: Settings, r: Results) -> tuple[str, dict[str, Any]]:
         sup = f"{mem['supervisor'] / 1024:.1f}" if mem and mem["supervisor"] else "-"
         ha_rss = f"{ha_mem['workers'][0] / 1024:.1f}" if ha_mem else "-"
         out.append(f"{n:>3} {workers:>24} {sup:>11} {ha_rss:>9}")
-
-    errors = {k: int(sum(v)) for k, v in r.samples.get("errors", {}).items() if sum(v)}
-    if errors:
-        out.append("")
-        out.append("failed connections: " + ", ".join(f"{k} {v}" for k, v in errors.items()))
-    return "\n".join(out), derived
+    return out
 
 
 # -- main ------------------------------------------------------------------------
