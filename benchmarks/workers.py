@@ -134,11 +134,13 @@ def wait_sockets(port: int, count: int, what: str, timeout: float = 30.0) -> Non
         time.sleep(0.05)
 
 
-def own_rss_kib(pid: int) -> int:
-    """VmRSS of one process (not its children), KiB; 0 once it is gone."""
-    with contextlib.suppress(OSError), open(f"/proc/{pid}/status") as f:
+def own_kib(pid: int, pss: bool = False) -> int:
+    """VmRSS of one process (not its children), or its PSS (the pages it shares with
+    other processes divided among them), KiB; 0 once it is gone."""
+    path, key = (f"/proc/{pid}/smaps_rollup", "Pss:") if pss else (f"/proc/{pid}/status", "VmRSS:")
+    with contextlib.suppress(OSError), open(path) as f:
         for line in f:
-            if line.startswith("VmRSS:"):
+            if line.startswith(key):
                 return int(line.split()[1])
     return 0
 
@@ -320,11 +322,18 @@ class Bench:
         if entry.kind == "refractium" and entry.n > 1:
             workers = [p for p in descendants(pid) if p != pid]
             self.r.rss_kib[entry.key] = {
-                "supervisor": own_rss_kib(pid),
-                "workers": sorted(own_rss_kib(p) for p in workers),
+                "supervisor": own_kib(pid),
+                "workers": [own_kib(p) for p in workers],
+                "supervisor_pss": own_kib(pid, pss=True),
+                "workers_pss": [own_kib(p, pss=True) for p in workers],
             }
         else:
-            self.r.rss_kib[entry.key] = {"supervisor": None, "workers": [own_rss_kib(pid)]}
+            self.r.rss_kib[entry.key] = {
+                "supervisor": None,
+                "workers": [own_kib(pid)],
+                "supervisor_pss": None,
+                "workers_pss": [own_kib(pid, pss=True)],
+            }
 
     def bulk(self) -> None:
         s, r = self.s, self.r
@@ -501,15 +510,33 @@ def memory_report(s: Settings, r: Results) -> list[str]:
     """RSS of each worker, of the supervisor, and of HAProxy."""
     if not r.rss_kib:
         return []
-    out = ["RSS MiB after the connection runs"]
-    out.append(f"{'N':>3} {'each worker':>24} {'supervisor':>11} {'haproxy':>9}")
+    out = [
+        "memory after the connection runs, MiB (RSS counts the shared interpreter and "
+        "libraries in every process; PSS divides them)"
+    ]
+    out.append(
+        f"{'N':>3} {'worker RSS':>12} {'worker PSS':>12} {'supervisor RSS':>15} {'PSS':>6}"
+        f" {'total PSS':>10} {'haproxy RSS':>12}"
+    )
+
+    def span(kib: list[int]) -> str:
+        low, high = min(kib) / 1024, max(kib) / 1024
+        return f"{low:.1f}" if f"{low:.1f}" == f"{high:.1f}" else f"{low:.1f}-{high:.1f}"
+
     for n in s.workers:
         mem = r.rss_kib.get(f"refractium-w{n}")
         ha_mem = r.rss_kib.get(f"haproxy-t{n}")
-        workers = ", ".join(f"{k / 1024:.1f}" for k in mem["workers"]) if mem else "-"
-        sup = f"{mem['supervisor'] / 1024:.1f}" if mem and mem["supervisor"] else "-"
         ha_rss = f"{ha_mem['workers'][0] / 1024:.1f}" if ha_mem else "-"
-        out.append(f"{n:>3} {workers:>24} {sup:>11} {ha_rss:>9}")
+        if not mem or not mem["workers"]:
+            out.append(f"{n:>3} {'-':>12} {'-':>12} {'-':>15} {'-':>6} {'-':>10} {ha_rss:>12}")
+            continue
+        sup, sup_pss = mem["supervisor"], mem["supervisor_pss"]
+        total = (sum(mem["workers_pss"]) + (sup_pss or 0)) / 1024
+        out.append(
+            f"{n:>3} {span(mem['workers']):>12} {span(mem['workers_pss']):>12}"
+            f" {f'{sup / 1024:.1f}' if sup else '-':>15}"
+            f" {f'{sup_pss / 1024:.1f}' if sup_pss else '-':>6} {total:>10.1f} {ha_rss:>12}"
+        )
     return out
 
 
