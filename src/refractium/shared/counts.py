@@ -322,25 +322,6 @@ class SharedCounts:
         mm[reuse : reuse + 16] = key
         return reuse >> 2
 
-    def _find(self, key: bytes) -> int:
-        """The word where ``key``'s slot starts, or -1; takes the stripe's lock."""
-        h = ((int.from_bytes(key) * self._mult) & MASK128) >> 96
-        stripe = h >> self._shift
-        mm, sb = self._mm, self._slot_bytes
-        base = 4 * self._slots + stripe * self._stripe_bytes
-        self._lock(1 + stripe)
-        try:
-            for i in range(SLOTS):
-                at = base + ((h + i) & (SLOTS - 1)) * sb
-                k = mm[at : at + 16]
-                if k == key:
-                    return at >> 2
-                if k == EMPTY:
-                    return -1
-            return -1
-        finally:
-            self._unlock(1 + stripe)
-
     def _lock(self, n: int) -> None:
         _lockf(self._fd, _EX, 1, n)
 
@@ -360,18 +341,42 @@ class SharedCounts:
         self._words[self._totals + column] = 0
 
     def total(self) -> int:
-        """Open connections of the instance, every worker's."""
-        return sum(self._words[self._totals : self._totals + self.workers])
+        """Open connections of the instance, every worker's.
+
+        Read under the global lock: the columns change only downwards
+        meanwhile, so the sum never exceeds what the instance held.
+        """
+        self._lock(GLOBAL_LOCK)
+        try:
+            return sum(self._words[self._totals : self._totals + self.workers])
+        finally:
+            self._unlock(GLOBAL_LOCK)
 
     def held(self, ip: str) -> int:
-        """Open connections from ``ip``, every worker's (0 for ``""``)."""
+        """Open connections from ``ip``, every worker's (0 for ``""``).
+
+        Read under the stripe's lock, for the same reason as :meth:`total`.
+        """
         if not ip:
             return 0
-        slot = self._find(address_key(ip))
-        if slot < 0:
+        key = address_key(ip)
+        h = ((int.from_bytes(key) * self._mult) & MASK128) >> 96
+        stripe = h >> self._shift
+        mm, sb = self._mm, self._slot_bytes
+        base = 4 * self._slots + stripe * self._stripe_bytes
+        self._lock(1 + stripe)
+        try:
+            for i in range(SLOTS):
+                at = base + ((h + i) & (SLOTS - 1)) * sb
+                k = mm[at : at + 16]
+                if k == key:
+                    first = (at >> 2) + KEY_WORDS
+                    return sum(self._words[first : first + self.workers])
+                if k == EMPTY:
+                    break
             return 0
-        first = slot + KEY_WORDS
-        return sum(self._words[first : first + self.workers])
+        finally:
+            self._unlock(1 + stripe)
 
     def close(self) -> None:
         """Unmap the table and close its descriptor (idempotent)."""
