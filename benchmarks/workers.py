@@ -468,6 +468,8 @@ def conn_report(s: Settings, r: Results, derived: dict[str, Any]) -> list[str]:
             f"  other processes on the machine during the runs: median "
             f"{statistics.median(others):.2f} cores, highest {max(others):.2f}"
         )
+        if statistics.median(others) > 0.1 * CPUS:
+            out.append("  (the machine was busy with other work: run again when it is quiet)")
     cpu2 = med("proxy_us_per_conn", "refractium-w2")
     if cpu1 and cpu2:
         growth = cpu2 / cpu1
