@@ -89,12 +89,20 @@ class SharedCounts:
         if len(words) < META_WORDS or words[0] != MAGIC:
             mem.close()
             raise ValueError("not a table of connection counts")
+        workers, stripes = words[1], words[2]
+        if (
+            not workers
+            or stripes & (stripes - 1)
+            or words[3] != SLOTS
+            or mem.size < 4 * (META_WORDS + workers + stripes * SLOTS * (KEY_WORDS + workers))
+        ):
+            mem.close()
+            raise ValueError("a table of connection counts with a broken header")
         self._mem = mem
         self._mm = mem.mm
         self._words = words
         self._fd = mem.fd
-        self.workers = workers = words[1]
-        stripes = words[2]
+        self.workers = workers
         self.capacity = stripes * SLOTS
         self._mult = read_multiplier(words, 4)
         self._shift = 32 - (stripes.bit_length() - 1)  # the hash's top bits pick the stripe
@@ -272,11 +280,19 @@ class SharedCounts:
 
     def release(self, ip: str) -> None:
         """Forget one connection counted under ``ip`` by this worker (no lock)."""
+        words = self._words
         if ip:
-            self._forget(ip)
-        self._words[self._counts] -= 1
+            entry = self._local[ip]
+            words[entry[0]] -= 1
+            held = entry[2] - 1
+            if held:
+                entry[2] = held
+            else:
+                del self._local[ip]
+        words[self._counts] -= 1
 
     def _forget(self, ip: str) -> None:
+        """Forget one connection counted under ``ip``, leaving the total alone."""
         entry = self._local[ip]
         self._words[entry[0]] -= 1
         held = entry[2] - 1

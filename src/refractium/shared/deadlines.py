@@ -51,12 +51,20 @@ class SharedDeadlines:
         if len(words) < META_BYTES // 4 or words[0] != MAGIC:
             mem.close()
             raise ValueError("not a table of deadlines")
+        stripes = words[1]
+        if (
+            not stripes
+            or stripes & (stripes - 1)
+            or words[2] != SLOTS
+            or mem.size < META_BYTES + stripes * SLOTS * SLOT_BYTES
+        ):
+            mem.close()
+            raise ValueError("a table of deadlines with a broken header")
         self._mem = mem
         self._mm = mem.mm
         self._fd = mem.fd
         # The same bytes as 8-byte floats: a slot's deadline is float (at + 16) // 8.
         self._floats = memoryview(mem.mm).cast("d")
-        stripes = words[1]
         self.capacity = stripes * SLOTS
         self._mult = read_multiplier(words, 4)
         self._shift = 32 - (stripes.bit_length() - 1)  # the hash's top bits pick the stripe

@@ -8,6 +8,7 @@ import os
 import random
 import signal
 import time
+from array import array
 from collections.abc import Iterator
 from itertools import islice
 from multiprocessing.connection import Connection
@@ -15,9 +16,10 @@ from multiprocessing.synchronize import Barrier
 
 import pytest
 
-from refractium.shared.counts import KEY_WORDS, META_WORDS, SLOTS, SharedCounts
+from refractium.shared.counts import KEY_WORDS, MAGIC, META_WORDS, SLOTS, SharedCounts
 from refractium.shared.deadlines import SharedDeadlines
 from refractium.shared.keys import EMPTY, address_key, key_hash
+from refractium.shared.memory import SharedMemory
 
 FORK = mp.get_context("fork")
 NO_CAP = 1 << 30
@@ -368,3 +370,11 @@ def test_a_killed_worker_leaves_no_lock_and_its_column_is_zeroed(table: SharedCo
     w.release("192.0.2.1")
     assert table.total() == 0
     w.close()
+
+
+def test_a_header_that_does_not_match_the_file_is_refused() -> None:
+    mem = SharedMemory.create(4096, "test")
+    mem.words[0:4] = array("I", [MAGIC, 2, 16, SLOTS])  # 16 stripes would need 393 kB
+    with pytest.raises(ValueError, match="a table of connection counts with a broken header"):
+        SharedCounts.attach(os.dup(mem.fd), 0)
+    mem.close()

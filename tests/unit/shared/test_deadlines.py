@@ -7,14 +7,16 @@ import subprocess
 import sys
 import textwrap
 import time
+from array import array
 from collections.abc import Iterator
 from itertools import islice
 
 import pytest
 
 from refractium.shared.counts import SharedCounts
-from refractium.shared.deadlines import META_BYTES, SLOT_BYTES, SLOTS, SharedDeadlines
+from refractium.shared.deadlines import MAGIC, META_BYTES, SLOT_BYTES, SLOTS, SharedDeadlines
 from refractium.shared.keys import EMPTY, address_key, key_hash
+from refractium.shared.memory import SharedMemory
 
 FAR = 4_000_000_000.0  # a deadline well ahead of any test's clock
 
@@ -174,3 +176,11 @@ def test_a_deadline_set_in_one_process_is_seen_in_another(table: SharedDeadlines
     assert child.stdout.split() == [repr(FAR), "None"]
     assert table.get("2001:db8::77", now=1000.0) == 1234.5
     assert table.get("198.51.100.1") is None
+
+
+def test_a_header_that_does_not_match_the_file_is_refused() -> None:
+    mem = SharedMemory.create(4096, "test")
+    mem.words[0:3] = array("I", [MAGIC, 3, SLOTS])  # stripes: not a power of two
+    with pytest.raises(ValueError, match="a table of deadlines with a broken header"):
+        SharedDeadlines.attach(os.dup(mem.fd))
+    mem.close()
