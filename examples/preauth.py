@@ -1,18 +1,23 @@
 """Pre-authentication: SSH stays closed until the client's address has said the secret.
 
-Run it:  .venv/bin/python examples/preauth.py --ssh 127.0.0.1:22 [--token secret] [--ttl 60]
+Run it embedded:  .venv/bin/python examples/preauth.py --ssh 127.0.0.1:22 [--token secret]
+Or as a config file, with two workers:  refractium run -c examples/preauth.toml
 
 One proxy port carries two routes:
 
 * ``ssh``, to your sshd, guarded by the endpoint hook :class:`PreAuth`: a
-  connection from an address that is not on the allowlist is rejected in
+  connection from an address that is not allowed is rejected in
   ``after_handshake``, before the proxy dials sshd (an SSH client is simply
   closed: sshd never sees it);
 * ``auth``, a protocol of our own (a line ``AUTH <token>``, matched by the
   pattern ``AUTH ``), whose backend is :class:`AuthServer`, a tiny server in
-  this process. When the token is right it puts the client's IP on the
-  :class:`Allowlist` for ``--ttl`` seconds and answers ``OK``; otherwise
-  ``DENIED``.
+  the proxy's process. When the token is right it allows the client's IP
+  for ``--ttl`` seconds and answers ``OK``; otherwise ``DENIED``.
+
+The allow list is :mod:`refractium.state`: with ``workers = 2`` each worker
+runs its own auth server on the same port (``SO_REUSEPORT``) and its own
+PreAuth, and an address allowed by the auth server of one worker is allowed
+by the PreAuth of every worker (the list is in memory they share).
 
 The auth server learns the client's real address from the PROXY protocol
 header the proxy sends first on every connection of the ``auth`` route
@@ -35,11 +40,11 @@ import contextlib
 import hmac
 import logging
 import sys
-import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Iterable, Sequence
 from dataclasses import dataclass
 
-from refractium import Refractium
+from refractium import Refractium, state
+from refractium.addr import parse_address
 from refractium.endpoint import Accept, ConnectionInfo, EndpointHooks, Outcome, Reject, Side
 from refractium.wire import proxy_protocol
 
@@ -51,59 +56,57 @@ AUTH_READ_TIMEOUT_S = 10.0
 MAX_AUTH_LINE = 1024
 
 
-class Allowlist:
-    """Client IPs allowed in, each until its own deadline (``time.monotonic()``).
-
-    Shared by the hook (reads) and the auth server (writes); both run in the
-    event loop, so no lock is needed. Expired entries are dropped when an
-    address is added, so the map holds at most the addresses that passed in
-    the last ``ttl_s`` seconds.
-    """
-
-    def __init__(self, ttl_s: float, clock: Callable[[], float] = time.monotonic) -> None:
-        if ttl_s <= 0:
-            raise ValueError("ttl_s must be positive")
-        self.ttl_s = ttl_s
-        self._clock = clock
-        self._until: dict[str, float] = {}
-
-    def allow(self, ip: str) -> float:
-        """Let ``ip`` in for ``ttl_s`` seconds from now; returns the deadline."""
-        now = self._clock()
-        self._until = {addr: t for addr, t in self._until.items() if t > now}
-        deadline = self._until[ip] = now + self.ttl_s
-        return deadline
-
-    def is_allowed(self, ip: str) -> bool:
-        return self.remaining(ip) > 0
-
-    def remaining(self, ip: str) -> float:
-        """Seconds ``ip`` is still allowed for (0 when it is not)."""
-        deadline = self._until.get(ip)
-        return max(0.0, deadline - self._clock()) if deadline is not None else 0.0
-
-    def revoke(self, ip: str) -> None:
-        self._until.pop(ip, None)
-
-
 class PreAuth(EndpointHooks):
     """Reject connections to the ``protected`` routes from addresses not allowed.
 
     It decides in ``after_handshake`` on the incoming side, the first point
     where the route is known: nothing has been dialled or forwarded yet.
+
+    Given ``auth`` (``host:port``) and ``token``, it also runs the ``auth``
+    route's backend, an :class:`AuthServer` on that address, in the proxy's
+    own process: started when the first client connects, which waits until
+    it listens. That is how a config file uses it::
+
+        [endpoint]
+        hooks = [{ use = "preauth:PreAuth", auth = "127.0.0.1:2223", token = "secret" }]
     """
 
     name = "preauth"
 
-    def __init__(self, allowlist: Allowlist, protected: Iterable[str] = ("ssh",)) -> None:
-        self.allowlist = allowlist
+    def __init__(
+        self,
+        protected: Iterable[str] = ("ssh",),
+        *,
+        auth: str | None = None,
+        token: str | None = None,
+        ttl_s: float = 60.0,
+    ) -> None:
         self.protected = frozenset(protected)
+        if (auth is None) != (token is None):
+            raise ValueError("give both auth and token, or neither")
+        self.auth = AuthServer(token, ttl_s) if token is not None else None
+        self._auth_address = parse_address(auth) if auth is not None else None
+        self._auth_started: asyncio.Task[tuple[str, int]] | None = None
+
+    def on_incoming(self, addr: tuple[str, int]) -> Awaitable[None] | None:
+        if self.auth is None or self._auth_address is None:
+            return None
+        if self._auth_started is None:
+            host, port = self._auth_address.host, self._auth_address.port
+            self._auth_started = asyncio.ensure_future(self.auth.start(host, port, reuse_port=True))
+        elif self._auth_started.done():
+            return None
+        return self._started()
+
+    async def _started(self) -> None:
+        assert self._auth_started is not None
+        await asyncio.shield(self._auth_started)
 
     def after_handshake(self, conn: ConnectionInfo) -> Outcome | Reject:
         if (
             conn.side is Side.SERVER
             and conn.protocol in self.protected
-            and not self.allowlist.is_allowed(conn.client_addr[0])
+            and not state.allowed(conn.client_addr[0])
         ):
             return Reject(403, b"pre-authentication required")
         return Accept
@@ -117,19 +120,30 @@ class AuthServer:
     also limit the attempts per address: nothing here slows down guessing.)
     """
 
-    def __init__(self, allowlist: Allowlist, token: str) -> None:
+    def __init__(self, token: str, ttl_s: float = 60.0) -> None:
         if not token:
             raise ValueError("the token must not be empty")
-        self.allowlist = allowlist
+        if not ttl_s > 0:
+            raise ValueError("ttl_s must be positive")
+        self.ttl_s = ttl_s
         self._token = token.encode()
         self.granted = 0
         self.denied = 0
         self._server: asyncio.Server | None = None
 
-    async def start(self, host: str = "127.0.0.1", port: int = 0) -> tuple[str, int]:
-        """Listen; returns the (host, port) to route ``auth`` to."""
+    async def start(
+        self, host: str = "127.0.0.1", port: int = 0, *, reuse_port: bool = False
+    ) -> tuple[str, int]:
+        """Listen; returns the (host, port) to route ``auth`` to.
+
+        ``reuse_port``: share the port with the auth servers of the other workers.
+        """
         self._server = await asyncio.start_server(
-            self._handle, host, port, limit=proxy_protocol.MAX_HEADER + MAX_AUTH_LINE
+            self._handle,
+            host,
+            port,
+            limit=proxy_protocol.MAX_HEADER + MAX_AUTH_LINE,
+            reuse_port=reuse_port,
         )
         sockname = self._server.sockets[0].getsockname()
         return sockname[0], sockname[1]
@@ -175,9 +189,9 @@ class AuthServer:
         verb, _, token = line.partition(b" ")
         # Constant time, so the token cannot be guessed byte by byte.
         if verb == b"AUTH" and hmac.compare_digest(token, self._token):
-            self.allowlist.allow(client_ip)
+            await state.allow(client_ip, self.ttl_s)
             self.granted += 1
-            log.info("%s allowed for %g s", client_ip, self.allowlist.ttl_s)
+            log.info("%s allowed for %g s", client_ip, self.ttl_s)
             return b"OK\n"
         self.denied += 1
         log.info("%s: wrong token", client_ip)
@@ -189,7 +203,6 @@ class PreAuthProxy:
     """A running pre-authenticating proxy (see :func:`start`)."""
 
     engine: Refractium
-    allowlist: Allowlist
     auth: AuthServer
     host: str
     port: int
@@ -213,8 +226,7 @@ async def start(
     ``peek_timeout_ms``: how long the proxy waits for a silent client before
     sending it to ``ssh`` (``ssh-keyscan`` waits for the server to speak first).
     """
-    allowlist = Allowlist(ttl_s)
-    auth = AuthServer(allowlist, token)
+    auth = AuthServer(token, ttl_s)
     auth_host, auth_port = await auth.start()
     builder = (
         Refractium.builder()
@@ -222,7 +234,7 @@ async def start(
         .port(port)
         .route("auth", f"{auth_host}:{auth_port}", patterns=["AUTH "], proxy_protocol=2)
         .route("ssh", ssh)
-        .hooks(PreAuth(allowlist, protected=("ssh",)))
+        .hooks(PreAuth(protected=("ssh",)))
     )
     if peek_timeout_ms is not None:
         builder = builder.option(peek_timeout_ms=peek_timeout_ms)
@@ -232,7 +244,7 @@ async def start(
     except BaseException:
         await auth.close()
         raise
-    return PreAuthProxy(engine, allowlist, auth, host, proxy_port)
+    return PreAuthProxy(engine, auth, host, proxy_port)
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:

@@ -24,9 +24,10 @@ from typing import Any
 
 import pytest
 
-from refractium import Refractium
-from tests.kit.backends import echo_backend, run
+from refractium import Refractium, state
+from tests.kit.backends import echo_backend, free_port, run
 from tests.kit.clients import close, open_nodelay, read_all
+from tests.kit.proxy import running_proxy
 from tests.kit.sshd import SSHD, SshdBackend, sshd_backend
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -90,6 +91,7 @@ async def wait_until(predicate: Any, timeout: float = 10.0) -> None:
 @pytest.mark.skipif(not HAVE_SSHD, reason=f"needs {SSHD} and ssh-keyscan")
 async def test_preauth_lets_ssh_keyscan_through_only_after_the_token() -> None:
     preauth = load_example("preauth")
+    await state.revoke(HOST)  # allowed by no earlier test of this process
     async with sshd_backend() as sshd:
         proxy = await preauth.start(sshd.address, TOKEN, TTL_S, peek_timeout_ms=PEEK_TIMEOUT_MS)
         stats = proxy.engine.tcp_stats
@@ -104,7 +106,7 @@ async def test_preauth_lets_ssh_keyscan_through_only_after_the_token() -> None:
 
             # 2. A wrong token: DENIED, and still refused.
             assert await say(proxy.port, f"AUTH not-{TOKEN}\n".encode()) == b"DENIED\n"
-            assert not proxy.allowlist.is_allowed(HOST)
+            assert not state.allowed(HOST)
             refused = await run(scan)
             assert "ssh-ed25519" not in refused.out, refused.out
             assert stats.rejected[403] == 2
@@ -113,7 +115,7 @@ async def test_preauth_lets_ssh_keyscan_through_only_after_the_token() -> None:
 
             # 3. The right token: OK, and ssh-keyscan gets sshd's host key.
             assert await say(proxy.port, f"AUTH {TOKEN}\n".encode()) == b"OK\n"
-            assert proxy.allowlist.is_allowed(HOST)
+            assert state.allowed(HOST)
             allowed = await run(scan)
             assert allowed.returncode == 0, allowed.err
             key_type, key, *_ = (sshd.directory / "host_ed25519.pub").read_text().split()
@@ -123,8 +125,8 @@ async def test_preauth_lets_ssh_keyscan_through_only_after_the_token() -> None:
             assert stats.routed["auth"] == 2
 
             # 4. Once the TTL has passed: refused again.
-            await asyncio.sleep(proxy.allowlist.remaining(HOST) + 0.2)
-            assert not proxy.allowlist.is_allowed(HOST)
+            await asyncio.sleep(state.remaining(HOST) + 0.2)
+            assert not state.allowed(HOST)
             refused = await run(scan)
             assert "ssh-ed25519" not in refused.out, refused.out
             assert stats.rejected[403] == 3
@@ -135,6 +137,38 @@ async def test_preauth_lets_ssh_keyscan_through_only_after_the_token() -> None:
         await wait_until(lambda: sshd_connections(sshd) >= 1)
         await asyncio.sleep(0.2)
         assert sshd_connections(sshd) == 1, "\n".join(sshd.log_lines)
+
+
+@pytest.mark.skipif(not HAVE_SSHD, reason=f"needs {SSHD} and ssh-keyscan")
+async def test_preauth_example_with_two_workers() -> None:
+    """``refractium run`` with ``workers = 2``: a token said to one worker opens ssh on both."""
+    port, auth_port = free_port(), free_port()
+    async with sshd_backend() as sshd:
+        shipped = (EXAMPLES / "preauth.toml").read_text()
+        text = (
+            shipped.replace("port = 2222", f"port = {port}\npeek_timeout_ms = {PEEK_TIMEOUT_MS}")
+            .replace("127.0.0.1:2223", f"{HOST}:{auth_port}")
+            .replace('forward_to = "127.0.0.1:22"', f'forward_to = "{sshd.address}"')
+            .replace('token = "secret"', f'token = "{TOKEN}"')
+        )
+        assert f'forward_to = "{HOST}:{auth_port}"' in text
+        assert f'auth = "{HOST}:{auth_port}"' in text
+        assert sshd.address in text
+        async with running_proxy("run", config=text, cwd=EXAMPLES) as proxy:
+            await proxy.wait_for("2 workers listening")
+            scan = sshd.keyscan_command(port=port)
+            for _ in range(4):  # refused, whichever worker takes it
+                refused = await run(scan)
+                assert "ssh-ed25519" not in refused.out, refused.out
+            assert await say(port, f"AUTH not-{TOKEN}\n".encode()) == b"DENIED\n"
+            assert await say(port, f"AUTH {TOKEN}\n".encode()) == b"OK\n"
+            key_type, key, *_ = (sshd.directory / "host_ed25519.pub").read_text().split()
+            for _ in range(10):  # the kernel spreads these over both workers
+                allowed = await run(scan)
+                assert f"[{HOST}]:{port} {key_type} {key}" in allowed.out, allowed.out
+        assert proxy.stderr.count("403 pre-authentication required") == 4
+        await wait_until(lambda: sshd_connections(sshd) >= 10)
+        assert sshd_connections(sshd) == 10, "\n".join(sshd.log_lines)
 
 
 async def test_preauth_example_runs_as_a_script() -> None:

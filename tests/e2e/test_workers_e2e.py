@@ -9,15 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import signal
 import socket
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import cast
-
-import pytest
+from typing import Any, cast
 
 from tests.kit.backends import HOST, free_port, http_backend
 from tests.kit.proxy import RunningProxy, run_cli, running_proxy
@@ -140,7 +139,7 @@ async def two_workers(text: str) -> AsyncIterator[tuple[RunningProxy, set[int]]]
 # --------------------------------------------------------------------------- tests
 
 
-async def test_two_workers_share_the_connections() -> None:
+async def test_two_workers_share_the_connections_and_one_admin_api_counts_them() -> None:
     port = free_port()
     admin = free_port()
     async with http_backend("web") as web:
@@ -149,9 +148,10 @@ async def test_two_workers_share_the_connections() -> None:
         )
         async with two_workers(text) as (proxy, workers):
             assert len(proxy.listeners) == 2  # each worker opened its own listener
-            assert proxy.stderr.count("admin: not served with workers > 1 yet") == 1
-            with pytest.raises(ConnectionRefusedError):
-                await asyncio.open_connection(HOST, admin)
+            await proxy.wait_for(rf"admin API listening on http://{HOST}:{admin}")
+            assert proxy.stderr.count("admin API listening") == 1  # the supervisor's only
+            status = await admin_json(admin, "/status")
+            assert [w["pid"] for w in status["workers"]] == sorted(workers)
             # Hold 200 connections open (the proxy waits for their first bytes)
             # and see which worker accepted each.
             streams = [await asyncio.open_connection(HOST, port) for _ in range(200)]
@@ -160,6 +160,8 @@ async def test_two_workers_share_the_connections() -> None:
             per_worker = {pid: len(sockets_of(pid) & held) for pid in workers}
             assert sum(per_worker.values()) == 200, per_worker
             assert all(count > 0 for count in per_worker.values()), per_worker
+            status = await admin_json(admin, "/status")
+            assert status["open_connections"] == 200  # the sum over both workers
 
             async def finish(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bytes:
                 writer.write(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
@@ -171,6 +173,87 @@ async def test_two_workers_share_the_connections() -> None:
             answers = await asyncio.gather(*(finish(r, w) for r, w in streams))
             assert [body(answer) for answer in answers] == ["web\n"] * 200
             assert web.accepted == 200
+            await until(lambda: not accepted_on(port), 10, "all closed")
+            metrics = await admin_get(admin, "/metrics")
+            assert "refractium_connections_accepted_total 200.0" in metrics
+            assert 'refractium_connections_total{outcome="relayed",route="http"} 200.0' in metrics
+            assert "refractium_workers 2.0" in metrics
+            assert "refractium_identify_seconds_count 200.0" in metrics
+            status = await admin_json(admin, "/status")
+            assert status["open_connections"] == 0
+            assert status["routes"][0]["backends"] == [
+                {"address": web.address, "up": True, "active": 0}
+            ]
+
+
+async def test_the_per_ip_cap_holds_across_workers() -> None:
+    port = free_port()
+    admin = free_port()
+    async with http_backend("web") as web:
+        text = config(
+            route("http", web.address), port=port, extra=f'[admin]\nbind = "{HOST}:{admin}"\n'
+        )
+        text = text.replace("max_connections_per_ip = 0", "max_connections_per_ip = 5")
+        async with two_workers(text) as (proxy, workers):
+            holders: set[int] = set()
+            for attempt in range(20):
+                held = [await asyncio.open_connection(HOST, port) for _ in range(5)]
+                await until(lambda: len(accepted_on(port)) == 5, 10, "5 accepted")
+                open_now = accepted_on(port)
+                holders |= {pid for pid in workers if sockets_of(pid) & open_now}
+                # Counted by their workers before the 6th comes.
+                await until_status(admin, 5)
+                reader, writer = await asyncio.open_connection(HOST, port)
+                assert await refused(reader), f"attempt {attempt + 1}: the 6th was admitted"
+                writer.close()
+                # One closes: a new one is admitted, by whichever worker, and relayed.
+                held[0][1].close()
+                await until_status(admin, 4)
+                reader, writer = await asyncio.open_connection(HOST, port)
+                writer.write(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                async with asyncio.timeout(10):
+                    assert body(await reader.read()) == "web\n"
+                writer.close()
+                for _, w in held[1:]:
+                    w.close()
+                await until(lambda: not accepted_on(port), 10, "all closed")
+                await until_status(admin, 0)
+            # The five were spread over both workers in some rounds: a cap per
+            # worker would then have let the 6th in.
+            assert holders == workers
+            metrics = await admin_get(admin, "/metrics")
+            assert 'refractium_connections_refused_total{reason="per_ip_limit"} 20.0' in metrics, (
+                metrics
+            )
+        assert proxy.stderr.count("max_connections_per_ip reached") >= 1
+
+
+async def refused(reader: asyncio.StreamReader) -> bool:
+    """Whether the proxy closed this connection without a byte."""
+    try:
+        async with asyncio.timeout(5):
+            return await reader.read(1) == b""
+    except ConnectionResetError:
+        return True
+    except TimeoutError:
+        return False
+
+
+async def until_status(admin: int, open_connections: int) -> None:
+    async with asyncio.timeout(10):
+        while (await admin_json(admin, "/status"))["open_connections"] != open_connections:
+            await asyncio.sleep(0.02)
+
+
+async def admin_get(port: int, path: str) -> str:
+    response = await get(port, path)
+    assert response.startswith(b"HTTP/1.1 200"), response[:200]
+    return response.split(b"\r\n\r\n", 1)[1].decode()
+
+
+async def admin_json(port: int, path: str) -> dict[str, Any]:
+    document: dict[str, Any] = json.loads(await admin_get(port, path))
+    return document
 
 
 async def test_a_killed_worker_is_replaced_while_the_other_serves() -> None:
@@ -333,14 +416,14 @@ async def test_a_bad_file_starts_no_worker(tmp_path: Path) -> None:
     ]
 
 
-async def test_check_shows_the_workers_and_warns_about_the_admin_api(tmp_path: Path) -> None:
+async def test_check_shows_the_workers(tmp_path: Path) -> None:
     path = tmp_path / "r.toml"
     extra = f'[admin]\nbind = "{HOST}:9901"\n'
     path.write_text(config(route("http", f"{HOST}:80"), port=8080, extra=extra))
     done = await run_cli("check", "-c", str(path))
     assert done.returncode == 0
     assert "workers:      2" in done.stdout.splitlines()
-    assert done.stderr == "warning: admin: not served with workers > 1 yet\n"
+    assert done.stderr == ""
 
 
 async def test_a_worker_that_cannot_listen_stops_everything(tmp_path: Path) -> None:

@@ -36,13 +36,14 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any, cast
 
 import h11
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.registry import Collector
 
 from refractium.addr import format_host
 from refractium.admin import dashboard
@@ -54,6 +55,7 @@ from refractium.admin.view import EngineView
 from refractium.endpoint.remotes import RemoteMap
 from refractium.errors import ConfigError, RefractiumError
 from refractium.relay.listen import listen_error
+from refractium.util.tasks import spawn
 
 log = logging.getLogger(__name__)
 
@@ -96,8 +98,31 @@ def error_reply(status: int, message: str, headers: tuple[tuple[str, str], ...] 
 class AdminServer:
     """The admin listener of one engine."""
 
-    def __init__(self, engine: EngineView, host: str, port: int, token: str | None = None) -> None:
+    def __init__(
+        self,
+        engine: EngineView,
+        host: str,
+        port: int,
+        token: str | None = None,
+        *,
+        before: Callable[[], Coroutine[Any, Any, None]] | None = None,
+        collectors: Sequence[Collector] = (),
+        extra_status: Callable[[], dict[str, Any]] | None = None,
+    ) -> None:
+        """
+        Args:
+            engine: what the endpoints read.
+            host, port: where to listen (port 0: any free port).
+            token: the bearer token every request needs, if set.
+            before: awaited before each request is answered (a supervisor
+                asks its workers for fresh figures); must not raise.
+            collectors: more metrics for ``/metrics`` (a supervisor's own).
+            extra_status: more keys for ``/status`` (a supervisor's workers).
+        """
         self._engine = engine
+        self.before = before
+        self._extra_status = extra_status
+        self.tasks: set[asyncio.Task[Any]] = set()  # the ``before`` calls running
         # Served on /remotes when no RemoteMap is configured; the engine adds
         # it to its endpoint hooks (see endpoint_hooks), so /remotes answers.
         self.remote_map = RemoteMap()
@@ -106,6 +131,8 @@ class AdminServer:
         self._auth = Auth(token)
         self._registry = CollectorRegistry(auto_describe=False)
         self._registry.register(EngineCollector(engine))
+        for collector in collectors:
+            self._registry.register(collector)
         self._server: asyncio.Server | None = None
         self._connections: set[AdminConnection] = set()
         self._started = time.monotonic()
@@ -242,7 +269,10 @@ class AdminServer:
         return Reply(200, generate_latest(self._registry), CONTENT_TYPE_LATEST)
 
     def _status(self, target: Target) -> Reply:
-        return json_reply(200, status(self._engine, time.monotonic() - self._started))
+        document = status(self._engine, time.monotonic() - self._started)
+        if self._extra_status is not None:
+            document.update(self._extra_status())
+        return json_reply(200, document)
 
     def _remotes(self, target: Target) -> Reply:
         remote_map = _first_remote_map(self._engine.endpoint_hooks)
@@ -281,6 +311,8 @@ class AdminConnection(asyncio.Protocol):
         self._body_size = 0
         self._write_paused = False
         self._closing = False
+        # Set while the server's ``before`` runs for the request just read.
+        self._waiting = False
 
     # -- asyncio callbacks --------------------------------------------------
 
@@ -377,7 +409,7 @@ class AdminConnection(asyncio.Protocol):
 
     def _process(self) -> None:
         """Handle every event h11 can give from what has been received."""
-        while not self._write_paused and not self._closing:
+        while not (self._write_paused or self._closing or self._waiting):
             try:
                 event = self._h11.next_event()
             except h11.RemoteProtocolError as exc:
@@ -411,6 +443,23 @@ class AdminConnection(asyncio.Protocol):
     def _on_end(self) -> None:
         request = self._request
         assert request is not None
+        before = self._server.before
+        if before is None:
+            self._answer(request)
+            return
+        # Answer once ``before`` is done; meanwhile read no further request.
+        self._waiting = True
+        task = spawn(before(), name="admin-before", owner=self._server.tasks)
+        task.add_done_callback(lambda _: self._answer_late(request))
+
+    def _answer_late(self, request: h11.Request) -> None:
+        self._waiting = False
+        if self._closing:
+            return
+        self._answer(request)
+        self._process()  # a pipelined request h11 already holds
+
+    def _answer(self, request: h11.Request) -> None:
         self._send(request, self._server.handle(request))
         if self._h11.our_state is h11.DONE and self._h11.their_state is h11.DONE:
             self._h11.start_next_cycle()

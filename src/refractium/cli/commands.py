@@ -20,7 +20,7 @@ from refractium.config.load import usable_cpus
 from refractium.config.schema import workers
 from refractium.engine.serve import run, serve
 from refractium.errors import RefractiumError
-from refractium.routing import Tables
+from refractium.routing import Route, Tables
 from refractium.routing.lint import lint
 from refractium.util import logs
 
@@ -163,17 +163,16 @@ def _supervise(args: argparse.Namespace, load: Callable[[], Config], config: Con
             "each worker would get a port of its own"
         )
 
-    def checked() -> Config:
+    def checked() -> tuple[Config, tuple[Route, ...]]:
         # At start and at each reload: parse, build the tables, say what `check` says.
         loaded = load()
-        validate(loaded)
+        routes = validate(loaded).routes
         source = loaded.source if loaded.source != "builder" else None
         privileges.resolve(loaded.server.user, loaded.server.group, source)
         for warning in lint(loaded):
             log.warning("%s", warning)
-        return loaded
+        return loaded, routes
 
-    config = checked()
     # The same command line again, as a worker: `refractium [run|tcp|udp] OPTIONS --worker L`.
     given = sys.argv[1:]
     options = given[1:] if given and given[0] in ("run", "tcp", "udp") else given
@@ -181,29 +180,31 @@ def _supervise(args: argparse.Namespace, load: Callable[[], Config], config: Con
     def command(link: WorkerLink) -> list[str]:
         return [sys.executable, "-m", "refractium", args.command, *options, "--worker", str(link)]
 
-    supervisor = Supervisor(config, command, checked, pidfile=args.pidfile)
+    supervisor = Supervisor(checked(), command, checked, pidfile=args.pidfile)
     status: int = run(supervisor.run, loop=args.loop)
     return status
 
 
 def _run_worker(args: argparse.Namespace, load: Callable[[], Config]) -> int:
-    """One of the supervisor's workers: serve with SO_REUSEPORT, no admin listener."""
+    """One of the supervisor's workers: serve with SO_REUSEPORT and the instance's tables.
+
+    The supervisor checked the file and logged its warnings, and serves the
+    admin API for the instance from every worker's figures.
+    """
     from refractium.engine import Refractium
     from refractium.engine.worker import WorkerLink
+    from refractium.relay.limits import SharedLimits
+    from refractium.shared import allows
+    from refractium.shared.counts import SharedCounts
+    from refractium.shared.deadlines import SharedDeadlines
 
     link = WorkerLink.parse(args.worker)
-
-    def load_worker() -> Config:
-        # The supervisor checked the file and logged its warnings; the admin
-        # API is not served by workers (one listener each would show one
-        # worker's figures).
-        loaded = load()
-        return replace(loaded, admin=replace(loaded.admin, bind=None))
-
-    engine = Refractium(load_worker())
+    counts = SharedCounts.attach(link.counts_fd, link.index - 1)
+    allows.use(SharedDeadlines.attach(link.allows_fd))
+    engine = Refractium(load(), admin_listener=False, limits=SharedLimits(counts))
     transport = {"run": "both", "tcp": "tcp", "udp": "udp"}[args.command]
     run(
-        lambda: serve(engine, transport=transport, reload_config=load_worker, worker=link),
+        lambda: serve(engine, transport=transport, reload_config=load, worker=link),
         loop=args.loop,
     )
     return 0

@@ -16,6 +16,7 @@ without bound. Everything runs in the event loop; no locks.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -147,6 +148,39 @@ class RemoteMap(EndpointHooks):
         idle = [(r.last_seen, ip) for ip, r in self._remotes.items() if r.active == 0]
         if idle:
             del self._remotes[min(idle)[1]]
+
+
+def merge_snapshots(parts: Iterable[list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """Several RemoteMaps' :meth:`RemoteMap.snapshot` rows as one (one map per worker).
+
+    Per remote: counts and bytes summed, the fastest and slowest connect
+    kept, the last connect and ``last_seen`` taken from the map that saw the
+    remote last. Most recently seen first, as ``snapshot`` orders them.
+    """
+    merged: dict[str, dict[str, Any]] = {}
+    for rows in parts:
+        for row in rows:
+            seen = merged.get(row["remote"])
+            if seen is None:
+                merged[row["remote"]] = {**row, "connect_ms": dict(row["connect_ms"])}
+                continue
+            for key in ("active", "total", "rejected", "bytes_in", "bytes_out"):
+                seen[key] += row[key]
+            mine, theirs = seen["connect_ms"], row["connect_ms"]
+            mine["min"] = _pick(mine["min"], theirs["min"], min)
+            mine["max"] = _pick(mine["max"], theirs["max"], max)
+            if row["last_seen"] > seen["last_seen"]:
+                seen["last_seen"] = row["last_seen"]
+                if theirs["last"] is not None:
+                    mine["last"] = theirs["last"]
+    return sorted(merged.values(), key=lambda row: row["last_seen"], reverse=True)
+
+
+def _pick(a: float | None, b: float | None, pick: Callable[[float, float], float]) -> float | None:
+    """``pick(a, b)``, or whichever of them is known."""
+    if a is None:
+        return b
+    return a if b is None else pick(a, b)
 
 
 def _ms(seconds: float | None) -> float | None:

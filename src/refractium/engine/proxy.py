@@ -39,6 +39,7 @@ from refractium.errors import RefractiumError
 from refractium.hooks.dispatch import HookStats
 from refractium.protocols.base import Probe, Transport
 from refractium.relay.flow import Flow
+from refractium.relay.limits import Limits
 from refractium.relay.listen import describe_socket, take_inherited
 from refractium.relay.snapshot import Snapshot
 from refractium.relay.stats import TcpStats, UdpStats
@@ -59,6 +60,9 @@ class Refractium:
         config: Config,
         probes: Mapping[str, Probe] | None = None,
         endpoint_hooks: Sequence[object] = (),
+        *,
+        admin_listener: bool = True,
+        limits: Limits | None = None,
     ) -> None:
         """Validate ``config`` and resolve its routes; nothing listens yet.
 
@@ -67,6 +71,12 @@ class Refractium:
             probes: protocol probes given in code, by route name.
             endpoint_hooks: endpoint hooks given in code; they run after the
                 ones ``[endpoint] hooks`` names, in this order.
+            admin_listener: False in a supervisor's worker: the supervisor
+                serves ``[admin]`` for the instance, from this engine's
+                figures (its RemoteMap runs here all the same).
+            limits: what counts open connections against the caps (a
+                worker's is shared with the other workers); by default this
+                process's own.
 
         Raises:
             ConfigError: a route or a hook cannot be resolved.
@@ -90,6 +100,8 @@ class Refractium:
         self._tcp_health = HealthChecker()
         self._udp_health = HealthChecker()
         self._admin_started = False
+        self._admin_listener = admin_listener
+        self._limits = limits
         # Sockets passed by socket activation that no listener has taken yet.
         self._unclaimed: list[socket.socket] | None = None
         # Told before (False) and after (True) every reload, whoever asked for it.
@@ -261,7 +273,7 @@ class Refractium:
     ) -> None:
         if self._tcp is not None:
             raise RefractiumError("the TCP listener is already running")
-        service = TcpService(self._snapshot, self._tcp_health, self._hook_stats)
+        service = TcpService(self._snapshot, self._tcp_health, self._hook_stats, self._limits)
         binds = self._config.server.bind
         await service.listen(binds, ports, self._passed(inherited), reuse_port=reuse_port)
         try:
@@ -369,7 +381,7 @@ class Refractium:
             raise RefractiumError(f"passed socket matches no configured listener: {names}")
 
     async def _start_admin(self) -> None:
-        if self._admin is None or self._admin_started:
+        if self._admin is None or self._admin_started or not self._admin_listener:
             return
         await self._admin.start()
         self._admin_started = True

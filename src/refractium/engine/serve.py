@@ -27,12 +27,14 @@ import resource
 import signal
 import socket
 from collections.abc import Awaitable, Callable, Sequence
+from functools import partial
 from typing import Any
 
+from refractium.admin import figures
 from refractium.config import Config
 from refractium.engine import Refractium, privileges, systemd
 from refractium.engine.watch import watch_file
-from refractium.engine.worker import WorkerLink, watch_parent
+from refractium.engine.worker import WorkerLink, answer_figures, watch_parent
 from refractium.errors import ConfigError, RefractiumError
 from refractium.util import accesslog, logs
 from refractium.util.tasks import spawn
@@ -178,13 +180,15 @@ async def serve(
         if worker is not None:
             worker.ready()
             spawn(watch_parent(worker, lambda: stop("SIGTERM")), name="parent", owner=tasks)
+            figures_of = partial(figures.read, engine)
+            spawn(answer_figures(worker.figures_fd, figures_of), name="figures", owner=tasks)
         if systemd.notify(f"READY=1\n{status_line(engine)}"):
             spawn(_report_status(engine), name="systemd-status", owner=tasks)
         await engine.wait_stopped()
     finally:
         watching.set()
         for task in tasks:
-            if task.get_name() in ("systemd-status", "access-flush", "parent"):
+            if task.get_name() in ("systemd-status", "access-flush", "parent", "figures"):
                 task.cancel()
         accesslog.flush()
         loop.remove_signal_handler(signal.SIGHUP)

@@ -22,6 +22,15 @@ and keeps each UDP 4-tuple on one of them.
 * The pid file and systemd's messages (READY, RELOADING, STOPPING, STATUS)
   come from here only; workers get neither ``NOTIFY_SOCKET`` nor
   ``LISTEN_*``. SIGUSR1 reopens the log here and in every worker.
+* Limits hold for the instance: the supervisor creates the shared-memory
+  tables of :mod:`refractium.shared` (open connections per client, the
+  allow list of :mod:`refractium.state`) and hands them to every worker; when
+  a worker dies its counts are zeroed before its replacement starts, so no
+  count stays stuck.
+* ``[admin]`` is served here, once for the instance
+  (:class:`~refractium.admin.instance.InstanceView`): before each request
+  and once a second, every worker is asked for its figures over a socket of
+  its own, and they are merged. ``POST /reload`` reloads every worker.
 * The supervisor keeps the identity it was started with: a replacement
   worker must bind the ports again (below 1024 that needs the privilege),
   and the kernel lets a socket join a ``SO_REUSEPORT`` group only under the
@@ -36,17 +45,23 @@ import contextlib
 import logging
 import os
 import signal
+import socket
 import subprocess
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from refractium.admin.figures import Figures
 from refractium.config import Config
 from refractium.engine import systemd
+from refractium.engine.instance_admin import InstanceAdmin
 from refractium.engine.serve import remove_pidfile, write_pidfile
 from refractium.engine.watch import watch_file
-from refractium.engine.worker import WorkerLink
+from refractium.engine.worker import WorkerLink, ask_figures
 from refractium.errors import ConfigError, RefractiumError
+from refractium.routing import Route
+from refractium.shared.counts import SharedCounts
+from refractium.shared.deadlines import SharedDeadlines
 from refractium.util import logs
 from refractium.util.tasks import spawn
 
@@ -56,6 +71,14 @@ __all__ = ["Backoff", "Supervisor", "describe_exit"]
 
 # Variables a worker must not see: systemd speaks to the supervisor only.
 _SUPERVISOR_ONLY = ("NOTIFY_SOCKET", "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES")
+#: How long a worker has to answer a request for its figures.
+FIGURES_TIMEOUT_S = 2.0
+#: Client addresses the allow list of ``refractium.state`` holds at once.
+ALLOW_CAPACITY = 16384
+
+#: What the supervisor validates at start and at each reload: the
+#: configuration and its routes (raises ConfigError, RefractiumError).
+Validate = Callable[[], tuple[Config, tuple[Route, ...]]]
 
 
 @dataclass(slots=True)
@@ -93,7 +116,7 @@ def describe_exit(returncode: int) -> str:
 class _Worker:
     """One worker slot: the process in it now, and its restart history."""
 
-    __slots__ = ("backoff", "index", "proc", "ready", "started")
+    __slots__ = ("backoff", "channel", "index", "proc", "ready", "started")
 
     def __init__(self, index: int) -> None:
         self.index = index
@@ -102,6 +125,28 @@ class _Worker:
         self.started = 0.0
         # Set once the first process of this slot listened.
         self.ready = asyncio.Event()
+        # Where the figures of the process now running are asked for.
+        self.channel: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
+
+    async def figures(self) -> tuple[int, Figures | None]:
+        """This worker's pid and figures; None when it is not running or did not answer."""
+        proc, channel = self.proc, self.channel
+        if proc is None or channel is None or proc.returncode is not None:
+            return 0, None
+        try:
+            async with asyncio.timeout(FIGURES_TIMEOUT_S):
+                return proc.pid, await ask_figures(*channel)
+        except Exception as exc:  # anything from another process: never the admin API's end
+            # Half an answer may follow: this channel is done until a restart.
+            self.close_channel()
+            if proc.returncode is None:
+                log.warning("worker %d (pid %d) gave no figures: %r", self.index, proc.pid, exc)
+            return proc.pid, None
+
+    def close_channel(self) -> None:
+        channel, self.channel = self.channel, None
+        if channel is not None:
+            channel[1].close()
 
 
 class Supervisor:
@@ -109,25 +154,32 @@ class Supervisor:
 
     def __init__(
         self,
-        config: Config,
+        checked: tuple[Config, tuple[Route, ...]],
         command: Callable[[WorkerLink], Sequence[str]],
-        validate: Callable[[], Config],
+        validate: Validate,
         *,
         pidfile: str | None = None,
     ) -> None:
         """
         Args:
-            config: the validated configuration (its ``server.workers`` is the count).
+            checked: the validated configuration (its ``server.workers`` is
+                the count) and its routes.
             command: the argv that starts the worker ``link`` describes.
             validate: load and check the file as ``check`` does; raises
                 ConfigError or RefractiumError when it is bad.
             pidfile: write the supervisor's pid here once every worker listens.
         """
+        config, self.routes = checked
         self._config = config
         self._command = command
         self._validate = validate
         self._pidfile = pidfile
         self._workers = [_Worker(index) for index in range(1, config.server.workers + 1)]
+        server = config.server
+        # Room for twice the connections the instance may hold, each from its own address.
+        self.counts = SharedCounts.create(server.workers, 2 * server.max_connections)
+        self.allows = SharedDeadlines.create(ALLOW_CAPACITY)
+        self._admin = InstanceAdmin(self) if config.admin.bind is not None else None
         self._stopping = asyncio.Event()
         self._failed: str | None = None
         # Set whenever a worker became ready, failed, or a stop came: start-up looks again.
@@ -160,6 +212,13 @@ class Supervisor:
                 spawn(self._keep(worker), name=f"worker-{worker.index}", owner=self._tasks)
             if not await self._started():
                 return await self._wind_down(1)
+            if self._admin is not None:
+                try:
+                    await self._admin.start()
+                except RefractiumError:
+                    self._halt()
+                    await self._wind_down(1)
+                    raise
             if self._pidfile is not None:
                 write_pidfile(self._pidfile)
                 written = True
@@ -173,12 +232,18 @@ class Supervisor:
             return await self._wind_down(0)
         finally:
             watching.set()
+            if self._admin is not None:
+                await self._admin.close()
             for task in self._tasks:
                 task.cancel()
             for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1):
                 loop.remove_signal_handler(sig)
             if written and self._pidfile is not None:
                 remove_pidfile(self._pidfile)
+            for worker in self._workers:
+                worker.close_channel()
+            self.counts.close()
+            self.allows.close()
             log.info("stopped")
 
     async def _started(self) -> bool:
@@ -211,6 +276,7 @@ class Supervisor:
             code = await proc.wait()
             lived = time.monotonic() - worker.started
             ready.cancel()
+            self._gone(worker, proc.pid)
             if self._stopping.is_set():
                 exit_text = describe_exit(code)
                 log.info("worker %d (pid %d) exited: %s", worker.index, proc.pid, exit_text)
@@ -237,22 +303,41 @@ class Supervisor:
                 async with asyncio.timeout(delay):
                     await self._stopping.wait()
 
+    def _gone(self, worker: _Worker, pid: int) -> None:
+        """A worker process exited: release what it held, keep what it counted."""
+        # Before a replacement can start: its connections are closed, so is their count.
+        self.counts.zero_column(worker.index - 1)
+        worker.close_channel()
+        if self._admin is not None:
+            self._admin.view.worker_gone(pid)
+
     async def _start(self, worker: _Worker) -> tuple[asyncio.subprocess.Process, int]:
         read_fd, write_fd = os.pipe()
-        link = WorkerLink(worker.index, os.getpid(), write_fd)
+        ours, theirs = socket.socketpair()
+        link = WorkerLink(
+            worker.index,
+            os.getpid(),
+            write_fd,
+            theirs.fileno(),
+            self.counts.fd,
+            self.allows.fd,
+        )
         env = {k: v for k, v in os.environ.items() if k not in _SUPERVISOR_ONLY}
         try:
             proc = await asyncio.create_subprocess_exec(
                 *self._command(link),
                 stdin=subprocess.DEVNULL,
-                pass_fds=(write_fd,),
+                pass_fds=(write_fd, theirs.fileno(), self.counts.fd, self.allows.fd),
                 env=env,
             )
         except BaseException:
             os.close(read_fd)
+            ours.close()
             raise
         finally:
             os.close(write_fd)  # the worker holds its end; EOF here means it is gone
+            theirs.close()
+        worker.channel = await asyncio.open_connection(sock=ours)
         worker.proc = proc
         worker.started = time.monotonic()
         log.info("worker %d (pid %d) started", worker.index, proc.pid)
@@ -307,22 +392,53 @@ class Supervisor:
         self._signal_all(signal.SIGTERM)
 
     def reload(self) -> None:
-        """Validate the file once; if good, have every worker re-read it."""
-        systemd.notify(systemd.reloading_message())
+        """Validate the file once; if good, have every worker re-read it (errors logged)."""
         try:
-            self._config = self._validate()
+            self.reload_checked()
         except (ConfigError, RefractiumError) as exc:
             log.error("reload failed, keeping the running routes in every worker: %s", exc)
-        else:
-            if self._config.server.workers != len(self._workers):
-                log.warning(
-                    "reload: server.workers changed to %d; a restart applies it (%d running)",
-                    self._config.server.workers,
-                    len(self._workers),
-                )
-            log.info("reload: file is valid; telling %d worker(s)", len(self.pids))
-            self._signal_all(signal.SIGHUP)
-        systemd.notify(f"READY=1\n{self.status_line()}")
+
+    def reload_checked(self) -> tuple[Route, ...]:
+        """Validate the file once; if good, have every worker re-read it; the new routes.
+
+        Raises:
+            ConfigError, RefractiumError: the file is bad; no worker heard of it.
+        """
+        systemd.notify(systemd.reloading_message())
+        try:
+            self._config, self.routes = self._validate()
+        finally:
+            systemd.notify(f"READY=1\n{self.status_line()}")
+        if self._config.server.workers != len(self._workers):
+            log.warning(
+                "reload: server.workers changed to %d; a restart applies it (%d running)",
+                self._config.server.workers,
+                len(self._workers),
+            )
+        log.info("reload: file is valid; telling %d worker(s)", len(self.pids))
+        self._signal_all(signal.SIGHUP)
+        return self.routes
+
+    async def figures(self) -> dict[int, Figures]:
+        """Every running worker's figures now, by pid (those that answered)."""
+        answers = await asyncio.gather(*(worker.figures() for worker in self._workers))
+        return {pid: figures for pid, figures in answers if figures is not None}
+
+    @property
+    def config(self) -> Config:
+        """The configuration last validated."""
+        return self._config
+
+    def workers_status(self) -> list[dict[str, object]]:
+        """One row per worker slot, for ``/status``."""
+        return [
+            {
+                "index": w.index,
+                "pid": w.proc.pid if w.proc is not None and w.proc.returncode is None else None,
+                "running": w.proc is not None and w.proc.returncode is None,
+            }
+            for w in self._workers
+        ]
 
     def _reopen_logs(self) -> None:
         logs.reopen()

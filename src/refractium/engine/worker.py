@@ -1,11 +1,21 @@
 """One of a supervisor's worker processes: its link back, saying it is ready, leaving with it.
 
 A worker is the ``refractium`` command started again by the supervisor
-(:mod:`refractium.engine.supervisor`) with ``--worker INDEX:PID:FD``: it
-reads the same file, opens its own listeners with ``SO_REUSEPORT``, writes
-one line to the descriptor ``FD`` once it listens, and stops when the
-supervisor ``PID`` goes away (``PR_SET_PDEATHSIG``, and a once-a-second
-``getppid()`` check where that is not available or came too late).
+(:mod:`refractium.engine.supervisor`) with
+``--worker INDEX:PID:READY:FIGURES:COUNTS:ALLOWS``: it reads the same file,
+opens its own listeners with ``SO_REUSEPORT``, writes one line to the
+descriptor ``READY`` once it listens, and stops when the supervisor ``PID``
+goes away (``PR_SET_PDEATHSIG``, and a once-a-second ``getppid()`` check
+where that is not available or came too late).
+
+The other descriptors it inherits: ``FIGURES``, a socket on which the
+supervisor asks for this worker's figures (:func:`answer_figures`; the
+supervisor serves the admin API for the whole instance), and ``COUNTS`` and
+``ALLOWS``, the shared-memory tables of :mod:`refractium.shared` that hold
+the instance's open connections per client and its allow list.
+
+The figures travel as a pickle (4-byte length first) over a socket pair
+only the two processes hold: both ends run this same code.
 """
 
 from __future__ import annotations
@@ -16,15 +26,26 @@ import ctypes
 import ctypes.util
 import logging
 import os
+import pickle
 import signal
+import socket
+import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from refractium.admin.figures import Figures
 from refractium.errors import RefractiumError
 
 log = logging.getLogger(__name__)
 
-__all__ = ["PARENT_CHECK_S", "READY_LINE", "WorkerLink", "watch_parent"]
+__all__ = [
+    "PARENT_CHECK_S",
+    "READY_LINE",
+    "WorkerLink",
+    "answer_figures",
+    "ask_figures",
+    "watch_parent",
+]
 
 #: How often a worker checks that its supervisor is still its parent.
 PARENT_CHECK_S = 1.0
@@ -32,31 +53,49 @@ PARENT_CHECK_S = 1.0
 READY_LINE = b"ready\n"
 # linux/prctl.h
 _PR_SET_PDEATHSIG = 1
+#: What the supervisor sends to ask for a worker's figures.
+ASK = b"?"
+_LENGTH = struct.Struct("!I")
 
 
 @dataclass(frozen=True, slots=True)
 class WorkerLink:
-    """What a worker knows of its supervisor: its own number, the supervisor, the ready pipe."""
+    """What a worker knows of its supervisor: its number, the supervisor, the descriptors."""
 
-    index: int
+    index: int  # 1..N
     supervisor_pid: int
     ready_fd: int
+    figures_fd: int
+    counts_fd: int
+    allows_fd: int
 
     @classmethod
     def parse(cls, text: str) -> WorkerLink:
-        """``INDEX:PID:FD`` as the supervisor writes it.
+        """``INDEX:PID:READY:FIGURES:COUNTS:ALLOWS`` as the supervisor writes it.
 
         Raises:
-            RefractiumError: not three non-negative integers.
+            RefractiumError: not six non-negative integers.
         """
         parts = text.split(":")
-        if len(parts) != 3 or not all(part.isdigit() for part in parts):
-            raise RefractiumError(f"--worker: expected INDEX:PID:FD, got {text!r}")
-        index, pid, fd = (int(part) for part in parts)
-        return cls(index, pid, fd)
+        if len(parts) != 6 or not all(part.isdigit() for part in parts):
+            raise RefractiumError(
+                f"--worker: expected INDEX:PID:READY:FIGURES:COUNTS:ALLOWS, got {text!r}"
+            )
+        index, pid, ready, figures, counts, allows = (int(part) for part in parts)
+        return cls(index, pid, ready, figures, counts, allows)
 
     def __str__(self) -> str:
-        return f"{self.index}:{self.supervisor_pid}:{self.ready_fd}"
+        return ":".join(
+            str(n)
+            for n in (
+                self.index,
+                self.supervisor_pid,
+                self.ready_fd,
+                self.figures_fd,
+                self.counts_fd,
+                self.allows_fd,
+            )
+        )
 
     def follow_parent(self) -> None:
         """Have the kernel send SIGTERM when the supervisor dies (Linux; elsewhere a no-op).
@@ -91,3 +130,29 @@ async def watch_parent(link: WorkerLink, stop: Callable[[], None]) -> None:
         await asyncio.sleep(PARENT_CHECK_S)
     log.warning("worker %d: supervisor (pid %d) is gone: stopping", link.index, link.supervisor_pid)
     stop()
+
+
+async def answer_figures(fd: int, read: Callable[[], Figures]) -> None:
+    """The worker's side: answer each request on ``fd`` with ``read()``, until EOF."""
+    sock = socket.socket(fileno=fd)
+    reader, writer = await asyncio.open_connection(sock=sock)
+    try:
+        while await reader.read(1):
+            body = pickle.dumps(read(), protocol=pickle.HIGHEST_PROTOCOL)
+            writer.write(_LENGTH.pack(len(body)) + body)
+            await writer.drain()
+    except ConnectionError:
+        pass
+    finally:
+        writer.close()
+
+
+async def ask_figures(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> Figures:
+    """The supervisor's side: one worker's figures, now (ConnectionError, IncompleteReadError)."""
+    writer.write(ASK)
+    await writer.drain()
+    (length,) = _LENGTH.unpack(await reader.readexactly(_LENGTH.size))
+    figures = pickle.loads(await reader.readexactly(length))
+    if not isinstance(figures, Figures):
+        raise ConnectionError("a worker answered something other than its figures")
+    return figures

@@ -72,6 +72,10 @@ class HookStats(defaultdict[str, HookCounters]):
     def __init__(self) -> None:
         super().__init__(HookCounters)
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # defaultdict's own passes the factory to __init__, which takes none here.
+        return (HookStats, (), None, None, iter(self.items()))
+
 
 Spawn = Callable[[Coroutine[Any, Any, Any]], object]
 

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from refractium.addr import host_port
 from refractium.relay.idle import IdleWatch, Watched
-from refractium.relay.limits import ConnectionLimits, Refusal
+from refractium.relay.limits import ConnectionLimits, Limits, Refusal
 from refractium.relay.snapshot import Snapshot
 from refractium.relay.stats import REFUSED, Refused, TcpStats, UdpStats
 from refractium.util.logs import RateLimitedLog
@@ -39,6 +39,7 @@ _REFUSAL_TEXT = {
     Refusal.GLOBAL_LIMIT: "max_connections reached",
     Refusal.PER_IP_LIMIT: "max_connections_per_ip reached",
     Refusal.SHUTTING_DOWN: "shutting down",
+    Refusal.TABLE_FULL: "the workers' table of client addresses is full",
 }
 
 #: How often clients whose reading is paused are looked at: one that reset
@@ -118,10 +119,16 @@ class TcpContext(Context):
         "stats",
     )
 
-    def __init__(self, snapshot: Snapshot, health: HealthChecker, hook_stats: HookStats) -> None:
+    def __init__(
+        self,
+        snapshot: Snapshot,
+        health: HealthChecker,
+        hook_stats: HookStats,
+        limits: Limits | None = None,
+    ) -> None:
         super().__init__(snapshot, health, hook_stats)
         self.stats = TcpStats()
-        self.limits = ConnectionLimits()
+        self.limits: Limits = limits if limits is not None else ConnectionLimits()
         self.connections: set[Tracked] = set()
         # Connections whose client side is not being read (see sweep_paused).
         self.paused: set[Pausable] = set()

@@ -20,6 +20,7 @@ from refractium.errors import RefractiumError
 from refractium.hooks.dispatch import HookStats
 from refractium.relay.connection import ClientProtocol
 from refractium.relay.context import TcpContext
+from refractium.relay.limits import Limits
 from refractium.relay.listen import listen_error, take_inherited
 from refractium.relay.snapshot import Snapshot
 
@@ -32,8 +33,14 @@ HOOK_DRAIN_S = 2.0
 class TcpService:
     """The TCP side of the proxy: listeners plus the context of their connections."""
 
-    def __init__(self, snapshot: Snapshot, health: HealthChecker, hook_stats: HookStats) -> None:
-        self.ctx = TcpContext(snapshot, health, hook_stats)
+    def __init__(
+        self,
+        snapshot: Snapshot,
+        health: HealthChecker,
+        hook_stats: HookStats,
+        limits: Limits | None = None,
+    ) -> None:
+        self.ctx = TcpContext(snapshot, health, hook_stats, limits)
         self._servers: list[asyncio.Server] = []
 
     # -- listening --------------------------------------------------------

@@ -105,9 +105,6 @@ def lint(config: Config) -> list[str]:
             "server.accept_proxy_protocol: set, but server.trusted_proxies is empty: "
             "no upstream may send a PROXY header, so it has no effect"
         )
-    if config.admin.bind is not None and server.workers > 1:
-        # One listener per worker would each show that worker's figures only.
-        warnings.append("admin: not served with workers > 1 yet")
     return warnings
 
 

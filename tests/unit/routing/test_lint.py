@@ -126,11 +126,6 @@ WARNED = [
         id="proxy-protocol-untrusted",
     ),
     pytest.param(
-        '[server]\nworkers = 2\n[admin]\nbind = "127.0.0.1:9901"\n' + route("http"),
-        "admin: not served with workers > 1 yet",
-        id="admin-with-workers",
-    ),
-    pytest.param(
         route("http", 'overflow = "drop"'),
         "protocols[0] (http): overflow is set but the route has no hooks",
         id="overflow-without-hooks",
@@ -214,6 +209,10 @@ QUIET = [
         id="proxy-protocol-trusted",
     ),
     pytest.param('[admin]\nbind = "127.0.0.1:9901"\n' + route("http"), id="admin-one-worker"),
+    pytest.param(
+        '[server]\nworkers = 2\n[admin]\nbind = "127.0.0.1:9901"\n' + route("http"),
+        id="admin-with-workers",
+    ),
     pytest.param(
         route("http", 'overflow = "block"', 'hooks = ["refractium.hooks.logger:TrafficLogger"]'),
         id="overflow-with-hooks",
