@@ -355,11 +355,13 @@ def test_a_killed_worker_leaves_no_lock_and_its_column_is_zeroed(table: SharedCo
     reader, writer = FORK.Pipe(duplex=False)
     victim = FORK.Process(target=_holder, args=(table.fd, writer))
     victim.start()
-    assert reader.recv() == "holding"
-    with pytest.raises(OSError, match="Resource temporarily unavailable"):
-        fcntl.lockf(w.fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, 0)
-    os.kill(victim.pid or 0, signal.SIGKILL)
-    victim.join(10)
+    try:
+        assert reader.recv() == "holding"
+        with pytest.raises(OSError, match="Resource temporarily unavailable"):
+            fcntl.lockf(w.fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, 0)
+    finally:
+        victim.kill()
+        victim.join(10)
     assert victim.exitcode == -signal.SIGKILL
     # The kernel dropped the dead worker's locks: admission goes on at once.
     assert w.admit("192.0.2.1", NO_CAP, 0) is None

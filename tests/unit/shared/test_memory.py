@@ -82,12 +82,12 @@ def test_a_lock_excludes_other_processes_until_its_holder_dies() -> None:
     try:
         child = _child(
             """
-            import sys, time
+            import sys
             from refractium.shared.memory import SharedMemory
             mem = SharedMemory.attach(int(sys.argv[1]))
             mem.lock(3)
             print("locked", flush=True)
-            time.sleep(60)
+            sys.stdin.read()  # until killed, or until the test lets go of the pipe
             """,
             mem.fd,
         )
