@@ -184,6 +184,54 @@ async def test_two_workers_share_the_connections_and_one_admin_api_counts_them()
             assert status["routes"][0]["backends"] == [
                 {"address": web.address, "up": True, "active": 0}
             ]
+            # Every worker's RemoteMap, as one.
+            remotes = (await admin_json(admin, "/remotes"))["remotes"]
+            assert [(r["remote"], r["total"], r["active"]) for r in remotes] == [(HOST, 200, 0)]
+            page = await admin_json(admin, "/dashboard.json")
+            assert page["totals"]["connections"] == 200
+            assert [(r["id"], r["total"]) for r in page["routes"]] == [("http", 200)]
+
+
+async def test_post_reload_reaches_every_worker_and_a_broken_file_none() -> None:
+    port = free_port()
+    admin = free_port()
+    extra = f'[admin]\nbind = "{HOST}:{admin}"\n'
+    async with http_backend("old") as old, http_backend("new") as new:
+        first = config(route("http", old.address), port=port, extra=extra)
+        async with two_workers(first) as (proxy, _):
+            path = Path(proxy.argv[-1])
+            added = route("paths", new.address, 'patterns = ["GET /new"]')
+            path.write_text(config(added, route("http", old.address), port=port, extra=extra))
+            status, answer = await post(admin, "/reload")
+            assert (status, answer) == (200, {"reloaded": True, "routes": 2})
+            await until(
+                lambda: proxy.stderr.count("routes reloaded: 2 route(s)") == 2, 5, "reloads"
+            )
+            answers = await get_many(port, 30, "/new")
+            assert [body(answer) for answer in answers] == ["new\n"] * 30
+            ids = [r["id"] for r in (await admin_json(admin, "/status"))["routes"]]
+            assert ids == ["paths", "http"]
+
+            path.write_text(config(route("http", "nowhere"), port=port, extra=extra))
+            status, answer = await post(admin, "/reload")
+            assert status == 400
+            assert answer["error"] == (f"{path}: protocols[0].forward_to: not host:port: 'nowhere'")
+            answers = await get_many(port, 10, "/new")
+            assert [body(answer) for answer in answers] == ["new\n"] * 10
+            assert proxy.stderr.count("routes reloaded") == 2
+
+
+async def post(port: int, path: str) -> tuple[int, dict[str, Any]]:
+    reader, writer = await asyncio.open_connection(HOST, port)
+    try:
+        writer.write(f"POST {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+        async with asyncio.timeout(10):
+            response = await reader.read()
+    finally:
+        writer.close()
+    head, _, text = response.partition(b"\r\n\r\n")
+    document: dict[str, Any] = json.loads(text)
+    return int(head.split()[1]), document
 
 
 async def test_the_per_ip_cap_holds_across_workers() -> None:
@@ -226,6 +274,40 @@ async def test_the_per_ip_cap_holds_across_workers() -> None:
                 metrics
             )
         assert proxy.stderr.count("max_connections_per_ip reached") >= 1
+
+
+async def test_a_killed_workers_connections_no_longer_count() -> None:
+    port = free_port()
+    admin = free_port()
+    async with http_backend("web") as web:
+        extra = f'[admin]\nbind = "{HOST}:{admin}"\n'
+        text = config(route("http", web.address), port=port, extra=extra)
+        text = text.replace("max_connections_per_ip = 0", "max_connections_per_ip = 5")
+        async with two_workers(text) as (proxy, workers):
+            # Five held, until the kernel has put some on each worker.
+            while True:
+                held = [await asyncio.open_connection(HOST, port) for _ in range(5)]
+                await until_status(admin, 5)
+                open_now = accepted_on(port)
+                on = {pid: len(sockets_of(pid) & open_now) for pid in workers}
+                if all(on.values()):
+                    break
+                for _, writer in held:
+                    writer.close()
+                await until_status(admin, 0)
+            victim = min(workers)
+            os.kill(victim, signal.SIGKILL)
+            await proxy.wait_for(rf"worker \d \(pid {victim}\) died")
+            # Its connections are gone, and so is their count: as many new ones are admitted.
+            await until_status(admin, 5 - on[victim])
+            more = [await asyncio.open_connection(HOST, port) for _ in range(on[victim])]
+            await until_status(admin, 5)
+            reader, writer = await asyncio.open_connection(HOST, port)
+            assert await refused(reader)  # and the cap still holds
+            writer.close()
+            for _, w in held + more:
+                w.close()
+            await until_status(admin, 0)
 
 
 async def refused(reader: asyncio.StreamReader) -> bool:

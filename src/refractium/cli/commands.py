@@ -200,7 +200,7 @@ def _run_worker(args: argparse.Namespace, load: Callable[[], Config]) -> int:
 
     link = WorkerLink.parse(args.worker)
     counts = SharedCounts.attach(link.counts_fd, link.index - 1)
-    allows.use(SharedDeadlines.attach(link.allows_fd))
+    allows.use(allows.SharedAllows(SharedDeadlines.attach(link.allows_fd)))
     engine = Refractium(load(), admin_listener=False, limits=SharedLimits(counts))
     transport = {"run": "both", "tcp": "tcp", "udp": "udp"}[args.command]
     run(

@@ -87,10 +87,10 @@ class SharedAllows:
 _store: AllowStore = LocalAllows()
 
 
-def use(table: SharedDeadlines) -> None:
-    """Keep this process's allow list in ``table``, shared with the other workers."""
+def use(store: AllowStore) -> None:
+    """Keep this process's allow list in ``store`` (a worker: the table it shares)."""
     global _store
-    _store = SharedAllows(table)
+    _store = store
 
 
 def current() -> AllowStore:
