@@ -94,20 +94,53 @@ _SHARED_REFUSALS = {
 
 
 class SharedLimits:
-    """The caps counted for every worker of the instance, in shared memory."""
+    """The caps counted for every worker of the instance, in shared memory.
 
-    __slots__ = ("counts",)
+    Without a per-IP cap a connection is counted in the total only: no slot
+    of the address table is taken (a third of the cost). Which connections
+    were counted so is remembered here, since a reload may set the cap
+    before they end.
+    """
+
+    __slots__ = ("counts", "total_only")
 
     def __init__(self, counts: SharedCounts) -> None:
         self.counts = counts
+        # Address -> its connections counted in the total only, in this worker.
+        self.total_only: dict[str, int] = {}
 
     def admit(self, ip: str, max_total: int, max_per_ip: int) -> Refusal | None:
-        why = self.counts.admit(ip, max_total, max_per_ip)
+        if max_per_ip or not ip:
+            why = self.counts.admit(ip, max_total, max_per_ip)
+        else:
+            why = self.counts.admit("", max_total, 0)
+            if why is None:
+                self.total_only[ip] = self.total_only.get(ip, 0) + 1
         return None if why is None else _SHARED_REFUSALS[why]
 
     def rekey(self, old: str, new: str, max_per_ip: int) -> Refusal | None:
-        why = self.counts.rekey(old, new, max_per_ip)
+        if not max_per_ip:
+            # Both counted in the total only: nothing moves but the name.
+            self._forget_total_only(old)
+            if new:
+                self.total_only[new] = self.total_only.get(new, 0) + 1
+            return None
+        why = self.counts.rekey("" if old in self.total_only else old, new, max_per_ip)
+        if why is None:
+            self._forget_total_only(old)
         return None if why is None else _SHARED_REFUSALS[why]
 
     def release(self, ip: str) -> None:
+        if ip and ip in self.total_only:
+            self._forget_total_only(ip)
+            ip = ""
         self.counts.release(ip)
+
+    def _forget_total_only(self, ip: str) -> None:
+        held = self.total_only.get(ip)
+        if held is None:
+            return
+        if held > 1:
+            self.total_only[ip] = held - 1
+        else:
+            del self.total_only[ip]
