@@ -29,9 +29,15 @@ __all__ = [
     "EndpointConfig",
     "HealthCheck",
     "HookSpec",
+    "LimitsConfig",
+    "Offence",
+    "OnError",
     "Overflow",
+    "Rate",
     "RouteConfig",
     "ServerConfig",
+    "StateBackend",
+    "StateConfig",
     "route_transport",
 ]
 
@@ -54,6 +60,30 @@ class Overflow(StrEnum):
 
     DROP = "drop"
     BLOCK = "block"
+
+
+class Offence(StrEnum):
+    """What a client does that counts toward a ban (``[limits] offences``)."""
+
+    LIMITED = "limited"  # over a connection rate
+    UNIDENTIFIED = "unidentified"  # sent bytes no route recognised
+    REJECTED = "rejected"  # an endpoint hook rejected it
+    PEEK_TIMEOUT = "peek_timeout"  # sent too little in time, with no on_timeout route
+
+
+@dataclass(frozen=True, slots=True)
+class Rate:
+    """``count`` new connections per ``period_s``: a token bucket holding ``burst``."""
+
+    count: int
+    period_s: float  # 1, 60 or 3600
+    burst: int
+    text: str  # as written: "20/s"
+
+    @property
+    def per_s(self) -> float:
+        """Tokens added per second."""
+        return self.count / self.period_s
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +141,8 @@ class RouteConfig:
     idle_timeout_s: float | None = None
     # Dial the backend from the client's own address (IP_TRANSPARENT).
     transparent: bool = False
+    # New connections per client group on this route, checked once identified.
+    connection_rate: Rate | None = None
     index: int = 0
     # The id that labels this route's metrics and access lines: the file's
     # ``id``, else filled in by :func:`refractium.config.route_ids.assign_ids`.
@@ -156,6 +188,61 @@ class ServerConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class LimitsConfig:
+    """The ``[limits]`` table: who is let in, how fast, and who is banned.
+
+    Everything is off by default: no rate, no list, and no ban unless
+    ``ban_after`` is set.
+    """
+
+    connection_rate: Rate | None = None  # per client group, for the instance, at accept
+    # Clients are counted per group: an IPv4 /group_v4, an IPv6 /group_v6.
+    group_v4: int = 32
+    group_v6: int = 64
+    allow: tuple[IPv4Network | IPv6Network, ...] = ()  # never limited, never banned
+    deny: tuple[IPv4Network | IPv6Network, ...] = ()  # refused at accept
+    deny_file: str | None = None  # resolved against the config file's directory
+    ban_after: int = 0  # offences within ban_window_s that ban a group; 0: never
+    ban_window_s: float = 60.0
+    ban_for_s: float = 600.0
+    offences: frozenset[Offence] = frozenset(Offence)
+    # Client groups whose buckets and offence counts are kept at once; beyond
+    # it the least recently seen are forgotten (and counted).
+    max_clients: int = 100_000
+
+    @property
+    def active(self) -> bool:
+        """Whether anything is checked at accept (a rate, a list, bans)."""
+        return bool(
+            self.connection_rate or self.allow or self.deny or self.deny_file or self.ban_after
+        )
+
+
+class StateBackend(StrEnum):
+    """Where the state shared by instances is kept."""
+
+    MEMORY = "memory"  # this instance (its workers share it)
+    REDIS = "redis"  # every instance with the same url and prefix
+
+
+class OnError(StrEnum):
+    """What needs shared state does while its store is away."""
+
+    OPEN = "open"  # go on with local state
+    CLOSED = "closed"  # refuse it
+
+
+@dataclass(frozen=True, slots=True)
+class StateConfig:
+    """The ``[state]`` table."""
+
+    backend: StateBackend = StateBackend.MEMORY
+    url: str = "redis://127.0.0.1:6379/0"
+    prefix: str = "refractium:"
+    on_error: OnError = OnError.OPEN
+
+
+@dataclass(frozen=True, slots=True)
 class AdminConfig:
     """The ``[admin]`` table; ``bind`` None means no admin listener."""
 
@@ -193,6 +280,8 @@ class Config:
     admin: AdminConfig = AdminConfig()
     endpoint: EndpointConfig = EndpointConfig()
     log: LogConfig = LogConfig()
+    limits: LimitsConfig = LimitsConfig()
+    state: StateConfig = StateConfig()
     source: str | None = None
 
     @property
