@@ -7,6 +7,8 @@
 * :mod:`~refractium.config.load`: file to :class:`Config`
   (:func:`load_file`, :func:`parse_config`), failing fast with one-line
   :class:`~refractium.errors.ConfigError` messages;
+* :mod:`~refractium.config.limits`: the ``[limits]`` and ``[state]`` tables
+  and a route's ``connection_rate``, for the loader;
 * :mod:`~refractium.config.overrides`: ``-b``, ``-p`` and ``-f`` over a
   loaded config (:func:`apply_overrides`);
 * :mod:`~refractium.config.describe`: the text ``refractium check`` prints.
@@ -25,10 +27,16 @@ from refractium.config.model import (
     EndpointConfig,
     HealthCheck,
     HookSpec,
+    LimitsConfig,
     LogConfig,
+    Offence,
+    OnError,
     Overflow,
+    Rate,
     RouteConfig,
     ServerConfig,
+    StateBackend,
+    StateConfig,
 )
 from refractium.config.overrides import apply_overrides
 
@@ -39,10 +47,16 @@ __all__ = [
     "EndpointConfig",
     "HealthCheck",
     "HookSpec",
+    "LimitsConfig",
     "LogConfig",
+    "Offence",
+    "OnError",
     "Overflow",
+    "Rate",
     "RouteConfig",
     "ServerConfig",
+    "StateBackend",
+    "StateConfig",
     "apply_overrides",
     "describe",
     "load_file",

@@ -28,7 +28,7 @@ from typing import Any
 import msgspec
 
 from refractium.addr import Address, parse_address
-from refractium.config import schema
+from refractium.config import limits, schema
 from refractium.config.model import (
     DEFAULT_ADMIN_BIND,
     AdminConfig,
@@ -125,6 +125,8 @@ def _resolve(raw: schema.ConfigFile, source: str | None, extra: frozenset[str]) 
         admin=_admin(raw.admin),
         endpoint=EndpointConfig(hooks=_hooks("endpoint.hooks", endpoint.hooks)),
         log=_log(raw.log),
+        limits=limits.limits(raw.limits, source),
+        state=limits.state(raw.state),
         source=source,
     )
     check_route_ports(config)
@@ -310,6 +312,7 @@ def _route(
             else schema.idle_seconds(f"{key}.idle_timeout_s", table.idle_timeout_s)
         ),
         transparent=_transparent(f"{key}.transparent", table.transparent),
+        connection_rate=limits.connection_rate(f"{key}.connection_rate", table.connection_rate),
         index=index,
     )
 

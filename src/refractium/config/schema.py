@@ -111,6 +111,33 @@ class ProtocolTable(_Table):
     ports: int | list[int] | None = None
     idle_timeout_s: float | None = None
     transparent: bool | None = None
+    connection_rate: str | None = None
+
+
+class LimitsTable(_Table):
+    """[limits]: abuse control (resolved by :mod:`refractium.config.limits`)."""
+
+    connection_rate: str | None = None
+    connection_burst: int | None = None
+    group_v4: int | None = None
+    group_v6: int | None = None
+    allow: StrOrList | None = None
+    deny: StrOrList | None = None
+    deny_file: str | None = None
+    ban_after: int | None = None
+    ban_window_s: float | None = None
+    ban_for_s: float | None = None
+    offences: StrOrList | None = None
+    max_clients: int | None = None
+
+
+class StateTable(_Table):
+    """[state]: where the state instances share is kept."""
+
+    backend: str | None = None
+    url: str | None = None
+    prefix: str | None = None
+    on_error: str | None = None
 
 
 class LogTable(_Table):
@@ -130,6 +157,8 @@ class ConfigFile(_Table):
     admin: AdminTable | None = None
     endpoint: EndpointTable | None = None
     log: LogTable | None = None
+    limits: LimitsTable | None = None
+    state: StateTable | None = None
     protocols: list[ProtocolTable] | None = None
     # Refractium's Rust implementation reads the fallbacks at the top level.
     fallback_tcp: str | None = None
@@ -144,6 +173,8 @@ _TABLES: dict[str, type[_Table]] = {
     "admin": AdminTable,
     "endpoint": EndpointTable,
     "log": LogTable,
+    "limits": LimitsTable,
+    "state": StateTable,
     "protocols": ProtocolTable,
     "protocols.health_check": HealthCheckTable,
 }
