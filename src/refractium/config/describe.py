@@ -10,7 +10,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from refractium.addr import format_host
-from refractium.config.model import Config, RouteConfig, route_transport
+from refractium.config.model import (
+    Config,
+    LimitsConfig,
+    Offence,
+    RouteConfig,
+    StateBackend,
+    StateConfig,
+    route_transport,
+)
 
 __all__ = ["describe"]
 
@@ -43,7 +51,59 @@ def describe(config: Config) -> str:
         f"workers:      {server.workers}{' (one process)' if server.workers == 1 else ''}",
         f"endpoint:     {', '.join(h.use for h in config.endpoint.hooks) or 'no hooks'}",
     ]
+    if config.limits != LimitsConfig():
+        lines.append(f"limits:       {_limits(config.limits)}")
+    if config.state != StateConfig():
+        lines.append(f"state:        {_state(config.state)}")
     return "\n".join(lines)
+
+
+def _limits(limits: LimitsConfig) -> str:
+    """``[limits]`` on one line: the rate, the lists, the bans, in that order."""
+    groups = f"per /{limits.group_v4} /{limits.group_v6}"
+    parts = []
+    rate = limits.connection_rate
+    if rate is not None:
+        parts.append(f"rate {rate.text} burst {rate.burst} {groups}")
+    lists = [f"deny {len(limits.deny)}"] if limits.deny else []
+    lists += [f"allow {len(limits.allow)}"] if limits.allow else []
+    lists += [f"deny_file {limits.deny_file}"] if limits.deny_file else []
+    if lists:
+        parts.append(", ".join(lists))
+    if limits.ban_after:
+        # The groups once: with the rate when there is one.
+        who = "" if rate is not None else f" {groups}"
+        ban = (
+            f"ban{who} after {limits.ban_after} in {limits.ban_window_s:g} s"
+            f" for {limits.ban_for_s:g} s"
+        )
+        if limits.offences != frozenset(Offence):
+            named = [o.value for o in Offence if o in limits.offences]
+            ban += f" ({', '.join(named) or 'no offence'})"
+        parts.append(ban)
+    else:
+        parts.append("no ban")
+    if limits.max_clients != LimitsConfig().max_clients:
+        parts.append(f"{limits.max_clients} clients kept")
+    return "; ".join(parts)
+
+
+def _state(state: StateConfig) -> str:
+    """``[state]`` on one line, any password in the url hidden."""
+    if state.backend is StateBackend.MEMORY:
+        return "memory"
+    url = _without_password(state.url)
+    return f"{state.backend} {url} prefix {state.prefix!r} on_error {state.on_error}"
+
+
+def _without_password(url: str) -> str:
+    """``redis://user:secret@host`` as ``redis://user:***@host``: check output gets pasted."""
+    scheme, sep, rest = url.partition("://")
+    userinfo, at, host = rest.rpartition("@")
+    if not at or ":" not in userinfo:
+        return url
+    user = userinfo.partition(":")[0]
+    return f"{scheme}{sep}{user}:***@{host}"
 
 
 def _ports(config: Config) -> list[str]:
@@ -74,6 +134,8 @@ def _route_row(route: RouteConfig) -> tuple[str, ...]:
     options = [f"proxy_protocol=v{route.proxy_protocol}"] if route.proxy_protocol else []
     options += [f"hooks={len(route.hooks)}"] if route.hooks else []
     options += ["health_check"] if route.health_check else []
+    rate = route.connection_rate
+    options += [f"connection_rate={rate.text}"] if rate is not None else []
     transport = route_transport(route)
     return (
         str(route.index),

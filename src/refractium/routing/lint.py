@@ -14,7 +14,11 @@ logs them at start. Each is one line naming the key at fault:
 * a regex not anchored with ``^`` or ``\A`` (it never rules a client out);
 * a route or fallback forwarding to the proxy's own listener (a loop);
 * ``accept_proxy_protocol`` with no ``trusted_proxies`` (no effect);
-* ``overflow`` on a route without packet hooks (no effect).
+* ``overflow`` on a route without packet hooks (no effect);
+* abuse control that cannot do what it says: bans with no offence that
+  counts, a denied network inside an allowed one (allow wins), a route's
+  ``connection_rate`` on a route serving UDP only, ``[state]`` keys the
+  ``memory`` backend does not use.
 
 Pure: reads a validated :class:`~refractium.config.Config` and the
 built-in probes, opens nothing, resolves no name.
@@ -24,9 +28,10 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Iterator
+from ipaddress import IPv4Network, IPv6Network
 
 from refractium.addr import Address
-from refractium.config import Config, RouteConfig
+from refractium.config import Config, LimitsConfig, Offence, RouteConfig, StateBackend, StateConfig
 from refractium.protocols.anyprot import AnyProbe
 from refractium.protocols.base import Probe, Transport, metadata
 from refractium.protocols.custom import CustomProbe
@@ -88,6 +93,8 @@ def lint(config: Config) -> list[str]:
         warnings += _loops(config, route.label, route.config.forward_to, route.transports(), routes)
         if route.config.overflow_set and not route.config.hooks:
             warnings.append(f"{route.label}: overflow is set but the route has no hooks")
+        if route.config.connection_rate is not None and route.transport is Transport.UDP:
+            warnings.append(f"{route.label}: connection_rate applies to TCP only")
         if route.config.transparent and config.server.user is not None:
             warnings.append(
                 f"{route.label}: transparent needs CAP_NET_ADMIN, which dropping to "
@@ -105,7 +112,70 @@ def lint(config: Config) -> list[str]:
             "server.accept_proxy_protocol: set, but server.trusted_proxies is empty: "
             "no upstream may send a PROXY header, so it has no effect"
         )
+    warnings += _limits(config)
+    warnings += _state(config.state)
     return warnings
+
+
+def _limits(config: Config) -> Iterator[str]:
+    """Abuse control set to do something it cannot do."""
+    limits = config.limits
+    if limits.ban_after and not limits.offences:
+        yield "limits.ban_after: set, but limits.offences is empty: nothing is ever banned"
+    elif limits.ban_after and limits.offences == {Offence.LIMITED} and not _any_rate(config):
+        yield (
+            "limits.offences: only 'limited' counts, but no connection_rate is set: "
+            "nothing is ever banned"
+        )
+    yield from _denied_but_allowed(limits)
+
+
+def _any_rate(config: Config) -> bool:
+    return config.limits.connection_rate is not None or any(
+        route.connection_rate is not None for route in config.protocols
+    )
+
+
+def _denied_but_allowed(limits: LimitsConfig) -> Iterator[str]:
+    """A warning per ``deny`` entry that an ``allow`` entry holds whole: it refuses nobody.
+
+    The other way round (an allowed network inside a denied one) is the way
+    to write "all of these but those", so it is not warned about.
+    """
+    for denied in limits.deny:
+        # Two CIDR networks overlap only when one holds the other.
+        holder = next(
+            (
+                allowed
+                for allowed in limits.allow
+                if allowed.version == denied.version
+                and allowed.prefixlen <= denied.prefixlen
+                and allowed.overlaps(denied)
+            ),
+            None,
+        )
+        if holder is not None:
+            yield (
+                f"limits.deny: {_net(denied)} is within limits.allow's {_net(holder)}: "
+                "allow wins, so it is never refused"
+            )
+
+
+def _net(network: IPv4Network | IPv6Network) -> str:
+    """A single host as a bare address, else the CIDR."""
+    if network.prefixlen == network.max_prefixlen:
+        return str(network.network_address)
+    return str(network)
+
+
+def _state(state: StateConfig) -> Iterator[str]:
+    """``[state]`` keys set for a redis store while the backend is memory."""
+    if state.backend is not StateBackend.MEMORY:
+        return
+    defaults = StateConfig()
+    for name in ("url", "prefix", "on_error"):
+        if getattr(state, name) != getattr(defaults, name):
+            yield f"state.{name}: set, but state.backend is memory: only redis uses it"
 
 
 def _never_matches(route: _Route) -> str | None:

@@ -136,6 +136,50 @@ WARNED = [
         "'nobody' gives up: its dials will fail",
         id="transparent-with-user",
     ),
+    pytest.param(
+        "[limits]\nban_after = 10\noffences = []\n" + route("http"),
+        "limits.ban_after: set, but limits.offences is empty: nothing is ever banned",
+        id="ban-without-offences",
+    ),
+    pytest.param(
+        '[limits]\nban_after = 10\noffences = ["limited"]\n' + route("http"),
+        "limits.offences: only 'limited' counts, but no connection_rate is set: "
+        "nothing is ever banned",
+        id="ban-on-limited-without-rate",
+    ),
+    pytest.param(
+        '[limits]\nallow = ["192.0.2.0/24", "10.0.0.0/8"]\ndeny = ["10.1.0.0/16"]\n'
+        + route("http"),
+        "limits.deny: 10.1.0.0/16 is within limits.allow's 10.0.0.0/8: allow wins, "
+        "so it is never refused",
+        id="denied-inside-allowed",
+    ),
+    pytest.param(
+        '[limits]\nallow = ["2001:db8::7"]\ndeny = ["2001:db8::7"]\n' + route("http"),
+        "limits.deny: 2001:db8::7 is within limits.allow's 2001:db8::7: allow wins, "
+        "so it is never refused",
+        id="denied-and-allowed-the-same",
+    ),
+    pytest.param(
+        route("dns", 'transport = "udp"', 'connection_rate = "10/s"'),
+        "protocols[0] (dns): connection_rate applies to TCP only",
+        id="rate-on-udp-route",
+    ),
+    pytest.param(
+        route("wireguard", 'connection_rate = "10/s"'),
+        "protocols[0] (wireguard): connection_rate applies to TCP only",
+        id="rate-on-udp-protocol",
+    ),
+    pytest.param(
+        '[state]\nurl = "redis://cache:6379/0"\n' + route("http"),
+        "state.url: set, but state.backend is memory: only redis uses it",
+        id="state-url-with-memory",
+    ),
+    pytest.param(
+        '[state]\non_error = "closed"\n' + route("http"),
+        "state.on_error: set, but state.backend is memory: only redis uses it",
+        id="state-on-error-with-memory",
+    ),
 ]
 
 
@@ -216,6 +260,33 @@ QUIET = [
     pytest.param(
         route("http", 'overflow = "block"', 'hooks = ["refractium.hooks.logger:TrafficLogger"]'),
         id="overflow-with-hooks",
+    ),
+    pytest.param(
+        '[limits]\nban_after = 10\noffences = ["limited"]\n'
+        + route("ssh", 'connection_rate = "3/m"'),
+        id="ban-on-a-route-rate",
+    ),
+    pytest.param(
+        '[limits]\nconnection_rate = "20/s"\nban_after = 10\noffences = ["limited"]\n'
+        + route("http"),
+        id="ban-on-the-rate",
+    ),
+    pytest.param(
+        '[limits]\nallow = ["10.0.0.0/24"]\ndeny = ["10.0.1.0/24", "192.0.2.0/24"]\n'
+        + route("http"),
+        id="allow-and-deny-apart",
+    ),
+    # Everyone but these: the allowed networks are exceptions to the denied one.
+    pytest.param(
+        '[limits]\nallow = ["10.0.0.0/24", "2001:db8::/32"]\ndeny = ["0.0.0.0/0", "::/0"]\n'
+        + route("http"),
+        id="allowed-inside-denied",
+    ),
+    pytest.param(route("dns", 'connection_rate = "10/s"'), id="rate-on-a-tcp-and-udp-route"),
+    pytest.param(
+        '[state]\nbackend = "redis"\nurl = "redis://cache:6379/0"\non_error = "closed"\n'
+        + route("http"),
+        id="state-redis",
     ),
 ]
 
