@@ -1,0 +1,280 @@
+"""The stores of abuse control kept in this process: buckets, offences, bans.
+
+They implement the protocols of :mod:`refractium.shared.stores` for one
+process (``[server] workers = 1``, or a program embedding the engine); the
+workers of one instance share the tables of :mod:`refractium.shared`
+instead, which keep the same state the same way. Keys are 16 bytes
+(:mod:`~refractium.abuse.groups`), times ``time.time()`` seconds, passed in
+so that a decision and its tests read no clock.
+
+Every store is bounded. Buckets and offence counts are kept for at most
+``capacity`` keys, least recently used first out; what goes without losing
+anything (a bucket full again, offences all out of their window) is dropped
+for free, lazily, when a new key needs the room, and what goes while it
+still mattered is counted in ``evictions`` (a client forgotten while
+limited, which starts again with a full bucket). Bans are kept for at most
+``capacity`` networks, the one that expires first going to make room.
+
+Not thread-safe: each worker runs one event loop thread.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+from collections import OrderedDict, deque
+from typing import Final
+
+from refractium.abuse.prefixes import Network, PrefixMap
+from refractium.shared.stores import Ban
+
+__all__ = ["KEPT_OFFENCES", "LocalBans", "LocalBuckets", "LocalOffences"]
+
+# How many buckets or offence records are examined for a free drop each time
+# a new key comes: more than one, so that the idle drain faster than keys come.
+_DROPS_PER_NEW = 2
+
+# Offence times kept per key: a count up to this is exact (see LocalOffences).
+KEPT_OFFENCES: Final = 64
+
+
+def _check_capacity(capacity: int) -> None:
+    if capacity < 1:
+        raise ValueError(f"capacity must be at least 1, not {capacity}")
+
+
+class LocalBuckets:
+    """Token buckets by key, for at most ``capacity`` keys (the protocol ``Buckets``).
+
+    A bucket is ``(tokens, stamp, full_at)``: the tokens it held at
+    ``stamp``, and when it will be full again, which is what tells whether
+    forgetting it loses anything (rates differ between keys: the instance's
+    and each route's).
+    """
+
+    __slots__ = ("_buckets", "_capacity", "_evictions")
+
+    def __init__(self, capacity: int) -> None:
+        _check_capacity(capacity)
+        self._capacity = capacity
+        self._buckets: OrderedDict[bytes, tuple[float, float, float]] = OrderedDict()
+        self._evictions = 0
+
+    def take(self, key: bytes, per_s: float, burst: float, now: float) -> float:
+        """Take one token from ``key``'s bucket (full when new or forgotten).
+
+        Returns 0.0 when a token was taken, else the seconds until one will
+        be there; nothing is taken then.
+        """
+        buckets = self._buckets
+        bucket = buckets.get(key)
+        if bucket is None:
+            self._make_room(now)
+            tokens = float(burst)
+        else:
+            buckets.move_to_end(key)
+            tokens, stamp, _ = bucket
+            if now > stamp:
+                tokens = min(burst, tokens + (now - stamp) * per_s)
+            else:
+                now = stamp  # a clock stepped back: no refill, and none counted twice later
+        if tokens >= 1.0:
+            tokens -= 1.0
+            wait = 0.0
+        else:
+            wait = (1.0 - tokens) / per_s
+        buckets[key] = (tokens, now, now + (burst - tokens) / per_s)
+        return wait
+
+    @property
+    def evictions(self) -> int:
+        """Buckets forgotten to make room while still holding less than a full burst."""
+        return self._evictions
+
+    def __len__(self) -> int:
+        return len(self._buckets)
+
+    def _make_room(self, now: float) -> None:
+        """Before a new key: drop buckets full again, then the least recently used if full."""
+        buckets = self._buckets
+        for _ in range(_DROPS_PER_NEW):
+            if not buckets:
+                return
+            oldest = next(iter(buckets))
+            if buckets[oldest][2] > now:
+                break
+            del buckets[oldest]
+        if len(buckets) >= self._capacity:
+            _, (_, _, full_at) = buckets.popitem(last=False)
+            if full_at > now:
+                self._evictions += 1
+
+
+class _Record:
+    """One key's offences: the last times, and a count of older ones still in the window."""
+
+    __slots__ = ("expires", "older", "older_until", "times")
+
+    def __init__(self) -> None:
+        self.times: deque[float] = deque()
+        self.older = 0  # offences no longer in ``times``, counted until ``older_until``
+        self.older_until = 0.0
+        self.expires = 0.0  # when the last offence leaves its window
+
+
+class LocalOffences:
+    """Offence counts by key over a sliding window, for at most ``capacity`` keys.
+
+    An offence at ``t`` counts while ``now - window_s < t``: one exactly
+    ``window_s`` old has left the window. The times of the last
+    :data:`KEPT_OFFENCES` (64) offences of a key are kept, so a count up to
+    64 is exact (any practical ``ban_after``). Beyond, the offences that no
+    longer fit are counted together until the newest of them leaves the
+    window: the count may then include a few that just left it, never
+    fewer than are in it, so a larger ``ban_after`` bans at its count or a
+    little before, never later.
+    """
+
+    __slots__ = ("_capacity", "_evictions", "_records")
+
+    def __init__(self, capacity: int) -> None:
+        _check_capacity(capacity)
+        self._capacity = capacity
+        self._records: OrderedDict[bytes, _Record] = OrderedDict()
+        self._evictions = 0
+
+    def add(self, key: bytes, window_s: float, now: float) -> int:
+        """Count one offence of ``key``; how many it has in the window, this one included."""
+        records = self._records
+        record = records.get(key)
+        if record is None:
+            self._make_room(now)
+            record = records[key] = _Record()
+        else:
+            records.move_to_end(key)
+        times = record.times
+        start = now - window_s
+        while times and times[0] <= start:
+            times.popleft()
+        if record.older and record.older_until <= now:
+            record.older = 0
+        if len(times) >= KEPT_OFFENCES:
+            oldest = times.popleft()
+            record.older += 1
+            # The offences dropped from ``times`` count until the newest of them is out.
+            record.older_until = oldest + window_s
+        times.append(now)
+        record.expires = now + window_s
+        return record.older + len(times)
+
+    def clear(self, key: bytes) -> None:
+        """Forget ``key``'s offences (it was just banned)."""
+        self._records.pop(key, None)
+
+    @property
+    def evictions(self) -> int:
+        """Keys forgotten to make room while they still had offences in their window."""
+        return self._evictions
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+    def _make_room(self, now: float) -> None:
+        records = self._records
+        for _ in range(_DROPS_PER_NEW):
+            if not records:
+                return
+            oldest = next(iter(records))
+            if records[oldest].expires > now:
+                break
+            del records[oldest]
+        if len(records) >= self._capacity:
+            _, record = records.popitem(last=False)
+            if record.expires > now:
+                self._evictions += 1
+
+
+class LocalBans:
+    """Banned networks until their deadlines, at most ``capacity`` of them.
+
+    :meth:`banned` finds the most specific ban covering an address with a
+    dict probe per prefix length banned (a /32 and a /24: two), whatever the
+    number of bans (:class:`~refractium.abuse.prefixes.PrefixMap`). A ban
+    past its deadline is dropped when a lookup meets it or when a ban is
+    made. Full, :meth:`ban` drops the ban that expires first.
+    """
+
+    __slots__ = ("_bans", "_capacity", "_evictions", "_heap", "_seq")
+
+    def __init__(self, capacity: int = 4096) -> None:
+        _check_capacity(capacity)
+        self._capacity = capacity
+        self._bans: PrefixMap[Ban] = PrefixMap()
+        # Every ban made, soonest to expire first; an entry whose ban was
+        # replaced or lifted stays until it comes up (it is skipped then).
+        self._heap: list[tuple[float, int, Ban]] = []
+        self._seq = itertools.count()  # ties of the heap: never compare two Bans
+        self._evictions = 0
+
+    def ban(self, network: Network, until: float, reason: str, now: float) -> Ban:
+        """Ban ``network`` until ``until`` (replacing a ban of the same network)."""
+        self._expire(now)
+        bans = self._bans
+        if len(bans) >= self._capacity and bans.get(network) is None:
+            self._drop_soonest()
+            self._evictions += 1
+        ban = Ban(network, reason, now, until)
+        bans.put(network, ban)
+        heapq.heappush(self._heap, (until, next(self._seq), ban))
+        if len(self._heap) > 2 * len(bans) + 64:
+            self._compact()
+        return ban
+
+    def unban(self, network: Network) -> bool:
+        """Lift the ban of exactly ``network``; False if there was none."""
+        return self._bans.pop(network) is not None
+
+    def banned(self, ip: str, now: float) -> Ban | None:
+        """The ban covering ``ip`` now, if any (the most specific one); never raises."""
+        bans = self._bans
+        while True:
+            ban = bans.lookup(ip)
+            if ban is None or ban.expires > now:
+                return ban
+            # Over: drop it, then a less specific ban may still cover ``ip``.
+            bans.pop(ban.network)
+
+    def all(self, now: float) -> list[Ban]:
+        """Every ban still in force, soonest to expire first."""
+        self._expire(now)
+        return sorted(self._bans.values(), key=lambda ban: ban.expires)
+
+    @property
+    def evictions(self) -> int:
+        """Bans dropped before their deadline to make room for another."""
+        return self._evictions
+
+    def __len__(self) -> int:
+        """Bans kept, including any past their deadline not yet dropped."""
+        return len(self._bans)
+
+    def _expire(self, now: float) -> None:
+        heap, bans = self._heap, self._bans
+        while heap and heap[0][0] <= now:
+            _, _, ban = heapq.heappop(heap)
+            if bans.get(ban.network) is ban:
+                bans.pop(ban.network)
+
+    def _drop_soonest(self) -> None:
+        heap, bans = self._heap, self._bans
+        while heap:
+            _, _, ban = heapq.heappop(heap)
+            if bans.get(ban.network) is ban:
+                bans.pop(ban.network)
+                return
+
+    def _compact(self) -> None:
+        """Rebuild the heap from the bans kept, when stale entries outnumber them."""
+        bans = self._bans
+        self._heap = [entry for entry in self._heap if bans.get(entry[2].network) is entry[2]]
+        heapq.heapify(self._heap)
