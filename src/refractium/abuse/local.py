@@ -36,6 +36,7 @@ _DROPS_PER_NEW = 2
 
 # Offence times kept per key: a count up to this is exact (see LocalOffences).
 KEPT_OFFENCES: Final = 64
+_BINS = 8  # the bins of older offences each span at most window_s / _BINS
 
 
 def _check_capacity(capacity: int) -> None:
@@ -111,14 +112,14 @@ class LocalBuckets:
 
 
 class _Record:
-    """One key's offences: the last times, and a count of older ones still in the window."""
+    """One key's offences: the last times, and bins counting older ones (see LocalOffences)."""
 
-    __slots__ = ("expires", "older", "older_until", "times")
+    __slots__ = ("bins", "expires", "times")
 
     def __init__(self) -> None:
         self.times: deque[float] = deque()
-        self.older = 0  # offences no longer in ``times``, counted until ``older_until``
-        self.older_until = 0.0
+        # Offences that no longer fit in ``times``: [first, last, count] per bin, oldest first.
+        self.bins: deque[list[float]] | None = None
         self.expires = 0.0  # when the last offence leaves its window
 
 
@@ -128,11 +129,13 @@ class LocalOffences:
     An offence at ``t`` counts while ``now - window_s < t``: one exactly
     ``window_s`` old has left the window. The times of the last
     :data:`KEPT_OFFENCES` (64) offences of a key are kept, so a count up to
-    64 is exact (any practical ``ban_after``). Beyond, the offences that no
-    longer fit are counted together until the newest of them leaves the
-    window: the count may then include a few that just left it, never
-    fewer than are in it, so a larger ``ban_after`` bans at its count or a
-    little before, never later.
+    64 is exact (any practical ``ban_after``: a key is cleared when banned,
+    so it seldom holds more than ``ban_after``). Older offences are counted
+    in bins each spanning at most an eighth of the window, a bin counting
+    while its last offence is in the window: beyond 64, the count is never
+    below the exact one, and above it by at most the offences of the
+    window's oldest eighth. A larger ``ban_after`` bans at its count, or
+    a little before when offences are spread over the whole window.
     """
 
     __slots__ = ("_capacity", "_evictions", "_records")
@@ -156,16 +159,28 @@ class LocalOffences:
         start = now - window_s
         while times and times[0] <= start:
             times.popleft()
-        if record.older and record.older_until <= now:
-            record.older = 0
-        if len(times) >= KEPT_OFFENCES:
+        count = 0
+        bins = record.bins
+        if bins is not None:
+            while bins and bins[0][1] <= start:
+                bins.popleft()
+            if len(times) >= KEPT_OFFENCES:
+                oldest = times.popleft()
+                if bins and oldest - bins[-1][0] < window_s / _BINS:
+                    last = bins[-1]
+                    last[1] = oldest
+                    last[2] += 1
+                else:
+                    bins.append([oldest, oldest, 1])
+            for one in bins:
+                count += int(one[2])
+        elif len(times) >= KEPT_OFFENCES:
             oldest = times.popleft()
-            record.older += 1
-            # The offences dropped from ``times`` count until the newest of them is out.
-            record.older_until = oldest + window_s
+            record.bins = deque([[oldest, oldest, 1]])
+            count = 1
         times.append(now)
         record.expires = now + window_s
-        return record.older + len(times)
+        return count + len(times)
 
     def clear(self, key: bytes) -> None:
         """Forget ``key``'s offences (it was just banned)."""

@@ -72,7 +72,9 @@ def test_read_errors(tmp_path: Path) -> None:
     assert read_deny_file(str(missing)) == DenyList(
         (), (f"{missing}: cannot read: No such file or directory",)
     )
-    assert read_deny_file(str(tmp_path)) == DenyList((), (f"{tmp_path}: cannot read: Is a directory",))
+    assert read_deny_file(str(tmp_path)) == DenyList(
+        (), (f"{tmp_path}: cannot read: Is a directory",)
+    )
     binary = tmp_path / "deny.bin"
     binary.write_bytes(b"198.51.100.7\n\xff\xfe\n")
     assert read_deny_file(str(binary)) == DenyList(
