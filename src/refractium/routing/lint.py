@@ -142,23 +142,27 @@ def _denied_but_allowed(limits: LimitsConfig) -> Iterator[str]:
     The other way round (an allowed network inside a denied one) is the way
     to write "all of these but those", so it is not warned about.
     """
+    # The allowed networks by family and prefix length, keyed by their
+    # leading bits: a denied network is held by an allowed one when its own
+    # leading bits, at that length, are a key. Lists run to thousands of
+    # entries, so this is a lookup per length, not a comparison per pair.
+    allowed: dict[tuple[int, int], dict[int, IPv4Network | IPv6Network]] = {}
+    for network in limits.allow:
+        top = int(network.network_address) >> (network.max_prefixlen - network.prefixlen)
+        allowed.setdefault((network.version, network.prefixlen), {}).setdefault(top, network)
+    lengths = sorted(allowed)  # the widest first
     for denied in limits.deny:
-        # Two CIDR networks overlap only when one holds the other.
-        holder = next(
-            (
-                allowed
-                for allowed in limits.allow
-                if allowed.version == denied.version
-                and allowed.prefixlen <= denied.prefixlen
-                and allowed.overlaps(denied)
-            ),
-            None,
-        )
-        if holder is not None:
-            yield (
-                f"limits.deny: {_net(denied)} is within limits.allow's {_net(holder)}: "
-                "allow wins, so it is never refused"
-            )
+        address = int(denied.network_address)
+        for version, length in lengths:
+            if version != denied.version or length > denied.prefixlen:
+                continue
+            holder = allowed[version, length].get(address >> (denied.max_prefixlen - length))
+            if holder is not None:
+                yield (
+                    f"limits.deny: {_net(denied)} is within limits.allow's {_net(holder)}: "
+                    "allow wins, so it is never refused"
+                )
+                break
 
 
 def _net(network: IPv4Network | IPv6Network) -> str:

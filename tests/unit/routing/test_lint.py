@@ -282,6 +282,10 @@ QUIET = [
         + route("http"),
         id="allowed-inside-denied",
     ),
+    pytest.param(
+        '[limits]\nallow = ["::/0"]\ndeny = ["10.0.0.0/8"]\n' + route("http"),
+        id="allow-of-the-other-family",
+    ),
     pytest.param(route("dns", 'connection_rate = "10/s"'), id="rate-on-a-tcp-and-udp-route"),
     pytest.param(
         '[state]\nbackend = "redis"\nurl = "redis://cache:6379/0"\non_error = "closed"\n'
