@@ -6,7 +6,9 @@ host that rotates through its IPv6 /64 is still one client. The key is the
 masked address in 16 bytes, IPv4 mapped into ``::ffff:0:0/96`` (as
 :func:`refractium.shared.keys.address_key` writes a whole address), so an
 address reported as ``::ffff:203.0.113.7`` by a dual-stack listener is the
-same client as ``203.0.113.7``. A route's rate keeps its buckets under
+same client as ``203.0.113.7``; the one exception is the group ``::/n``
+(``::1`` counted per /64), keyed ``::1`` because 16 zero bytes mark an
+empty slot in the shared tables. A route's rate keeps its buckets under
 :func:`route_key`: a hash of the route and the group, the same 16 bytes wide.
 
 :func:`group_key` runs for every accepted connection when a rate is set;
@@ -31,6 +33,8 @@ _from_bytes = int.from_bytes
 _MASK4 = tuple(((1 << 32) - 1) ^ ((1 << (32 - n)) - 1) for n in range(33))
 _MASK6 = tuple(((1 << 128) - 1) ^ ((1 << (128 - n)) - 1) for n in range(129))
 _ZEROS = tuple(bytes(n) for n in range(17))
+_EMPTY = bytes(16)
+_ZERO_GROUP = bytes(15) + b"\x01"
 
 
 def _packed(ip: str) -> bytes:
@@ -55,7 +59,7 @@ def group_key(ip: str, v4: int, v6: int) -> bytes:
         v6: the group's prefix length for IPv6 addresses (1..128).
 
     Raises:
-        ValueError: ``ip`` is not an IP address.
+        ValueError: ``ip`` is not an IP address, or is ``::``.
     """
     # _packed inlined: this runs per connection, and the call is a tenth of its cost.
     try:
@@ -76,8 +80,24 @@ def group_key(ip: str, v4: int, v6: int) -> bytes:
             return _MAPPED + packed[: v4 >> 3] + _ZEROS[4 - (v4 >> 3)]
         return _MAPPED + (_from_bytes(packed) & _MASK4[v4]).to_bytes(4)
     if v6 & 7 == 0:
-        return packed[: v6 >> 3] + _ZEROS[16 - (v6 >> 3)]
-    return (_from_bytes(packed) & _MASK6[v6]).to_bytes(16)
+        key = packed[: v6 >> 3] + _ZEROS[16 - (v6 >> 3)]
+    else:
+        key = (_from_bytes(packed) & _MASK6[v6]).to_bytes(16)
+    if key == _EMPTY:
+        return _zero_group(packed)
+    return key
+
+
+def _zero_group(packed: bytes) -> bytes:
+    """The key of the group ``::/v6`` (``::1`` with /64): ``::1``, not all zeros.
+
+    The shared tables mark a slot never used with 16 zero bytes, so no key
+    may be that. Its last bit is a host bit of every group narrower than
+    /128, always zero otherwise, so no other group of the same width has it.
+    """
+    if packed == _EMPTY:
+        raise ValueError("'::' is no client's address")
+    return _ZERO_GROUP
 
 
 def group_network(ip: str, v4: int, v6: int) -> IPv4Network | IPv6Network:

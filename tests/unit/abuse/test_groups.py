@@ -65,3 +65,16 @@ def test_route_key() -> None:
     assert route_key("http", group) != key
     assert route_key("ssh", group_key("203.0.113.8", 32, 64)) != key
     assert route_key("ssh", group) != group
+
+
+@pytest.mark.parametrize(("ip", "v6"), [("::1", 64), ("::2", 64), ("::1", 127), ("2001:db8::1", 1)])
+def test_no_group_key_is_all_zero(ip: str, v6: int) -> None:
+    # 16 zero bytes mark an empty slot in the shared tables: ::/n is keyed ::1.
+    assert group_key(ip, 32, v6) == bytes(15) + b"\x01"
+    assert group_network(ip, 32, v6) == ip_network(f"::/{v6}")
+
+
+def test_the_unspecified_address_is_no_client() -> None:
+    with pytest.raises(ValueError, match="'::' is no client's address"):
+        group_key("::", 32, 64)
+    assert group_key("::1", 32, 128) == bytes(15) + b"\x01"
