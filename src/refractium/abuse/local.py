@@ -31,7 +31,7 @@ from refractium.shared.stores import Ban
 __all__ = ["KEPT_OFFENCES", "LocalBans", "LocalBuckets", "LocalOffences"]
 
 # How many buckets or offence records are examined for a free drop each time
-# a new key comes: more than one, so that the idle drain faster than keys come.
+# a new key comes: more than one, so that idle ones go faster than keys come.
 _DROPS_PER_NEW = 2
 
 # Offence times kept per key: a count up to this is exact (see LocalOffences).

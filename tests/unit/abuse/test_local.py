@@ -17,7 +17,7 @@ T0 = 1_000.0
 
 
 def test_they_implement_the_protocols() -> None:
-    # Checked by mypy too: these assignments type-check only if the classes fit.
+    # mypy run on this file checks the assignments: they type-check only if the classes fit.
     buckets: Buckets = LocalBuckets(10)
     offences: Offences = LocalOffences(10)
     bans: Bans = LocalBans()
@@ -99,7 +99,7 @@ def test_idle_buckets_are_dropped_when_new_keys_come() -> None:
         buckets.take(key, 10.0, 10, T0)  # each full again at T0 + 0.1
     assert len(buckets) == 100
     for i, key in enumerate(keys[:50]):
-        buckets.take(key + b"", 10.0, 10, T0 + 1 + i)  # the same keys, used again
+        buckets.take(key, 10.0, 10, T0 + 1 + i)  # the same keys, used again
     # Each new key drops up to two idle ones from the least recently used end.
     fresh = [group_key(f"192.0.2.{i}", 32, 64) for i in range(30)]
     for key in fresh:
