@@ -24,6 +24,7 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
+from refractium.abuse.guard import Guard
 from refractium.admin.history import HISTORY_SAMPLES, SAMPLE_INTERVAL_S, Sampler
 from refractium.admin.status import status
 from refractium.admin.view import EngineView, served_stats
@@ -151,4 +152,18 @@ def document(
         "routes": routes,
         "remotes": remotes.top(remote_map, time.monotonic()) if remote_map is not None else None,
         "rejections": [r._asdict() for r in recent],
+        **_bans(engine.guard),
     }
+
+
+#: Bans the page lists at most (soonest to expire first).
+SHOWN_BANS = 50
+
+
+def _bans(guard: Guard) -> dict[str, Any]:
+    """The bans panel's rows, when ``[limits]`` is on or a ban is in force (else no panel)."""
+    bans = guard.bans()
+    if not (guard.active or bans):
+        return {}
+    rows = [{"remote": b.address, "reason": b.reason, "until": b.expires} for b in bans]
+    return {"bans": rows[:SHOWN_BANS]}

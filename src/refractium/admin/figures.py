@@ -18,6 +18,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field, fields
 from typing import Any, TypeVar
 
+from refractium.abuse.guard import GuardStats
 from refractium.admin.view import BackendState, EngineView, RouteLoad, served_stats
 from refractium.endpoint.remotes import RemoteMap, merge_snapshots
 from refractium.hooks.dispatch import HookCounters, HookStats
@@ -39,6 +40,7 @@ class Figures:
     load: dict[tuple[str, str], RouteLoad] = field(default_factory=dict)
     # RemoteMap.snapshot() rows; None when no RemoteMap runs.
     remotes: list[dict[str, Any]] | None = None
+    guard: GuardStats = field(default_factory=GuardStats)
 
 
 def read(engine: EngineView) -> Figures:
@@ -54,6 +56,7 @@ def read(engine: EngineView) -> Figures:
         backends=list(engine.backends()),
         load=dict(engine.live_load()),
         remotes=remote_map.snapshot() if remote_map is not None else None,
+        guard=engine.guard.stats,
     )
 
 
@@ -64,6 +67,7 @@ def retired(figures: Figures) -> Figures:
         udp=figures.udp,
         hooks=figures.hooks,
         remotes=[{**row, "active": 0} for row in figures.remotes or ()],
+        guard=figures.guard,
     )
 
 
@@ -80,6 +84,7 @@ def merge(parts: Iterable[Figures]) -> Figures:
             out.udp = _add(out.udp or UdpStats(), part.udp)
         for name, counters in part.hooks.items():
             _add(out.hooks[name], counters)
+        _add(out.guard, part.guard)
         out.open_connections += part.open_connections
         out.open_flows += part.open_flows
         for backend in part.backends:
@@ -97,7 +102,7 @@ def merge(parts: Iterable[Figures]) -> Figures:
     return out
 
 
-_Stats = TypeVar("_Stats", TcpStats, UdpStats, HookCounters)
+_Stats = TypeVar("_Stats", TcpStats, UdpStats, HookCounters, GuardStats)
 
 
 def _add(into: _Stats, part: _Stats) -> _Stats:

@@ -17,6 +17,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
+from refractium.abuse.guard import Guard
 from refractium.admin.figures import Figures, merge, retired
 from refractium.admin.view import BackendState, RouteLoad
 from refractium.endpoint.remotes import RemoteMap
@@ -57,6 +58,7 @@ class InstanceView:
         source: str | None,
         pull: Callable[[], Awaitable[Mapping[int, Figures]]],
         reload: Callable[[], tuple[Route, ...]],
+        guard: Guard,
     ) -> None:
         """
         Args:
@@ -66,11 +68,14 @@ class InstanceView:
                 worker that did not answer is left out).
             reload: validate the file and have every worker reload; the new
                 routes (raises ConfigError, RefractiumError).
+            guard: abuse control over the tables the workers share: the bans
+                are read and made there; its counters are the workers' sum.
         """
         self._routes = routes
         self._source = source
         self._pull = pull
         self._reload = reload
+        self._guard = guard
         self._latest: dict[int, Figures] = {}
         self._gone: set[int] = set()
         self._retired = Figures()
@@ -94,6 +99,7 @@ class InstanceView:
                 if pid not in self._gone:
                     self._latest[pid] = figures
             self._merged = merge([self._retired, *self._latest.values()])
+            self._guard.stats = self._merged.guard
             self._at = time.monotonic()
         finally:
             done, self._pulling = self._pulling, None
@@ -156,6 +162,10 @@ class InstanceView:
 
     def backends(self) -> Sequence[BackendState]:
         return self._merged.backends
+
+    @property
+    def guard(self) -> Guard:
+        return self._guard
 
     def reload_routes(self) -> None:
         self._routes = self._reload()

@@ -24,6 +24,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
+from refractium.abuse.guard import Guard
 from refractium.admin.view import BackendState, EngineView
 from refractium.errors import RefractiumError
 from refractium.hooks.dispatch import HookCounters
@@ -78,6 +79,7 @@ class EngineCollector(Collector):
             yield from hook_families(engine.hook_stats)
         yield _gauge("connections_open", "TCP connections open now.", engine.open_connections)
         yield from backend_families(engine.backends())
+        yield from guard_families(engine.guard)
 
 
 def udp_families(stats: UdpStats, open_flows: int) -> Iterator[Metric]:
@@ -86,6 +88,12 @@ def udp_families(stats: UdpStats, open_flows: int) -> Iterator[Metric]:
     yield _gauge("udp_flows_open", "UDP flows alive now.", open_flows)
     yield _counter(
         "udp_refused_total", "New UDP flows refused: udp_max_sessions reached.", stats.refused
+    )
+    yield _labelled(
+        "udp_blocked_total",
+        "Datagrams that would have started a flow, refused by [limits], by reason.",
+        "reason",
+        sorted(stats.blocked.items()),
     )
     yield _counter("udp_expired_total", "UDP flows ended by the idle timeout.", stats.expired)
     yield _counter(
@@ -206,6 +214,33 @@ def route_bytes_family(
         family.add_metric([route, "in"], bytes_in.get(route, 0))
         family.add_metric([route, "out"], bytes_out.get(route, 0))
     return family
+
+
+def guard_families(guard: Guard) -> Iterator[Metric]:
+    """What ``[limits]`` did: offences, bans made and in force, clients forgotten.
+
+    Refusals by reason (denied, banned, limited) are ``connections_refused_total``.
+    """
+    stats = guard.stats
+    yield _labelled(
+        "offences_total",
+        "Offences counted toward a ban, by kind.",
+        "kind",
+        sorted(stats.offences.items()),
+    )
+    yield _labelled(
+        "bans_total",
+        "Client groups banned for their offences, by the last one.",
+        "reason",
+        sorted(stats.bans.items()),
+    )
+    yield _gauge("bans_active", "Bans in force now (offences, the API, hooks).", len(guard.bans()))
+    stores = guard.stores
+    yield _counter(
+        "limiter_evictions_total",
+        "Clients forgotten by the rate and offence tables to make room (max_clients).",
+        stores.buckets.evictions + stores.offences.evictions,
+    )
 
 
 def hook_families(hooks: Mapping[str, HookCounters]) -> Iterator[Metric]:

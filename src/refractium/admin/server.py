@@ -18,6 +18,8 @@ HTTP parsing), for operators and Prometheus rather than for the public:
     adds to its endpoint hooks whenever ``[admin]`` is on.
 ``POST /reload``
     Re-read the configuration file and swap the route table.
+``GET /bans``, ``POST /bans``, ``DELETE /bans/ADDRESS``
+    The bans of ``[limits]`` (:mod:`refractium.admin.bans`).
 
 With ``[admin] token`` every request needs it (:mod:`refractium.admin.auth`):
 a bearer header, or for GET requests the cookie a ``?token=`` visit sets.
@@ -40,13 +42,14 @@ from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any, cast
+from urllib.parse import unquote
 
 import h11
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.registry import Collector
 
 from refractium.addr import format_host
-from refractium.admin import dashboard
+from refractium.admin import bans, dashboard
 from refractium.admin.auth import Access, Auth, Target
 from refractium.admin.history import Sampler
 from refractium.admin.metrics import EngineCollector
@@ -59,7 +62,7 @@ from refractium.util.tasks import spawn
 
 log = logging.getLogger(__name__)
 
-#: Largest request body accepted (413 beyond); no endpoint reads one today.
+#: Largest request body accepted (413 beyond); ``POST /bans`` reads a small one.
 MAX_BODY_BYTES = 64 * 1024
 #: Largest request line plus headers (h11 answers 431 beyond).
 MAX_HEAD_BYTES = 16 * 1024
@@ -89,6 +92,10 @@ def json_reply(status: int, payload: Any, headers: tuple[tuple[str, str], ...] =
     # renders instead of turning the whole answer into a 500.
     text = json.dumps(payload, separators=(",", ":"), default=str)
     return Reply(status, text.encode() + b"\n", JSON, headers)
+
+
+#: An endpoint: the request's target and body in, the whole answer out.
+Handler = Callable[[Target, bytes], Reply]
 
 
 def error_reply(status: int, message: str, headers: tuple[tuple[str, str], ...] = ()) -> Reply:
@@ -139,14 +146,16 @@ class AdminServer:
         # The dashboard's history: sampled while the listener is up.
         self.sampler = Sampler(engine)
         self._remotes_cache = dashboard.RemotesCache()
-        # path -> (the one method it takes, its handler)
-        self._routes: dict[bytes, tuple[bytes, Callable[[Target], Reply]]] = {
-            b"/": (b"GET", self._dashboard),
-            b"/dashboard.json": (b"GET", self._dashboard_json),
-            b"/metrics": (b"GET", self._metrics),
-            b"/status": (b"GET", self._status),
-            b"/remotes": (b"GET", self._remotes),
-            b"/reload": (b"POST", self._reload),
+        # path -> method -> its handler; a path ending in "/" takes what follows too
+        self._routes: dict[bytes, dict[bytes, Handler]] = {
+            b"/": {b"GET": self._dashboard},
+            b"/dashboard.json": {b"GET": self._dashboard_json},
+            b"/metrics": {b"GET": self._metrics},
+            b"/status": {b"GET": self._status},
+            b"/remotes": {b"GET": self._remotes},
+            b"/reload": {b"POST": self._reload},
+            b"/bans": {b"GET": self._bans, b"POST": self._ban},
+            b"/bans/": {b"DELETE": self._unban},
         }
 
     def endpoint_hooks(self, configured: tuple[object, ...]) -> tuple[object, ...]:
@@ -210,8 +219,8 @@ class AdminServer:
     def closed(self, conn: AdminConnection) -> None:
         self._connections.discard(conn)
 
-    def handle(self, request: h11.Request) -> Reply:
-        """The answer to a complete request (its body, if any, is ignored)."""
+    def handle(self, request: h11.Request, body: bytes = b"") -> Reply:
+        """The answer to a complete request and its body."""
         target = Target.parse(request.target)
         path = target.path
         access = self._auth.check(request, target)
@@ -228,22 +237,24 @@ class AdminServer:
             if path == b"/":
                 return Reply(401, dashboard.unauthorized_page(), dashboard.HTML, challenge)
             return error_reply(401, "missing or wrong bearer token", challenge[:1])
-        route = self._routes.get(path)
-        if route is None:
+        methods = self._routes.get(path)
+        if methods is None and path.startswith(b"/bans/") and len(path) > 6:
+            methods = self._routes[b"/bans/"]
+        if methods is None:
             return error_reply(404, f"no such endpoint: {path.decode('ascii', 'replace')}")
-        method, handler = route
-        if request.method != method:
-            allowed = method.decode()
+        handler = methods.get(request.method)
+        if handler is None:
+            allowed = ", ".join(method.decode() for method in methods)
             return error_reply(405, f"use {allowed}", (("Allow", allowed),))
         try:
-            return handler(target)
+            return handler(target, body)
         except Exception:  # a bug of ours, not the client's: say so, keep serving
-            log.error("admin %s %s failed", method.decode(), path.decode(), exc_info=True)
+            log.error("admin %s %s failed", request.method.decode(), path.decode(), exc_info=True)
             return error_reply(500, "internal error (see the proxy's log)")
 
     # -- endpoints ----------------------------------------------------------
 
-    def _dashboard(self, target: Target) -> Reply:
+    def _dashboard(self, target: Target, body: bytes) -> Reply:
         body, policy = dashboard.page()
         headers = (
             ("Content-Security-Policy", policy),
@@ -253,7 +264,7 @@ class AdminServer:
         )
         return Reply(200, body, dashboard.HTML, headers)
 
-    def _dashboard_json(self, target: Target) -> Reply:
+    def _dashboard_json(self, target: Target, body: bytes) -> Reply:
         since = target.param("since")
         document = dashboard.document(
             self._engine,
@@ -265,22 +276,22 @@ class AdminServer:
         )
         return json_reply(200, document, (("Cache-Control", "no-store"),))
 
-    def _metrics(self, target: Target) -> Reply:
+    def _metrics(self, target: Target, body: bytes) -> Reply:
         return Reply(200, generate_latest(self._registry), CONTENT_TYPE_LATEST)
 
-    def _status(self, target: Target) -> Reply:
+    def _status(self, target: Target, body: bytes) -> Reply:
         document = status(self._engine, time.monotonic() - self._started)
         if self._extra_status is not None:
             document.update(self._extra_status())
         return json_reply(200, document)
 
-    def _remotes(self, target: Target) -> Reply:
+    def _remotes(self, target: Target, body: bytes) -> Reply:
         remote_map = _first_remote_map(self._engine.endpoint_hooks)
         if remote_map is None:
             return error_reply(404, NO_REMOTE_MAP)
         return json_reply(200, {"remotes": remote_map.snapshot()})
 
-    def _reload(self, target: Target) -> Reply:
+    def _reload(self, target: Target, body: bytes) -> Reply:
         try:
             self._engine.reload_routes()
         except ConfigError as exc:
@@ -291,6 +302,26 @@ class AdminServer:
             log.warning("admin reload refused: %s", exc)
             return error_reply(409, str(exc))
         return json_reply(200, {"reloaded": True, "routes": len(self._engine.routes)})
+
+    def _bans(self, target: Target, body: bytes) -> Reply:
+        return json_reply(200, bans.listing(self._engine.guard))
+
+    def _ban(self, target: Target, body: bytes) -> Reply:
+        try:
+            made = bans.post(self._engine.guard, body, self._engine.guard.limits.ban_for_s)
+        except bans.BanRequestError as exc:
+            return error_reply(400, str(exc))
+        return json_reply(200, made)
+
+    def _unban(self, target: Target, body: bytes) -> Reply:
+        quoted = target.path[len(b"/bans/") :].decode("latin-1")
+        try:
+            lifted = bans.lift(self._engine.guard, quoted)
+        except bans.BanRequestError as exc:
+            return error_reply(400, str(exc))
+        if not lifted:
+            return error_reply(404, f"no ban of {unquote(quoted)}")
+        return json_reply(200, {"lifted": unquote(quoted)})
 
 
 def _first_remote_map(hooks: tuple[object, ...]) -> RemoteMap | None:
@@ -308,7 +339,7 @@ class AdminConnection(asyncio.Protocol):
         self._peer = "?"
         self._timer: asyncio.TimerHandle | None = None
         self._request: h11.Request | None = None
-        self._body_size = 0
+        self._body = bytearray()
         self._write_paused = False
         self._closing = False
         # Set while the server's ``before`` runs for the request just read.
@@ -420,7 +451,7 @@ class AdminConnection(asyncio.Protocol):
             if isinstance(event, h11.Request):
                 self._on_request(event)
             elif isinstance(event, h11.Data):
-                self._on_body(len(event.data))
+                self._on_body(event.data)
             elif isinstance(event, h11.EndOfMessage):
                 self._on_end()
             elif isinstance(event, h11.ConnectionClosed):
@@ -428,17 +459,18 @@ class AdminConnection(asyncio.Protocol):
 
     def _on_request(self, request: h11.Request) -> None:
         self._request = request
-        self._body_size = 0
+        self._body = bytearray()
         for name, value in request.headers:
             # h11 has checked it is digits; refuse before the body arrives.
             if name == b"content-length" and int(value) > MAX_BODY_BYTES:
                 self._refuse(413, "request body too large")
                 return
 
-    def _on_body(self, size: int) -> None:
-        self._body_size += size
-        if self._body_size > MAX_BODY_BYTES:  # chunked: no length to check up front
+    def _on_body(self, data: bytes) -> None:
+        if len(self._body) + len(data) > MAX_BODY_BYTES:  # chunked: no length up front
             self._refuse(413, "request body too large")
+            return
+        self._body += data
 
     def _on_end(self) -> None:
         request = self._request
@@ -460,7 +492,7 @@ class AdminConnection(asyncio.Protocol):
         self._process()  # a pipelined request h11 already holds
 
     def _answer(self, request: h11.Request) -> None:
-        self._send(request, self._server.handle(request))
+        self._send(request, self._server.handle(request, bytes(self._body)))
         if self._h11.our_state is h11.DONE and self._h11.their_state is h11.DONE:
             self._h11.start_next_cycle()
             self._request = None

@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from refractium.abuse.guard import Guard
 from refractium.errors import RefractiumError
 from refractium.hooks.dispatch import HookStats
 from refractium.relay.stats import TcpStats, UdpStats
@@ -83,6 +84,10 @@ class EngineView(Protocol):
 
     def backends(self) -> Sequence[BackendState]:
         """Every backend each running transport knows, with its health and load."""
+
+    @property
+    def guard(self) -> Guard:
+        """Abuse control: its bans (``/bans``), its counters, its stores."""
 
     def reload_routes(self) -> None:
         """Re-read the configuration file (ConfigError, RefractiumError)."""

@@ -191,17 +191,26 @@ def _run_worker(args: argparse.Namespace, load: Callable[[], Config]) -> int:
     The supervisor checked the file and logged its warnings, and serves the
     admin API for the instance from every worker's figures.
     """
+    from refractium.abuse.guard import Stores
     from refractium.engine import Refractium
     from refractium.engine.worker import WorkerLink
     from refractium.relay.limits import SharedLimits
     from refractium.shared import allows
+    from refractium.shared.bans import SharedBans
+    from refractium.shared.buckets import SharedBuckets
     from refractium.shared.counts import SharedCounts
     from refractium.shared.deadlines import SharedDeadlines
+    from refractium.shared.offences import SharedOffences
 
     link = WorkerLink.parse(args.worker)
-    counts = SharedCounts.attach(link.counts_fd, link.index - 1)
-    allows.use(allows.SharedAllows(SharedDeadlines.attach(link.allows_fd)))
-    engine = Refractium(load(), admin_listener=False, limits=SharedLimits(counts))
+    counts = SharedCounts.attach(link.table("counts"), link.index - 1)
+    allows.use(allows.SharedAllows(SharedDeadlines.attach(link.table("allows"))))
+    stores = Stores(
+        SharedBuckets.attach(link.table("buckets")),
+        SharedOffences.attach(link.table("offences")),
+        SharedBans.attach(link.table("bans")),
+    )
+    engine = Refractium(load(), admin_listener=False, limits=SharedLimits(counts), stores=stores)
     transport = {"run": "both", "tcp": "tcp", "udp": "udp"}[args.command]
     run(
         lambda: serve(engine, transport=transport, reload_config=load, worker=link),

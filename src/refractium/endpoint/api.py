@@ -23,6 +23,8 @@ UNIDENTIFIED: Final = "unidentified"  # no route, or closed before it could be i
 FAILED: Final = "failed"  # no backend of its route (nor the fallback) could be dialled
 REFUSED: Final = "refused"  # a limit or a bad PROXY header refused it
 IDLE: Final = "idle"  # relayed, then closed by idle_timeout_s: no byte either way for that long
+LIMITED: Final = "limited"  # over a connection rate of [limits] or of its route
+BANNED: Final = "banned"  # its client group is banned
 
 
 class Side(Enum):

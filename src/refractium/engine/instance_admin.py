@@ -60,7 +60,11 @@ class InstanceAdmin:
         assert bind is not None
         self._supervisor = supervisor
         self.view = InstanceView(
-            supervisor.routes, config.source, supervisor.figures, supervisor.reload_checked
+            supervisor.routes,
+            config.source,
+            supervisor.figures,
+            supervisor.reload_checked,
+            supervisor.guard,
         )
         self.server = AdminServer(
             self.view,

@@ -28,12 +28,14 @@ import socket
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from refractium.abuse.guard import Guard, Stores
 from refractium.admin.server import AdminServer
 from refractium.admin.view import BackendState, RouteLoad
 from refractium.backends.health import HealthChecker
 from refractium.config import Config, load_file, parse_config
 from refractium.endpoint.chain import EndpointChain
 from refractium.engine.builder import RefractiumBuilder
+from refractium.engine.denylist import DenyFileWatch
 from refractium.engine.snapshot import Hooks, build_snapshot, health_checks
 from refractium.errors import RefractiumError
 from refractium.hooks.dispatch import HookStats
@@ -63,6 +65,7 @@ class Refractium:
         *,
         admin_listener: bool = True,
         limits: Limits | None = None,
+        stores: Stores | None = None,
     ) -> None:
         """Validate ``config`` and resolve its routes; nothing listens yet.
 
@@ -77,6 +80,8 @@ class Refractium:
             limits: what counts open connections against the caps (a
                 worker's is shared with the other workers); by default this
                 process's own.
+            stores: where ``[limits]`` keeps its buckets, offence counts and
+                bans (a worker's are shared); by default this process's own.
 
         Raises:
             ConfigError: a route or a hook cannot be resolved.
@@ -102,6 +107,8 @@ class Refractium:
         self._admin_started = False
         self._admin_listener = admin_listener
         self._limits = limits
+        self._guard = Guard(config.limits, stores)
+        self._deny_file = DenyFileWatch(self._guard)
         # Sockets passed by socket activation that no listener has taken yet.
         self._unclaimed: list[socket.socket] | None = None
         # Told before (False) and after (True) every reload, whoever asked for it.
@@ -155,6 +162,11 @@ class Refractium:
     def endpoint_hooks(self) -> tuple[object, ...]:
         """The endpoint hooks in force, in the order they run."""
         return self._chain.hooks
+
+    @property
+    def guard(self) -> Guard:
+        """Abuse control (``[limits]``): its lists, rates and bans."""
+        return self._guard
 
     @property
     def tcp_addresses(self) -> list[tuple[str, int]]:
@@ -273,7 +285,9 @@ class Refractium:
     ) -> None:
         if self._tcp is not None:
             raise RefractiumError("the TCP listener is already running")
-        service = TcpService(self._snapshot, self._tcp_health, self._hook_stats, self._limits)
+        service = TcpService(
+            self._snapshot, self._tcp_health, self._hook_stats, self._limits, self._guard
+        )
         binds = self._config.server.bind
         await service.listen(binds, ports, self._passed(inherited), reuse_port=reuse_port)
         try:
@@ -318,7 +332,7 @@ class Refractium:
             raise RefractiumError("the UDP listener is already running")
         if ports == (0,) and self._tcp is not None and self._tcp.addresses:
             ports = (self._tcp.addresses[0][1],)  # any free port: the one TCP got
-        service = UdpService(self._snapshot, self._udp_health, self._hook_stats)
+        service = UdpService(self._snapshot, self._udp_health, self._hook_stats, self._guard)
         binds = self._config.server.bind
         await service.listen(binds, ports, self._passed(inherited), reuse_port=reuse_port)
         try:
@@ -393,6 +407,7 @@ class Refractium:
             self._tcp_health.configure(health_checks(tables, Transport.TCP))
         if self._udp is not None:
             self._udp_health.configure(health_checks(tables, Transport.UDP))
+        self._deny_file.follow(self._config.limits.deny_file)  # once running, and each reload
 
     async def run_tcp(self) -> None:
         """Listen on TCP and serve until :meth:`shutdown`."""
@@ -431,6 +446,7 @@ class Refractium:
             self._admin_started = False
         await self._tcp_health.close()
         await self._udp_health.close()
+        self._deny_file.stop()
         await self._hooks.aclose()
         self._stopped.set()
 
@@ -490,6 +506,7 @@ class Refractium:
         self._config = new_config
         self._chain = chain
         self._snapshot = snapshot
+        self._guard.configure(new_config.limits)
         if not self._stopped.is_set():
             for service in (self._tcp, self._udp):
                 if service is not None:

@@ -51,6 +51,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from refractium.abuse.guard import Guard, Stores
 from refractium.admin.figures import Figures
 from refractium.config import Config
 from refractium.engine import systemd
@@ -60,8 +61,11 @@ from refractium.engine.watch import watch_file
 from refractium.engine.worker import WorkerLink, ask_figures
 from refractium.errors import ConfigError, RefractiumError
 from refractium.routing import Route
+from refractium.shared.bans import SharedBans
+from refractium.shared.buckets import SharedBuckets
 from refractium.shared.counts import SharedCounts
 from refractium.shared.deadlines import SharedDeadlines
+from refractium.shared.offences import SharedOffences
 from refractium.util import logs
 from refractium.util.tasks import spawn
 
@@ -75,6 +79,8 @@ _SUPERVISOR_ONLY = ("NOTIFY_SOCKET", "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES
 FIGURES_TIMEOUT_S = 2.0
 #: Client addresses the allow list of ``refractium.state`` holds at once.
 ALLOW_CAPACITY = 16384
+#: Bans in force at once (offences, the API, hooks); beyond, the one ending first goes.
+BANS_CAPACITY = 4096
 
 #: What the supervisor validates at start and at each reload: the
 #: configuration and its routes (raises ConfigError, RefractiumError).
@@ -179,6 +185,20 @@ class Supervisor:
         # Room for twice the connections the instance may hold, each from its own address.
         self.counts = SharedCounts.create(server.workers, 2 * server.max_connections)
         self.allows = SharedDeadlines.create(ALLOW_CAPACITY)
+        # [limits]: sized once, from the file at start (a reload does not resize them).
+        clients = config.limits.max_clients
+        self.buckets = SharedBuckets.create(clients)
+        self.offences = SharedOffences.create(clients)
+        self.bans = SharedBans.create(BANS_CAPACITY)
+        # The supervisor's own view: /bans, and the metrics of the tables.
+        self.guard = Guard(config.limits, Stores(self.buckets, self.offences, self.bans))
+        self._tables: tuple[tuple[str, int], ...] = (
+            ("counts", self.counts.fd),
+            ("allows", self.allows.fd),
+            ("buckets", self.buckets.fd),
+            ("offences", self.offences.fd),
+            ("bans", self.bans.fd),
+        )
         self._admin = InstanceAdmin(self) if config.admin.bind is not None else None
         self._stopping = asyncio.Event()
         self._failed: str | None = None
@@ -242,8 +262,8 @@ class Supervisor:
                 remove_pidfile(self._pidfile)
             for worker in self._workers:
                 worker.close_channel()
-            self.counts.close()
-            self.allows.close()
+            for table in (self.counts, self.allows, self.buckets, self.offences, self.bans):
+                table.close()
             log.info("stopped")
 
     async def _started(self) -> bool:
@@ -314,20 +334,13 @@ class Supervisor:
     async def _start(self, worker: _Worker) -> tuple[asyncio.subprocess.Process, int]:
         read_fd, write_fd = os.pipe()
         ours, theirs = socket.socketpair()
-        link = WorkerLink(
-            worker.index,
-            os.getpid(),
-            write_fd,
-            theirs.fileno(),
-            self.counts.fd,
-            self.allows.fd,
-        )
+        link = WorkerLink(worker.index, os.getpid(), write_fd, theirs.fileno(), self._tables)
         env = {k: v for k, v in os.environ.items() if k not in _SUPERVISOR_ONLY}
         try:
             proc = await asyncio.create_subprocess_exec(
                 *self._command(link),
                 stdin=subprocess.DEVNULL,
-                pass_fds=(write_fd, theirs.fileno(), self.counts.fd, self.allows.fd),
+                pass_fds=(write_fd, theirs.fileno(), *(fd for _, fd in self._tables)),
                 env=env,
             )
         except BaseException:
@@ -409,6 +422,7 @@ class Supervisor:
             self._config, self.routes = self._validate()
         finally:
             systemd.notify(f"READY=1\n{self.status_line()}")
+        self.guard.configure(self._config.limits)
         if self._config.server.workers != len(self._workers):
             log.warning(
                 "reload: server.workers changed to %d; a restart applies it (%d running)",

@@ -2,7 +2,7 @@
 
 A worker is the ``refractium`` command started again by the supervisor
 (:mod:`refractium.engine.supervisor`) with
-``--worker INDEX:PID:READY:FIGURES:COUNTS:ALLOWS``: it reads the same file,
+``--worker INDEX:PID:READY:FIGURES:TABLES``: it reads the same file,
 opens its own listeners with ``SO_REUSEPORT``, writes one line to the
 descriptor ``READY`` once it listens, and stops when the supervisor ``PID``
 goes away (``PR_SET_PDEATHSIG``, and a once-a-second ``getppid()`` check
@@ -10,9 +10,10 @@ where that is not available or came too late).
 
 The other descriptors it inherits: ``FIGURES``, a socket on which the
 supervisor asks for this worker's figures (:func:`answer_figures`; the
-supervisor serves the admin API for the whole instance), and ``COUNTS`` and
-``ALLOWS``, the shared-memory tables of :mod:`refractium.shared` that hold
-the instance's open connections per client and its allow list.
+supervisor serves the admin API for the whole instance), and ``TABLES``
+(``counts=7,allows=8,...``), the shared-memory tables of
+:mod:`refractium.shared` that hold what the workers share: open connections
+per client, the allow list, the rate buckets, offence counts and bans.
 
 The figures travel as a pickle (4-byte length first) over a socket pair
 only the two processes hold: both ends run this same code.
@@ -66,36 +67,43 @@ class WorkerLink:
     supervisor_pid: int
     ready_fd: int
     figures_fd: int
-    counts_fd: int
-    allows_fd: int
+    # The shared-memory tables: ("counts", fd), ("allows", fd), ...
+    tables: tuple[tuple[str, int], ...] = ()
 
     @classmethod
     def parse(cls, text: str) -> WorkerLink:
-        """``INDEX:PID:READY:FIGURES:COUNTS:ALLOWS`` as the supervisor writes it.
+        """``INDEX:PID:READY:FIGURES:NAME=FD,NAME=FD...`` as the supervisor writes it.
 
         Raises:
-            RefractiumError: not six non-negative integers.
+            RefractiumError: not four non-negative integers and the tables.
         """
         parts = text.split(":")
-        if len(parts) != 6 or not all(part.isdigit() for part in parts):
+        tables: list[tuple[str, int]] = []
+        if len(parts) == 5:
+            for item in parts[4].split(",") if parts[4] else ():
+                name, _, fd = item.partition("=")
+                if not (name.isidentifier() and fd.isdigit()):
+                    break
+                tables.append((name, int(fd)))
+            else:
+                parts = parts[:4]
+        if len(parts) != 4 or not all(part.isdigit() for part in parts):
             raise RefractiumError(
-                f"--worker: expected INDEX:PID:READY:FIGURES:COUNTS:ALLOWS, got {text!r}"
+                f"--worker: expected INDEX:PID:READY:FIGURES:NAME=FD,..., got {text!r}"
             )
-        index, pid, ready, figures, counts, allows = (int(part) for part in parts)
-        return cls(index, pid, ready, figures, counts, allows)
+        index, pid, ready, figures = (int(part) for part in parts)
+        return cls(index, pid, ready, figures, tuple(tables))
 
     def __str__(self) -> str:
-        return ":".join(
-            str(n)
-            for n in (
-                self.index,
-                self.supervisor_pid,
-                self.ready_fd,
-                self.figures_fd,
-                self.counts_fd,
-                self.allows_fd,
-            )
-        )
+        tables = ",".join(f"{name}={fd}" for name, fd in self.tables)
+        return f"{self.index}:{self.supervisor_pid}:{self.ready_fd}:{self.figures_fd}:{tables}"
+
+    def table(self, name: str) -> int:
+        """The descriptor of the table ``name`` (RefractiumError if the supervisor gave none)."""
+        for known, fd in self.tables:
+            if known == name:
+                return fd
+        raise RefractiumError(f"--worker: no {name} table")
 
     def follow_parent(self) -> None:
         """Have the kernel send SIGTERM when the supervisor dies (Linux; elsewhere a no-op).

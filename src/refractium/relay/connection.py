@@ -18,14 +18,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
 from collections.abc import Awaitable
 from time import perf_counter
 from typing import cast
 
-from refractium.addr import Address
+from refractium.addr import Address, host_port
+from refractium.config.model import Offence
 from refractium.endpoint.api import (
     FAILED,
+    LIMITED,
     REFUSED,
+    REJECTED,
     RELAYED,
     UNIDENTIFIED,
     Accept,
@@ -53,6 +57,7 @@ from refractium.relay.state import (
     RELAYING,
     Upstream,
 )
+from refractium.relay.stats import Refused
 from refractium.relay.transparent import open_transparent
 from refractium.relay.upstream import WAIT, read_header
 from refractium.routing import NEED_MORE, Route
@@ -299,6 +304,15 @@ class ClientProtocol(Pipe):
         self.upstream = NO_HEADER
         if result.source is not None:  # None: LOCAL, the upstream's own health check
             client_ip = result.source[0]
+            guard = self.ctx.guard
+            blocked = guard.at_accept(client_ip) if guard.active else None
+            if blocked is not None:
+                self.client_addr = result.source
+                self.ctx.block(self, blocked)
+                self.state = CLOSED
+                if self.transport is not None:
+                    self.transport.close()
+                return None
             limit = self._snap.settings.max_connections_per_ip
             if self.ctx.limits.rekey(self.limit_key, client_ip, limit) is not None:
                 self._refuse_upstream(
@@ -337,7 +351,7 @@ class ClientProtocol(Pipe):
         self.ctx.stats.identify_seconds.observe(elapsed)
         route = route or table.fallback
         if route is None:
-            self.close_unrouted("no route matched")
+            self.close_unrouted("no route matched", Offence.UNIDENTIFIED)
             return
         self._dial(route)
 
@@ -359,7 +373,7 @@ class ClientProtocol(Pipe):
         table = self._table
         route = table.on_timeout or table.fallback
         if route is None:
-            self.close_unrouted("sent nothing before peek_timeout_ms")
+            self.close_unrouted("sent nothing before peek_timeout_ms", Offence.PEEK_TIMEOUT)
             return
         self._dial(route)
 
@@ -369,6 +383,12 @@ class ClientProtocol(Pipe):
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        config = route.config
+        if config is not None and config.connection_rate is not None:
+            wait = self.ctx.guard.route_rate(route.id, config.connection_rate, self.client_addr[0])
+            if wait:
+                self._over_rate(route, wait)
+                return
         self.state = CONNECTING
         self.route = route
         self._dial_at = perf_counter()
@@ -497,11 +517,34 @@ class ClientProtocol(Pipe):
 
     # -- refusing and ending -------------------------------------------------
 
+    def _over_rate(self, route: Route, wait: float) -> None:
+        """Over ``route``'s connection rate: refused in the protocol's terms, never dialled."""
+        self.route = route
+        rate = route.config.connection_rate if route.config is not None else None
+        self.outcome = LIMITED
+        self.reason = f"route {route.id}: over connection_rate {rate.text if rate else ''}"
+        stats = self.ctx.stats
+        stats.refused["limited"] += 1
+        stats.recent.append(
+            Refused(time.time(), "tcp", host_port(self.client_addr), route.id, 429, self.reason)
+        )
+        match = self.match
+        reply = rejection.too_many_for(
+            match.protocol if match is not None else None, bytes(self._buf), wait
+        )
+        self.state = CLOSED
+        if self.transport is not None:
+            if reply:
+                self.transport.write(reply)
+            self.transport.close()
+
     def reject(self, verdict: Verdict, where: str) -> None:
         """Refuse the client in its protocol's terms (see :mod:`refractium.wire.rejection`)."""
         route = self.route.id if self.route is not None else None
         count_refusal(self.ctx.stats, verdict, where, self.client_addr, route)
         self.outcome, self.reason = ending(verdict, where)
+        if self.outcome == REJECTED and self.ctx.guard.active:
+            self.ctx.guard.offence(self.client_addr[0], Offence.REJECTED)
         reply = b""
         if isinstance(verdict, Reject):
             match = self.match

@@ -17,7 +17,10 @@ import time
 from collections import Counter
 from typing import TYPE_CHECKING, Any, Protocol
 
+from refractium.abuse.guard import BANNED, Guard
+from refractium.abuse.guard import Refusal as Blocked
 from refractium.addr import host_port
+from refractium.config.model import LimitsConfig
 from refractium.relay.idle import IdleWatch, Watched
 from refractium.relay.limits import ConnectionLimits, Limits, Refusal
 from refractium.relay.snapshot import Snapshot
@@ -52,14 +55,22 @@ _TCP_CLOSE = 7
 class Context:
     """The part shared by TCP connections and UDP flows."""
 
-    __slots__ = ("active", "health", "hook_stats", "loop", "snapshot", "tasks")
+    __slots__ = ("active", "guard", "health", "hook_stats", "loop", "snapshot", "tasks")
 
-    def __init__(self, snapshot: Snapshot, health: HealthChecker, hook_stats: HookStats) -> None:
+    def __init__(
+        self,
+        snapshot: Snapshot,
+        health: HealthChecker,
+        hook_stats: HookStats,
+        guard: Guard | None = None,
+    ) -> None:
         self.loop = asyncio.get_running_loop()
         # Swapped whole by a reload; each connection keeps the one it started with.
         self.snapshot = snapshot
         self.health = health
         self.hook_stats = hook_stats
+        # Abuse control ([limits]): shared by the TCP and UDP sides of one engine.
+        self.guard = guard if guard is not None else Guard(LimitsConfig())
         self.tasks = Tasks(self.loop)
         # Open relaying connections (flows) per backend, for least_connections.
         self.active: Counter[Address] = Counter()
@@ -125,8 +136,9 @@ class TcpContext(Context):
         health: HealthChecker,
         hook_stats: HookStats,
         limits: Limits | None = None,
+        guard: Guard | None = None,
     ) -> None:
-        super().__init__(snapshot, health, hook_stats)
+        super().__init__(snapshot, health, hook_stats, guard)
         self.stats = TcpStats()
         self.limits: Limits = limits if limits is not None else ConnectionLimits()
         self.connections: set[Tracked] = set()
@@ -141,6 +153,13 @@ class TcpContext(Context):
 
     def admit(self, conn: Tracked, snapshot: Snapshot) -> bool:
         """Count ``conn`` against the limits, or refuse it (False)."""
+        guard = self.guard
+        if guard.active and conn.limit_key:
+            blocked = guard.at_accept(conn.limit_key)
+            if blocked is not None:
+                self.block(conn, blocked)
+                self.stats.closed["", blocked.outcome] += 1
+                return False
         settings = snapshot.settings
         refusal = (
             Refusal.SHUTTING_DOWN
@@ -170,6 +189,27 @@ class TcpContext(Context):
         self.connections.add(conn)
         self._idle.clear()
         return True
+
+    def block(self, conn: Tracked, blocked: Blocked) -> None:
+        """``conn`` is refused by abuse control (denied, banned, over the rate).
+
+        Counted as refused; a connection already admitted (its client named
+        by a PROXY header) is counted as closed when it is released.
+        """
+        reason = blocked.text
+        if blocked is BANNED:
+            ban = self.guard.ban_of(conn.client_addr[0])
+            if ban is not None:
+                until = time.strftime("%H:%M:%S", time.localtime(ban.expires))
+                reason = f"banned ({ban.reason}) until {until}"
+        conn.outcome = blocked.outcome
+        conn.reason = reason
+        stats = self.stats
+        stats.refused[blocked.reason] += 1
+        stats.recent.append(
+            Refused(time.time(), "tcp", host_port(conn.client_addr), None, 0, reason)
+        )
+        refusals.log(logging.INFO, blocked.reason, "refused %s:%d: %s", *conn.client_addr, reason)
 
     def routed(self, conn: Tracked) -> None:
         """``conn`` is relaying to its backend."""
@@ -274,7 +314,13 @@ class UdpContext(Context):
 
     __slots__ = ("flows", "stats")
 
-    def __init__(self, snapshot: Snapshot, health: HealthChecker, hook_stats: HookStats) -> None:
-        super().__init__(snapshot, health, hook_stats)
+    def __init__(
+        self,
+        snapshot: Snapshot,
+        health: HealthChecker,
+        hook_stats: HookStats,
+        guard: Guard | None = None,
+    ) -> None:
+        super().__init__(snapshot, health, hook_stats, guard)
         self.stats = UdpStats()
         self.flows: dict[Any, FlowLike] = {}

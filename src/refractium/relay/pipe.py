@@ -22,6 +22,7 @@ import logging
 import socket
 from typing import cast
 
+from refractium.config.model import Offence
 from refractium.endpoint.api import IDLE
 from refractium.hooks.api import Direction
 from refractium.hooks.dispatch import Dispatcher
@@ -208,10 +209,15 @@ class Pipe(asyncio.Protocol):
         if self.transport is not None:
             self.transport.abort()
 
-    def close_unrouted(self, why: str) -> None:
-        """Nothing (or no route) identified the client: close it, counted."""
+    def close_unrouted(self, why: str, offence: Offence | None = None) -> None:
+        """Nothing (or no route) identified the client: close it, counted.
+
+        ``offence``: what it counts toward a ban of the client (``[limits]``).
+        """
         self.ctx.stats.unidentified_closed += 1
         self.reason = why
+        if offence is not None and self.ctx.guard.active:
+            self.ctx.guard.offence(self.client_addr[0], offence)
         if log.isEnabledFor(logging.DEBUG):
             log.debug("[%016x] %s:%d closed: %s", self.session_id, *self.client_addr, why)
         self.state = CLOSED

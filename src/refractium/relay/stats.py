@@ -117,6 +117,8 @@ class UdpStats:
 
     flows: int = 0  # flows created
     refused: int = 0  # new flows refused: udp_max_sessions reached
+    # Datagrams that would have started a flow, refused by [limits], by reason.
+    blocked: Counter[str] = field(default_factory=Counter)
     unidentified: int = 0  # flows no route (nor fallback_udp) took
     failed: int = 0  # flows whose route had no backend socket
     expired: int = 0  # flows ended by udp_session_timeout_s

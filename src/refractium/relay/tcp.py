@@ -14,6 +14,7 @@ import asyncio
 import logging
 import socket
 
+from refractium.abuse.guard import Guard
 from refractium.addr import format_host
 from refractium.backends.health import HealthChecker
 from refractium.errors import RefractiumError
@@ -39,8 +40,9 @@ class TcpService:
         health: HealthChecker,
         hook_stats: HookStats,
         limits: Limits | None = None,
+        guard: Guard | None = None,
     ) -> None:
-        self.ctx = TcpContext(snapshot, health, hook_stats, limits)
+        self.ctx = TcpContext(snapshot, health, hook_stats, limits, guard)
         self._servers: list[asyncio.Server] = []
 
     # -- listening --------------------------------------------------------

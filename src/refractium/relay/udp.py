@@ -13,6 +13,7 @@ import socket
 from functools import partial
 from typing import Any
 
+from refractium.abuse.guard import Guard
 from refractium.addr import format_host
 from refractium.backends.health import HealthChecker
 from refractium.errors import RefractiumError
@@ -49,6 +50,21 @@ class UdpListener(asyncio.DatagramProtocol):
 
     def _new_flow(self, key: Any) -> Flow | None:
         ctx = self.ctx
+        guard = ctx.guard
+        if guard.active:
+            blocked = guard.at_accept(key[0])
+            if blocked is not None:
+                # No flow: the next datagram from there is asked about again.
+                ctx.stats.blocked[blocked.reason] += 1
+                events.log(
+                    logging.INFO,
+                    blocked.reason,
+                    "refused udp %s:%d: %s",
+                    key[0],
+                    key[1],
+                    blocked.text,
+                )
+                return None
         limit = ctx.snapshot.settings.udp_max_sessions
         if len(ctx.flows) >= limit:
             ctx.stats.refused += 1
@@ -75,8 +91,14 @@ class UdpListener(asyncio.DatagramProtocol):
 class UdpService:
     """The UDP side of the proxy: listeners plus the context of their flows."""
 
-    def __init__(self, snapshot: Snapshot, health: HealthChecker, hook_stats: HookStats) -> None:
-        self.ctx = UdpContext(snapshot, health, hook_stats)
+    def __init__(
+        self,
+        snapshot: Snapshot,
+        health: HealthChecker,
+        hook_stats: HookStats,
+        guard: Guard | None = None,
+    ) -> None:
+        self.ctx = UdpContext(snapshot, health, hook_stats, guard)
         self._listeners: list[asyncio.DatagramTransport] = []
 
     async def listen(

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 
+from refractium.abuse.guard import Guard
 from refractium.admin.figures import Figures, merge, retired
 from refractium.admin.instance import InstanceView
 from refractium.admin.view import BackendState, RouteLoad
+from refractium.config.model import LimitsConfig
 from refractium.endpoint.remotes import merge_snapshots
 from refractium.hooks.dispatch import HookStats
 from refractium.relay.stats import RECENT_REFUSALS, Refused, TcpStats, UdpStats
@@ -133,7 +135,7 @@ async def test_the_instance_view_keeps_a_dead_workers_totals() -> None:
         await asyncio.sleep(0.01)
         return dict(answers)
 
-    view = InstanceView((), "x.toml", pull, lambda: ())
+    view = InstanceView((), "x.toml", pull, lambda: (), Guard(LimitsConfig()))
     await asyncio.gather(view.refresh(), view.refresh(), view.refresh())
     assert asked == 1  # three requests together ask the workers once
     assert view.tcp_stats.accepted == 7
@@ -159,7 +161,7 @@ async def test_an_answer_from_a_worker_already_gone_is_not_counted_twice() -> No
     async def pull() -> dict[int, Figures]:
         return {7: worker(2)}
 
-    view = InstanceView((), None, pull, lambda: ())
+    view = InstanceView((), None, pull, lambda: (), Guard(LimitsConfig()))
     await view.refresh()
     view.worker_gone(7)
     await asyncio.sleep(0.06)

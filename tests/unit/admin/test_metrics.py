@@ -11,8 +11,10 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 
 from refractium import Refractium
+from refractium.abuse.guard import Guard
 from refractium.admin.metrics import EngineCollector
 from refractium.admin.view import BackendState, EngineView
+from refractium.config.model import LimitsConfig
 from refractium.errors import RefractiumError
 from refractium.hooks.dispatch import HookStats
 from refractium.relay.stats import IDENTIFY_BUCKETS, TcpStats, UdpStats
@@ -211,6 +213,10 @@ async def test_types_and_no_tcp_families_before_start() -> None:
         "refractium_hook_errors": "counter",
         "refractium_backend_up": "gauge",
         "refractium_backend_active_connections": "gauge",
+        "refractium_offences": "counter",
+        "refractium_bans": "counter",
+        "refractium_bans_active": "gauge",
+        "refractium_limiter_evictions": "counter",
     }
     # The exposed names carry _total exactly once.
     assert "# TYPE refractium_connections_accepted_total counter" in text
@@ -229,6 +235,7 @@ class UdpOnlyView:
     def __init__(self, stats: UdpStats) -> None:
         self.udp_stats = stats
         self.hook_stats = HookStats()
+        self.guard = Guard(LimitsConfig())
 
     @property
     def tcp_stats(self) -> TcpStats:

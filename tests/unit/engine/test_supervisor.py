@@ -44,24 +44,32 @@ def test_describe_exit(returncode: int, text: str) -> None:
 
 
 def test_worker_link_round_trips() -> None:
-    link = WorkerLink.parse("2:4068:14:15:16:17")
+    link = WorkerLink.parse("2:4068:14:15:counts=16,allows=17")
     assert link == WorkerLink(
-        index=2, supervisor_pid=4068, ready_fd=14, figures_fd=15, counts_fd=16, allows_fd=17
+        index=2,
+        supervisor_pid=4068,
+        ready_fd=14,
+        figures_fd=15,
+        tables=(("counts", 16), ("allows", 17)),
     )
-    assert str(link) == "2:4068:14:15:16:17"
+    assert link.table("allows") == 17
+    assert str(link) == "2:4068:14:15:counts=16,allows=17"
+    assert WorkerLink.parse("1:2:3:4:") == WorkerLink(1, 2, 3, 4)
+    with pytest.raises(RefractiumError, match="--worker: no bans table"):
+        link.table("bans")
 
 
 @pytest.mark.parametrize(
-    "text", ["", "1:2", "1:x:3:4:5:6", "1:2:3", "1:2:3:4:5:6:7", "-1:2:3:4:5:6"]
+    "text", ["", "1:2", "1:x:3:4:", "1:2:3", "1:2:3:4:5:6", "-1:2:3:4:", "1:2:3:4:counts=x"]
 )
 def test_worker_link_rejects_garbage(text: str) -> None:
     with pytest.raises(RefractiumError) as caught:
         WorkerLink.parse(text)
     assert str(caught.value) == (
-        f"--worker: expected INDEX:PID:READY:FIGURES:COUNTS:ALLOWS, got {text!r}"
+        f"--worker: expected INDEX:PID:READY:FIGURES:NAME=FD,..., got {text!r}"
     )
 
 
 def test_a_worker_whose_parent_is_not_the_supervisor_is_orphaned() -> None:
-    assert not WorkerLink(1, os.getppid(), 0, 0, 0, 0).orphaned()
-    assert WorkerLink(1, os.getppid() + 1, 0, 0, 0, 0).orphaned()
+    assert not WorkerLink(1, os.getppid(), 0, 0).orphaned()
+    assert WorkerLink(1, os.getppid() + 1, 0, 0).orphaned()
