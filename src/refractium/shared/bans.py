@@ -16,12 +16,13 @@ network shorter than /96 never covers an IPv4 client, as in
     cut at a character boundary)
 
 A slot is placed by the hash of its key and prefix length. The header
-counts the slots holding each prefix length and keeps a bitmap of the
-lengths with a count (and a generation number bumped when the bitmap
-changes), so :meth:`SharedBans.banned` probes one stripe per prefix length
-in use, from the longest: usually one or two, none without bans. The
-counts and the bitmap change under the header lock (lock ``stripes``),
-taken while the stripe's lock is held.
+counts the slots holding each prefix length, IPv4 and IPv6 apart, and keeps
+a bitmap of those with a count (and a generation number bumped when the
+bitmap changes), so :meth:`SharedBans.banned` probes one stripe per prefix
+length in use in the client's family, from the longest: usually one or two,
+none without bans. Each process reads the bitmap again when the generation
+moves. The counts and the bitmap change under the header lock (lock
+``stripes``), taken while the stripe's lock is held.
 
 The table is small (4096 bans by default); when a ban's probe window is
 full of bans in force, the one that expires first is forgotten
@@ -47,13 +48,16 @@ __all__ = ["DEFAULT_CAPACITY", "REASON_BYTES", "SharedBans"]
 DEFAULT_CAPACITY = 4096
 REASON_BYTES = 32
 LENGTHS = 129  # prefix lengths 0 ... 128
-BITMAP_WORDS = 5  # 160 bits, one per prefix length
+# A kind of network: its prefix length, plus LENGTHS for IPv4 (mapped, /96
+# and longer), so an IPv6 client probes no IPv4 ban's length and the reverse.
+KINDS = 2 * LENGTHS
+BITMAP_WORDS = -(-KINDS // 32)  # a bit per kind
 # The table's own header, in 4-byte words from its start: the generation,
-# the bitmap, the count of slots holding each prefix length.
+# the bitmap, the count of slots holding each kind.
 GENERATION = 0
 BITMAP = 1
 COUNTS = BITMAP + BITMAP_WORDS
-EXTRA_WORDS = COUNTS + LENGTHS
+EXTRA_WORDS = COUNTS + KINDS
 
 _MASKS = [((1 << p) - 1) << (128 - p) for p in range(LENGTHS)]
 _TAGS = [(p + 1).to_bytes(4, "little") for p in range(LENGTHS)]
@@ -69,6 +73,11 @@ def _network_key(network: Network) -> tuple[int, int]:
     if isinstance(network, IPv4Network):
         return (0xFFFF << 32) | int(network.network_address), 96 + network.prefixlen
     return int(network.network_address), network.prefixlen
+
+
+def _kind(key: bytes, prefix: int) -> int:
+    """The kind of the network of ``key`` and ``prefix``: IPv4 ones count from LENGTHS."""
+    return prefix + LENGTHS if prefix >= 96 and key[:12] == MAPPED else prefix
 
 
 def _network(key: bytes, prefix: int) -> Network:
@@ -98,14 +107,15 @@ class SharedBans(SlotTable):
     EXTRA_BYTES = -(-4 * EXTRA_WORDS // 8) * 8
     MIN_CAPACITY = SLOTS
 
-    __slots__ = ("_generation", "_lengths", "_lengths_v4", "_words")
+    __slots__ = ("_any", "_generation", "_lengths_v4", "_lengths_v6", "_words")
 
     def __init__(self, mem: SharedMemory) -> None:
         super().__init__(mem)
         self._words = self._mem.words
         self._generation = -1  # this process's prefix lengths are from no generation yet
-        self._lengths: list[int] = []  # in use, longest first
-        self._lengths_v4: list[int] = []  # those an IPv4 client can be in (/96 and longer)
+        self._any = False  # whether any kind is in use
+        self._lengths_v4: list[int] = []  # IPv4 ones in use, longest first (as /96+n)
+        self._lengths_v6: list[int] = []  # IPv6 ones in use, longest first
 
     @classmethod
     def create(cls, capacity: int = DEFAULT_CAPACITY) -> Self:
@@ -123,17 +133,17 @@ class SharedBans(SlotTable):
         key = number.to_bytes(16)
         h = (((number + prefix) * self._mult) & MASK128) >> 96
         stripe = h >> self._shift
-        gone: list[int] = []  # the prefix lengths of the slots emptied or taken
+        gone: list[int] = []  # the kinds of the slots emptied or taken
 
         def vacate(at: int) -> None:
-            gone.append(int.from_bytes(self._mm[at + 16 : at + 20], "little") - 1)
+            gone.append(self._slot_kind(at))
 
         self._lock(stripe)
         try:
             at, new = self._claim(stripe, h & MASK, key + _TAGS[prefix], now, vacate)
             self._mm[at : at + 72] = _SLOT.pack(key, prefix + 1, len(raw), now, until, raw)
             if new or gone:
-                self._count(prefix if new else -1, gone)
+                self._count(_kind(key, prefix) if new else -1, gone)
         finally:
             self._unlock(stripe)
         return Ban(_network(key, prefix), raw.decode(), now, until)
@@ -169,13 +179,13 @@ class SharedBans(SlotTable):
         """
         if self._words[self._extra >> 2] != self._generation:
             self._load_lengths()
-        if not self._lengths:
+        if not self._any:
             return None
         try:
             key = address_key(ip)
         except ValueError:
             return None  # no address, no ban covers it
-        lengths = self._lengths_v4 if key[:12] == MAPPED else self._lengths
+        lengths = self._lengths_v4 if key[:12] == MAPPED else self._lengths_v6
         number, mult, shift = int.from_bytes(key), self._mult, self._shift
         mm, floats, fd = self._mm, self._floats, self._fd
         slots, stripe_bytes, empty = self._slots, self._stripe_bytes, self._empty
@@ -246,7 +256,7 @@ class SharedBans(SlotTable):
     def _shorten(self, stripe: int, end: int, now: float | None = None) -> list[int]:
         """Empty the free slots just before slot ``end`` if it was never used.
 
-        Returns their prefix lengths. Called with the stripe's lock held.
+        Returns their kinds. Called with the stripe's lock held.
         """
         mm, floats, empty = self._mm, self._floats, self._empty
         if now is None:
@@ -260,14 +270,19 @@ class SharedBans(SlotTable):
             at = base + ((end - j) & MASK) * 72
             if mm[at : at + 20] == empty or floats[(at >> 3) + 4] > now:
                 break
-            gone.append(int.from_bytes(mm[at + 16 : at + 20], "little") - 1)
+            gone.append(self._slot_kind(at))
             mm[at : at + 20] = empty
         return gone
 
-    def _count(self, added: int, gone: list[int]) -> None:
-        """Count a slot taken by prefix length ``added`` (-1: none) and the ``gone`` ones emptied.
+    def _slot_kind(self, at: int) -> int:
+        """The kind of the network in the slot at ``at``."""
+        mm = self._mm
+        return _kind(mm[at : at + 16], int.from_bytes(mm[at + 16 : at + 20], "little") - 1)
 
-        Bit p of the bitmap is set while some slot holds prefix length p.
+    def _count(self, added: int, gone: list[int]) -> None:
+        """Count a slot taken by kind ``added`` (-1: none) and the ``gone`` ones emptied.
+
+        Bit k of the bitmap is set while some slot holds a network of kind k.
         Takes the header lock; called with a stripe's lock held.
         """
         words, first = self._words, self._extra >> 2
@@ -281,11 +296,11 @@ class SharedBans(SlotTable):
                 if words[counts + added] == 1:
                     words[bitmap + (added >> 5)] |= 1 << (added & 31)
                     changed = True
-            for prefix in gone:
-                if words[counts + prefix]:
-                    words[counts + prefix] -= 1
-                if not words[counts + prefix]:
-                    words[bitmap + (prefix >> 5)] &= ~(1 << (prefix & 31)) & 0xFFFFFFFF
+            for kind in gone:
+                if words[counts + kind]:
+                    words[counts + kind] -= 1
+                if not words[counts + kind]:
+                    words[bitmap + (kind >> 5)] &= ~(1 << (kind & 31)) & 0xFFFFFFFF
                     changed = True
             if changed:
                 words[first + GENERATION] = (words[first + GENERATION] + 1) & 0xFFFFFFFF
@@ -293,7 +308,7 @@ class SharedBans(SlotTable):
             self._unlock(header)
 
     def _load_lengths(self) -> None:
-        """Read the prefix lengths in use, and the generation they belong to."""
+        """Read the kinds in use, and the generation they belong to."""
         words, first = self._words, self._extra >> 2
         self._lock(self.stripes)
         try:
@@ -301,7 +316,8 @@ class SharedBans(SlotTable):
             bits = words[first + BITMAP : first + BITMAP + BITMAP_WORDS].tolist()
         finally:
             self._unlock(self.stripes)
-        lengths = [p for p in range(LENGTHS - 1, -1, -1) if bits[p >> 5] >> (p & 31) & 1]
-        self._lengths = lengths
-        self._lengths_v4 = [p for p in lengths if p >= 96]
+        kinds = [k for k in range(KINDS - 1, -1, -1) if bits[k >> 5] >> (k & 31) & 1]
+        self._lengths_v4 = [k - LENGTHS for k in kinds if k >= LENGTHS]
+        self._lengths_v6 = [k for k in kinds if k < LENGTHS]
+        self._any = bool(kinds)
         self._generation = generation

@@ -16,7 +16,7 @@ from multiprocessing.connection import Connection
 
 import pytest
 
-from refractium.shared.bans import COUNTS, LENGTHS, SharedBans
+from refractium.shared.bans import COUNTS, KINDS, LENGTHS, SharedBans
 from refractium.shared.keys import key_hash
 from refractium.shared.slots import META_BYTES, SLOTS, WINDOW
 from refractium.shared.stores import Ban
@@ -32,12 +32,16 @@ def table() -> Iterator[SharedBans]:
     bans.close()
 
 
-def _in_use(table: SharedBans) -> dict[int, int]:
-    """Prefix length -> slots holding it, from the header."""
+def _in_use(table: SharedBans) -> dict[str, int]:
+    """Prefix length ("v4/24", "v6/64") -> slots holding it, from the header."""
     at = META_BYTES + 8 * table.stripes + 4 * COUNTS
-    raw = os.pread(table.fd, 4 * LENGTHS, at)
-    counts = (int.from_bytes(raw[4 * p : 4 * p + 4], "little") for p in range(LENGTHS))
-    return {p: n for p, n in enumerate(counts) if n}
+    raw = os.pread(table.fd, 4 * KINDS, at)
+    counts = (int.from_bytes(raw[4 * k : 4 * k + 4], "little") for k in range(KINDS))
+    return {
+        f"v4/{k - LENGTHS - 96}" if k >= LENGTHS else f"v6/{k}": n
+        for k, n in enumerate(counts)
+        if n
+    }
 
 
 def test_an_address_is_banned_until_its_deadline(table: SharedBans) -> None:
@@ -86,6 +90,8 @@ def test_ipv4_networks_written_in_ipv6_are_ipv4_and_short_ipv6_ones_cover_no_ipv
     every4 = table.ban(ip_network("0.0.0.0/0"), 3000.0, "v4", 1000.0)
     assert table.banned("203.0.113.1", 1100.0) == every4
     assert table.banned("2001:db8::1", 1100.0) == every6
+    # Counted apart: an IPv6 client probes the IPv6 lengths only, and the reverse.
+    assert _in_use(table) == {"v4/24": 1, "v4/0": 1, "v6/0": 1}
 
 
 def test_a_ban_replaces_the_ban_of_the_same_network(table: SharedBans) -> None:
@@ -93,7 +99,7 @@ def test_a_ban_replaces_the_ban_of_the_same_network(table: SharedBans) -> None:
     again = table.ban(ip_network("192.0.2.0/24"), 5000.0, "manual", 1500.0)
     assert table.banned("192.0.2.1", 1600.0) == again
     assert table.all(1600.0) == [again]
-    assert _in_use(table) == {96 + 24: 1}
+    assert _in_use(table) == {"v4/24": 1}
 
 
 def test_unban_lifts_exactly_one_network(table: SharedBans) -> None:
@@ -176,7 +182,7 @@ def test_a_full_window_forgets_the_ban_that_expires_first() -> None:
     table.ban(nets[1], 3000.0, "manual", 2002.5)
     assert table.evictions == 1
     assert table.banned(str(nets[2][1]), 2002.5) is None
-    assert _in_use(table) == {64: WINDOW}
+    assert _in_use(table) == {"v6/64": WINDOW}
     table.close()
 
 
