@@ -13,6 +13,11 @@ its descriptor to each, and every worker maps it (``attach``).
   address, one count column per worker (:class:`SharedCounts`).
 * :mod:`~refractium.shared.deadlines`: address -> until when, for allow lists
   (:class:`SharedDeadlines`).
+* :mod:`~refractium.shared.slots`: the table abuse control builds on, each
+  key within a short probe window, the least useful slot forgotten when full;
+  :mod:`~refractium.shared.buckets`, :mod:`~refractium.shared.offences` and
+  :mod:`~refractium.shared.bans` keep connection rates, offence counts and
+  bans in it (the protocols of :mod:`~refractium.shared.stores`).
 
 Layout: a header, then fixed-size slots in stripes of 256, each stripe
 guarded by one lock; an address's slot is found by open addressing inside
