@@ -76,10 +76,12 @@ class SharedBuckets(SlotTable):
         try:
             # The first probe inline: most keys are there.
             at = self._slots + stripe * self._stripe_bytes + (h & MASK) * 40
-            if self._mm[at : at + 16] != key:
-                at = self._claim(stripe, h & MASK, key, now)[0]
-            f = at >> 3
             floats = self._floats
+            if self._mm[at : at + 16] != key:
+                at, new = self._claim(stripe, h & MASK, key, now)
+                if new:  # not the stamp of the key that had the slot
+                    floats[(at >> 3) + 3] = now
+            f = at >> 3
             stamp = floats[f + 3]
             if floats[f + 4] <= now:  # new, or refilled by now
                 tokens = burst
