@@ -232,3 +232,42 @@ async def test_offences_ban_a_client_until_the_ban_expires_and_bans_can_be_manag
             assert "refractium_bans_active 0.0" in metrics
             page = (await admin_call(admin, "GET", "/dashboard.json"))[1]
             assert page["bans"] == []
+
+
+# --------------------------------------------------------------------------- workers
+
+
+async def test_rates_offences_and_bans_hold_across_two_workers() -> None:
+    port, admin = free_port(), free_port()
+    limits = (
+        'connection_rate = "5/s"\nconnection_burst = 5\n'
+        'ban_after = 3\nban_for_s = 60\noffences = ["unidentified"]\n'
+    )
+    extra = f'workers = 2\n[admin]\nbind = "{HOST}:{admin}"\n'
+    async with http_backend("web") as web:
+        text = config(route("http", web.address), port=port, limits=limits, extra=extra)
+        async with running_proxy("run", config=text) as proxy:
+            await proxy.wait_for("2 workers listening")
+            # One bucket for the instance: a worker each would let up to twice the burst in.
+            answers = await asyncio.gather(*(ask(port, "127.0.0.2") for _ in range(20)))
+            assert 5 <= sum(served(a) for a in answers) <= 7
+            # Three offences, whichever worker sees each, ban the address.
+            for _ in range(3):
+                assert await ask(port, "127.0.0.3", b"garbage\n") == b""
+            status, listed = await admin_call(admin, "GET", "/bans")
+            assert [(b["address"], b["reason"]) for b in listed["bans"]] == [
+                ("127.0.0.3", "unidentified")
+            ]
+            # Banned by the supervisor's API: every worker refuses it at once.
+            status, _ = await admin_call(admin, "POST", "/bans", {"address": "127.0.0.4"})
+            assert status == 200
+            refused = await asyncio.gather(*(ask(port, "127.0.0.4") for _ in range(10)))
+            assert refused == [b""] * 10
+            assert served(await ask(port, "127.0.0.5"))
+            status, metrics = await admin_call(admin, "GET", "/metrics")
+            assert 'refractium_bans_total{reason="unidentified"} 1.0' in metrics
+            assert 'refractium_offences_total{kind="unidentified"} 3.0' in metrics
+            assert "refractium_bans_active 2.0" in metrics
+            assert 'refractium_connections_refused_total{reason="banned"} 10.0' in metrics
+            page = (await admin_call(admin, "GET", "/dashboard.json"))[1]
+            assert sorted(b["remote"] for b in page["bans"]) == ["127.0.0.3", "127.0.0.4"]

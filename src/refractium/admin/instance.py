@@ -4,8 +4,8 @@
 so the admin server, the metrics collector, ``/status``, ``/remotes`` and
 the dashboard run in the supervisor unchanged. Its figures come from
 ``pull`` (the supervisor asks every worker over its socket), taken again
-before an admin request when older than :data:`FRESH_S` and once a second
-for the dashboard's history; the routes are the ones the supervisor
+before each admin request (requests arriving together share one question)
+and once a second for the dashboard's history; the routes are the ones the supervisor
 validated. A dead worker's last counters are kept (:func:`figures.retired`)
 so the instance's totals never go back when one is replaced.
 """
@@ -13,7 +13,6 @@ so the instance's totals never go back when one is replaced.
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
@@ -26,11 +25,7 @@ from refractium.hooks.dispatch import HookStats
 from refractium.relay.stats import TcpStats, UdpStats
 from refractium.routing import Route
 
-__all__ = ["FRESH_S", "InstanceView", "MergedRemotes"]
-
-#: Figures younger than this are reused by the next request (a dashboard
-#: poll and a scrape arriving together ask the workers once).
-FRESH_S = 0.05
+__all__ = ["InstanceView", "MergedRemotes"]
 
 
 class MergedRemotes(RemoteMap):
@@ -80,18 +75,31 @@ class InstanceView:
         self._gone: set[int] = set()
         self._retired = Figures()
         self._merged = Figures()
-        self._at = -FRESH_S
+        self._asked = 0  # questions to the workers begun so far
         self._pulling: asyncio.Future[None] | None = None
 
     # -- keeping it current ---------------------------------------------------
 
     async def refresh(self) -> None:
-        """Ask the workers again unless the figures are fresh; one question at a time."""
-        if self._pulling is not None:
+        """Ask the workers for figures taken after this call began; one question at a time.
+
+        Requests that arrive while the workers are being asked wait for the
+        next question rather than take an answer that may predate them, so
+        a scrape right after a connection ended counts it. Requests arriving
+        together share that next question.
+        """
+        began = self._asked  # questions begun before this call
+        while True:
+            if self._pulling is None:
+                await self._pull_once()
+                return
+            waited = self._asked
             await asyncio.shield(self._pulling)
-            return
-        if time.monotonic() - self._at < FRESH_S:
-            return
+            if waited > began:
+                return  # a question begun after this call was answered
+
+    async def _pull_once(self) -> None:
+        self._asked += 1
         self._pulling = asyncio.get_running_loop().create_future()
         try:
             answers = await self._pull()
@@ -100,7 +108,6 @@ class InstanceView:
                     self._latest[pid] = figures
             self._merged = merge([self._retired, *self._latest.values()])
             self._guard.stats = self._merged.guard
-            self._at = time.monotonic()
         finally:
             done, self._pulling = self._pulling, None
             done.set_result(None)

@@ -185,8 +185,9 @@ class Supervisor:
         # Room for twice the connections the instance may hold, each from its own address.
         self.counts = SharedCounts.create(server.workers, 2 * server.max_connections)
         self.allows = SharedDeadlines.create(ALLOW_CAPACITY)
-        # [limits]: sized once, from the file at start (a reload does not resize them).
-        clients = config.limits.max_clients
+        # [limits]: sized once, from the file at start (a reload does not resize them);
+        # twice max_clients, as a key must sit near its hash (pages untouched cost nothing).
+        clients = 2 * config.limits.max_clients
         self.buckets = SharedBuckets.create(clients)
         self.offences = SharedOffences.create(clients)
         self.bans = SharedBans.create(BANS_CAPACITY)
