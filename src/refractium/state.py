@@ -1,4 +1,4 @@
-"""State hooks share: an allow list that every worker of the instance sees.
+"""State hooks share: an allow list that every worker of the instance sees, and bans.
 
 ::
 
@@ -17,16 +17,22 @@ connection was handled is allowed wherever the next one lands.
 :func:`allowed` reads local memory and never waits: call it on the data
 path (``after_handshake``). :func:`allow` and :func:`revoke` are
 coroutines, so hook code stays the same whichever store keeps the list.
+
+:func:`ban` bans an address or a network as ``POST /bans`` does: it is
+refused at accept by every worker of the instance until the ban ends
+(``[limits]`` need not be set for a ban to hold).
 """
 
 from __future__ import annotations
 
 import time
+from ipaddress import ip_network
 
+from refractium.abuse import guard
 from refractium.errors import RefractiumError
 from refractium.shared.allows import current
 
-__all__ = ["allow", "allowed", "remaining", "revoke"]
+__all__ = ["allow", "allowed", "ban", "remaining", "revoke"]
 
 
 async def allow(key: str, ttl_s: float) -> None:
@@ -57,3 +63,19 @@ def remaining(key: str) -> float:
     now = time.time()
     deadline = current().until(key, now)
     return 0.0 if deadline is None else deadline - now
+
+
+async def ban(address: str, for_s: float, reason: str = "hook") -> None:
+    """Ban ``address`` (an address or a CIDR) for ``for_s`` seconds, with ``reason``.
+
+    Raises:
+        ValueError: not an address or a network, or ``for_s`` not positive.
+        RefractiumError: no engine has started in this process.
+    """
+    network = ip_network(address.strip(), strict=True)
+    if not for_s > 0:
+        raise ValueError("for_s must be positive")
+    running = guard.current()
+    if running is None:
+        raise RefractiumError("no engine has started in this process: nothing to ban with")
+    running.ban(network, for_s, reason)

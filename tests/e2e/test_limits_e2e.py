@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from refractium import Refractium, state
 from tests.kit.backends import HOST, free_port, http_backend, tls_backend
 from tests.kit.clients import openssl_get
 from tests.kit.proxy import RunningProxy, running_proxy
@@ -271,3 +272,20 @@ async def test_rates_offences_and_bans_hold_across_two_workers() -> None:
             assert 'refractium_connections_refused_total{reason="banned"} 10.0' in metrics
             page = (await admin_call(admin, "GET", "/dashboard.json"))[1]
             assert sorted(b["remote"] for b in page["bans"]) == ["127.0.0.3", "127.0.0.4"]
+
+
+async def test_a_hook_can_ban_through_refractium_state_without_any_limits() -> None:
+    async with http_backend("web") as web:
+        engine = Refractium.builder().bind(HOST).port(0).route("http", web.address).build()
+        (_, port), *_ = await engine.start_tcp()
+        try:
+            await state.ban("127.0.0.2", 60, "hook")
+            assert await ask(port, "127.0.0.2") == b""
+            assert served(await ask(port, HOST))
+            [ban] = engine.guard.bans()
+            assert (ban.address, ban.reason) == ("127.0.0.2", "hook")
+            assert engine.tcp_stats.refused["banned"] == 1
+            assert engine.guard.unban(ban.network)
+            assert served(await ask(port, "127.0.0.2"))
+        finally:
+            await engine.shutdown(0)

@@ -7,8 +7,9 @@ offences with :meth:`Guard.offence`. The decisions read the lists of
 this process, or in memory the workers of one instance share. Nothing here
 waits on another process beyond a lock held for microseconds.
 
-Without ``[limits]`` (:attr:`LimitsConfig.active` false) every call returns
-at its first test: nothing is looked up, counted or kept.
+Without ``[limits]`` (:attr:`LimitsConfig.active` false) nothing is counted
+or kept, and accepting only asks whether a ban (from the API or a hook) is
+in force: with none, one counter test.
 """
 
 from __future__ import annotations
@@ -32,7 +33,17 @@ from refractium.util.logs import RateLimitedLog
 log = logging.getLogger(__name__)
 bans_log = RateLimitedLog(log)
 
-__all__ = ["BANNED", "DENIED", "LIMITED", "Guard", "GuardStats", "Refusal", "Stores"]
+__all__ = [
+    "BANNED",
+    "DENIED",
+    "LIMITED",
+    "Guard",
+    "GuardStats",
+    "Refusal",
+    "Stores",
+    "current",
+    "use",
+]
 
 Network = IPv4Network | IPv6Network
 
@@ -117,8 +128,14 @@ class Guard:
     # -- decisions ------------------------------------------------------------
 
     def at_accept(self, ip: str) -> Refusal | None:
-        """Whether a client from ``ip`` may go on (None) or is refused, before any byte is read."""
-        if not self.active or ip in self._allow:
+        """Whether a client from ``ip`` may go on (None) or is refused, before any byte is read.
+
+        Bans hold even without ``[limits]`` (made by the API or a hook): with
+        none in force, looking costs a clock read and one counter test.
+        """
+        if not self.active:
+            return BANNED if self.stores.bans.banned(ip, self._clock()) is not None else None
+        if ip in self._allow:
             return None
         if ip in self._deny:
             return DENIED
@@ -192,3 +209,17 @@ class Guard:
     def bans(self) -> list[Ban]:
         """Every ban in force."""
         return self.stores.bans.all(self._clock())
+
+
+_current: Guard | None = None
+
+
+def use(guard: Guard) -> None:
+    """Make ``guard`` the one :func:`refractium.state.ban` reaches (an engine that starts)."""
+    global _current
+    _current = guard
+
+
+def current() -> Guard | None:
+    """The guard of the engine running in this process, if one started."""
+    return _current

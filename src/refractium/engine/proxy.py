@@ -29,6 +29,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from refractium.abuse.guard import Guard, Stores
+from refractium.abuse.guard import use as guard_in_use
 from refractium.admin.server import AdminServer
 from refractium.admin.view import BackendState, RouteLoad
 from refractium.backends.health import HealthChecker
@@ -408,6 +409,7 @@ class Refractium:
         if self._udp is not None:
             self._udp_health.configure(health_checks(tables, Transport.UDP))
         self._deny_file.follow(self._config.limits.deny_file)  # once running, and each reload
+        guard_in_use(self._guard)  # refractium.state.ban reaches this engine
 
     async def run_tcp(self) -> None:
         """Listen on TCP and serve until :meth:`shutdown`."""

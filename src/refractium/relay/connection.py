@@ -304,8 +304,7 @@ class ClientProtocol(Pipe):
         self.upstream = NO_HEADER
         if result.source is not None:  # None: LOCAL, the upstream's own health check
             client_ip = result.source[0]
-            guard = self.ctx.guard
-            blocked = guard.at_accept(client_ip) if guard.active else None
+            blocked = self.ctx.guard.at_accept(client_ip)
             if blocked is not None:
                 self.client_addr = result.source
                 self.ctx.block(self, blocked)

@@ -153,9 +153,8 @@ class TcpContext(Context):
 
     def admit(self, conn: Tracked, snapshot: Snapshot) -> bool:
         """Count ``conn`` against the limits, or refuse it (False)."""
-        guard = self.guard
-        if guard.active and conn.limit_key:
-            blocked = guard.at_accept(conn.limit_key)
+        if conn.limit_key:
+            blocked = self.guard.at_accept(conn.limit_key)
             if blocked is not None:
                 self.block(conn, blocked)
                 self.stats.closed["", blocked.outcome] += 1

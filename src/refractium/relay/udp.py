@@ -50,21 +50,14 @@ class UdpListener(asyncio.DatagramProtocol):
 
     def _new_flow(self, key: Any) -> Flow | None:
         ctx = self.ctx
-        guard = ctx.guard
-        if guard.active:
-            blocked = guard.at_accept(key[0])
-            if blocked is not None:
-                # No flow: the next datagram from there is asked about again.
-                ctx.stats.blocked[blocked.reason] += 1
-                events.log(
-                    logging.INFO,
-                    blocked.reason,
-                    "refused udp %s:%d: %s",
-                    key[0],
-                    key[1],
-                    blocked.text,
-                )
-                return None
+        blocked = ctx.guard.at_accept(key[0])
+        if blocked is not None:
+            # No flow: the next datagram from there is asked about again.
+            ctx.stats.blocked[blocked.reason] += 1
+            events.log(
+                logging.INFO, blocked.reason, "refused udp %s:%d: %s", key[0], key[1], blocked.text
+            )
+            return None
         limit = ctx.snapshot.settings.udp_max_sessions
         if len(ctx.flows) >= limit:
             ctx.stats.refused += 1
