@@ -19,6 +19,7 @@ declare -A want=(
   [nft]=nftables        # ...and the mark on replies to transparent sockets
   [chromium]=chromium   # tests/e2e/test_dashboard_e2e.py drives the admin dashboard
   [chromedriver]=chromium-driver  # ...through Selenium
+  [redis-server]=redis-server  # tests/e2e/test_fleet_e2e.py: bans and allows across instances
 )
 if [[ "${BENCH_TOOLS:-}" == 1 ]]; then
   want[sslh]=sslh

@@ -8,7 +8,10 @@ is allowed in all of them.
 
 A key is a string: a client address as the relay reports it
 (``"203.0.113.7"``; IPv4 and its ``::ffff:`` form are one key) or any name
-a hook chooses, which is hashed to the table's 16 bytes.
+a hook chooses, which is hashed to the table's 16 bytes. The ``*_key``
+methods and :meth:`AllowStore.entries` work on those 16 bytes: what
+:mod:`refractium.fleet` sends to other instances, since a hashed name cannot
+be turned back into its text.
 """
 
 from __future__ import annotations
@@ -46,6 +49,15 @@ class AllowStore(Protocol):
     def until(self, key: str, now: float) -> float | None:
         """The deadline of ``key`` if it is still ahead of ``now``."""
 
+    def put_key(self, key: bytes, until: float) -> bool:
+        """:meth:`put` for a key's 16 bytes (:func:`table_key`)."""
+
+    def drop_key(self, key: bytes) -> None:
+        """:meth:`drop` for a key's 16 bytes."""
+
+    def entries(self, now: float) -> dict[bytes, float]:
+        """Every key (its 16 bytes) whose deadline is ahead of ``now``, with the deadline."""
+
 
 class LocalAllows:
     """The allow list of one process."""
@@ -54,14 +66,23 @@ class LocalAllows:
         self._until: dict[bytes, float] = {}
 
     def put(self, key: str, until: float) -> bool:
-        if len(self._until) >= LOCAL_PRUNE_AT:
-            now = time.time()
-            self._until = {k: t for k, t in self._until.items() if t > now}
-        self._until[table_key(key)] = until
-        return True
+        return self.put_key(table_key(key), until)
 
     def drop(self, key: str) -> None:
         self._until.pop(table_key(key), None)
+
+    def put_key(self, key: bytes, until: float) -> bool:
+        if len(self._until) >= LOCAL_PRUNE_AT:
+            now = time.time()
+            self._until = {k: t for k, t in self._until.items() if t > now}
+        self._until[key] = until
+        return True
+
+    def drop_key(self, key: bytes) -> None:
+        self._until.pop(key, None)
+
+    def entries(self, now: float) -> dict[bytes, float]:
+        return {k: t for k, t in self._until.items() if t > now}
 
     def until(self, key: str, now: float) -> float | None:
         deadline = self._until.get(table_key(key))
@@ -82,6 +103,15 @@ class SharedAllows:
 
     def until(self, key: str, now: float) -> float | None:
         return self._table.get_key(table_key(key), now)
+
+    def put_key(self, key: bytes, until: float) -> bool:
+        return self._table.set_key(key, until)
+
+    def drop_key(self, key: bytes) -> None:
+        self._table.clear_key(key)
+
+    def entries(self, now: float) -> dict[bytes, float]:
+        return self._table.items(now)
 
 
 _store: AllowStore = LocalAllows()

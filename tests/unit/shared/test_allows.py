@@ -109,3 +109,29 @@ async def test_a_full_shared_list_says_so() -> None:
     finally:
         allows.use(before)
         table.close()
+
+
+def test_entries_and_keys_in_both_stores() -> None:
+    """What refractium.fleet reads and writes: 16-byte keys and the live entries."""
+    table = SharedDeadlines.create(1024)
+    try:
+        for store in (LocalAllows(), SharedAllows(table)):
+            now = time.time()
+            assert store.put("203.0.113.7", now + 60)
+            assert store.put("a token", now + 0.2)
+            assert store.put_key(table_key("another"), now + 30)
+            assert store.until("another", now) == now + 30
+            assert store.entries(now) == {
+                table_key("203.0.113.7"): now + 60,
+                table_key("a token"): now + 0.2,
+                table_key("another"): now + 30,
+            }
+            assert store.entries(now + 1) == {
+                table_key("203.0.113.7"): now + 60,
+                table_key("another"): now + 30,
+            }
+            store.drop_key(table_key("203.0.113.7"))
+            assert store.until("::ffff:203.0.113.7", now) is None
+            assert store.entries(now + 1) == {table_key("another"): now + 30}
+    finally:
+        table.close()
