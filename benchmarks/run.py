@@ -3,7 +3,7 @@ HAProxy and sslh, all pinned to one CPU.
 
     python benchmarks/run.py [--quick] [--only NAME[,NAME...]] [--targets T[,T...]]
                              [--json out.json] [--cpu N] [--baseline SRC] [--idle]
-                             [--access]
+                             [--access] [--limits]
 
 Sections (``--only``): bulk, connrate, rtt, idle, ident. Targets
 (``--targets``): direct, refractium-uvloop, refractium-asyncio, haproxy, sslh
@@ -12,7 +12,9 @@ refractium-uvloop-base and refractium-asyncio-base: the proxy of another tree's
 ``src`` (e.g. a ``git worktree`` of an older commit), measured in the same run;
 ``--idle`` adds refractium-uvloop-idle and -asyncio-idle, with idle_timeout_s set;
 ``--access`` adds refractium-uvloop-access and -asyncio-access, with the access
-log on (written to a file).
+log on (written to a file); ``--limits`` adds refractium-uvloop-limits and
+-asyncio-limits, with ``[limits]`` on (a rate, bans armed, a deny file of
+10,000 networks) and nothing refused.
 See README.md.
 """
 
@@ -620,6 +622,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="also refractium-uvloop-idle and -asyncio-idle: idle_timeout_s = 600 set",
     )
     p.add_argument(
+        "--limits",
+        action="store_true",
+        help="also refractium-uvloop-limits and -asyncio-limits: [limits] on, nothing refused",
+    )
+    p.add_argument(
         "--access",
         action="store_true",
         help="also refractium-uvloop-access and -asyncio-access: [log] access = true, to a file",
@@ -650,6 +657,8 @@ def main(argv: list[str] | None = None) -> int:
         targets += [Refractium(loop, idle_timeout_s=600) for loop in ("uvloop", "asyncio")]
     if args.access:
         targets += [Refractium(loop, access_log=True) for loop in ("uvloop", "asyncio")]
+    if args.limits:
+        targets += [Refractium(loop, limits=True) for loop in ("uvloop", "asyncio")]
     if args.targets:
         wanted = {"direct", *args.targets.split(",")}
         unknown = wanted - {t.name for t in targets}

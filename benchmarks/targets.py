@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import resource
 import shutil
 import signal
@@ -377,6 +378,23 @@ forward_to = "{host}:{other}"
 """
 
 
+#: Networks in the deny file of a ``limits`` target: none of them is the client's.
+DENY_ENTRIES = 10_000
+
+
+def limits_table(directory: Path) -> str:
+    """``[limits]`` with every check on and nothing refused: a rate no client reaches,
+    bans armed, and a deny file of :data:`DENY_ENTRIES` networks in 10.0.0.0/8."""
+    rng = random.Random(7)
+    lines = []
+    for n in range(DENY_ENTRIES):
+        a, b, c = rng.randrange(256), rng.randrange(256), rng.randrange(256)
+        lines.append(f"10.{a}.{b}.0/24" if n % 2 else f"10.{a}.{b}.{c}")
+    path = directory / "deny.txt"
+    path.write_text("\n".join(lines) + "\n")
+    return f'\n[limits]\nconnection_rate = "1000000/s"\nban_after = 1000\ndeny_file = "{path}"\n'
+
+
 class Refractium(Target):
     """The proxy of this tree, or (``source``) the one in another tree's ``src``.
 
@@ -392,12 +410,14 @@ class Refractium(Target):
         idle_timeout_s: float = 0.0,
         access_log: bool = False,
         workers: int = 1,
+        limits: bool = False,
     ) -> None:
         super().__init__()
         self.loop = loop
         self.source = source
         self.idle_timeout_s = idle_timeout_s
         self.access_log = access_log
+        self.limits = limits
         self.workers = workers  # > 1: a supervisor and this many workers (`-w N`)
         kind = (
             "base"
@@ -406,6 +426,8 @@ class Refractium(Target):
             if idle_timeout_s
             else "access"
             if access_log
+            else "limits"
+            if limits
             else ""
         )
         self.name = f"refractium-{loop}-{kind}" if kind else f"refractium-{loop}"
@@ -430,6 +452,8 @@ class Refractium(Target):
         if self.access_log:
             # Its own table, after [server]'s keys: the access lines go to a file.
             extra += f'\n[log]\naccess = true\nfile = "{self.dir / "access.log"}"\n'
+        if self.limits:
+            extra += limits_table(self.dir)
         conf.write_text(
             REFRACTIUM_CONF.format(
                 host=HOST,
