@@ -104,6 +104,8 @@ async def test_bans_and_lifts_reach_every_instance_with_the_prefix(
         delay = await eventually(lambda: banned(b, "198.51.100.7") is not None, 1)
         assert banned(b, "198.51.100.7") == ("198.51.100.7", "manual", now + 60)
         assert delay < 0.5
+        await asyncio.sleep(0.3)
+        assert (a.sent, b.sent, b.applied) == (1, 0, 1)  # B does not send it back
 
         # The other way, a network, and the key that stands for it in Redis.
         b.bans.ban(ip_network("192.0.2.0/24"), now + 30, "unidentified", now)

@@ -78,6 +78,9 @@ class FleetSync:
         allows: the instance's allow list (:mod:`refractium.shared.allows`).
         clock: ``time.time`` or a stand-in; deadlines are absolute times.
         origin: this instance's name in its messages (default: a random one).
+        push_every_s: how often local changes are looked for. Each look reads
+            every ban and allow: about 3.6 ms with a supervisor's tables
+            (4096 bans, 16384 allows), so 2-3 % of a core at the default.
     """
 
     def __init__(
@@ -88,12 +91,14 @@ class FleetSync:
         clock: Callable[[], float] = time.time,
         *,
         origin: str | None = None,
+        push_every_s: float = PUSH_EVERY_S,
     ) -> None:
         self.link = link
         self.bans = bans
         self.allows = allows
         self.clock = clock
         self.origin = origin or uuid.uuid4().hex[:16]
+        self.push_every_s = push_every_s
         prefix = link.prefix
         self._ban_channel = prefix + b"bans"
         self._allow_channel = prefix + b"allows"
@@ -165,7 +170,7 @@ class FleetSync:
                         self._receive(message)
                         continue
                 await self._push(client)
-                due = time.monotonic() + PUSH_EVERY_S
+                due = time.monotonic() + self.push_every_s
         finally:
             # Typed here: some redis-py versions leave PubSub.aclose unannotated.
             aclose: Callable[[], Awaitable[None]] = pubsub.aclose
