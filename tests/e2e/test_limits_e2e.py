@@ -19,6 +19,7 @@ from refractium import Refractium, state
 from tests.kit.backends import HOST, free_port, http_backend, tls_backend
 from tests.kit.clients import openssl_get
 from tests.kit.proxy import RunningProxy, running_proxy
+from tests.kit.redis import need_redis, redis_server
 
 GET = b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
 
@@ -289,3 +290,77 @@ async def test_a_hook_can_ban_through_refractium_state_without_any_limits() -> N
             assert served(await ask(port, "127.0.0.2"))
         finally:
             await engine.shutdown(0)
+
+
+# --------------------------------------------------------------------------- one Redis
+
+
+def redis_state(url: str, prefix: str = "refractium:") -> str:
+    return f'[state]\nbackend = "redis"\nurl = "{url}"\nprefix = "{prefix}"\n'
+
+
+async def metric_value(admin: int, name: str) -> float | None:
+    _, text = await admin_call(admin, "GET", "/metrics")
+    match = re.search(rf"^{name} ([0-9.]+)$", text, re.M)
+    return float(match.group(1)) if match else None
+
+
+@need_redis
+async def test_two_instances_share_bans_through_redis_and_survive_it_going_away() -> None:
+    ports = [free_port() for _ in range(3)]
+    admins = [free_port() for _ in range(3)]
+    async with redis_server() as redis, http_backend("web") as web:
+
+        def instance(n: int, prefix: str = "refractium:") -> str:
+            extra = f'[admin]\nbind = "{HOST}:{admins[n]}"\n' + redis_state(redis.url, prefix)
+            return config(route("http", web.address), port=ports[n], limits="") + extra
+
+        async with (
+            running_proxy("run", config=instance(0)) as first,
+            running_proxy("run", config=instance(1)),
+            running_proxy("run", config=instance(2, "other:")),
+        ):
+            for admin in admins:
+                await until(lambda a=admin: up_is(a, 1.0), 10, "Redis up")
+            # A ban posted to one instance is enforced by the other within a second.
+            status, _ = await admin_call(admins[0], "POST", "/bans", {"address": "127.0.0.2"})
+            assert status == 200
+            posted = time.monotonic()
+
+            async def refused_by_second() -> bool:
+                return await ask(ports[1], "127.0.0.2") == b""
+
+            await until(refused_by_second, 1.0, "the ban on the second instance")
+            assert time.monotonic() - posted < 1.0
+            assert served(await ask(ports[1], HOST))
+            # Another prefix is another fleet.
+            await asyncio.sleep(0.5)
+            assert served(await ask(ports[2], "127.0.0.2"))
+            assert (await admin_call(admins[2], "GET", "/bans"))[1] == {"bans": []}
+
+            # Redis goes away: everyone keeps relaying and says so.
+            await redis.stop()
+            for admin in admins:
+                await until(lambda a=admin: up_is(a, 0.0), 5, "refractium_state_up 0")
+            assert served(await ask(ports[0], HOST))
+            assert served(await ask(ports[1], HOST))
+            assert await ask(ports[1], "127.0.0.2") == b""  # what it knew still holds
+            # A ban made meanwhile reaches the other instance once Redis is back.
+            status, _ = await admin_call(admins[1], "POST", "/bans", {"address": "127.0.0.3"})
+            assert status == 200
+            await redis.start()
+            back = time.monotonic()
+            for admin in admins[:2]:
+                await until(lambda a=admin: up_is(a, 1.0), 10, "refractium_state_up 1")
+            assert time.monotonic() - back < 10
+
+            async def refused_by_first() -> bool:
+                return await ask(ports[0], "127.0.0.3") == b""
+
+            await until(refused_by_first, 5, "the ban made while Redis was away")
+        warnings = [line for line in first.stderr_lines if "refractium.fleet" in line]
+        assert any("WARNING" in line for line in warnings), first.stderr
+
+
+async def up_is(admin: int, value: float) -> bool:
+    return await metric_value(admin, "refractium_state_up") == value

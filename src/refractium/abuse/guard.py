@@ -37,6 +37,7 @@ __all__ = [
     "BANNED",
     "DENIED",
     "LIMITED",
+    "UNAVAILABLE",
     "Guard",
     "GuardStats",
     "Refusal",
@@ -58,6 +59,9 @@ class Refusal:
 
 
 DENIED = Refusal(REFUSED, "denied", "denied by [limits]")
+UNAVAILABLE = Refusal(
+    REFUSED, "state_down", "the shared state is unreachable ([state] on_error = closed)"
+)
 LIMITED = Refusal(LIMITED_OUTCOME, "limited", "over limits.connection_rate")
 BANNED = Refusal(BANNED_OUTCOME, "banned", "banned")
 
@@ -100,6 +104,9 @@ class Guard:
         self.stats = GuardStats()
         self._clock = clock
         self._file: tuple[Network, ...] = ()
+        #: Whether the fleet's shared state answers; None: no fleet ([state] memory).
+        self.state_up: Callable[[], bool] | None = None
+        self._closed_when_down = False
         self.configure(limits)
 
     # -- configuration --------------------------------------------------------
@@ -114,6 +121,11 @@ class Guard:
         self._v4, self._v6 = limits.group_v4, limits.group_v6
         self._ban_after = limits.ban_after
         self._offences = limits.offences if limits.ban_after else frozenset()
+
+    def follow_state(self, up: Callable[[], bool], closed: bool) -> None:
+        """The fleet's state: ``up()`` says whether it answers; ``closed``: refuse without it."""
+        self.state_up = up
+        self._closed_when_down = closed
 
     def deny_file(self, networks: Iterable[Network]) -> None:
         """The networks ``deny_file`` holds now (read again when it changes)."""
@@ -139,6 +151,8 @@ class Guard:
             return None
         if ip in self._deny:
             return DENIED
+        if self._closed_when_down and self.state_up is not None and not self.state_up():
+            return UNAVAILABLE  # bans and rates here may not be the fleet's
         now = self._clock()
         if self.stores.bans.banned(ip, now) is not None:
             return BANNED

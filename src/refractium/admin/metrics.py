@@ -235,6 +235,10 @@ def guard_families(guard: Guard) -> Iterator[Metric]:
         sorted(stats.bans.items()),
     )
     yield _gauge("bans_active", "Bans in force now (offences, the API, hooks).", len(guard.bans()))
+    if guard.state_up is not None:
+        yield _gauge(
+            "state_up", "Whether the fleet's shared state (Redis) answers.", int(guard.state_up())
+        )
     stores = guard.stores
     yield _counter(
         "limiter_evictions_total",

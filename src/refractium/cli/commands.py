@@ -193,6 +193,7 @@ def _run_worker(args: argparse.Namespace, load: Callable[[], Config]) -> int:
     """
     from refractium.abuse.guard import Stores
     from refractium.engine import Refractium
+    from refractium.engine.share import WorkerShare
     from refractium.engine.worker import WorkerLink
     from refractium.relay.limits import SharedLimits
     from refractium.shared import allows
@@ -200,6 +201,7 @@ def _run_worker(args: argparse.Namespace, load: Callable[[], Config]) -> int:
     from refractium.shared.buckets import SharedBuckets
     from refractium.shared.counts import SharedCounts
     from refractium.shared.deadlines import SharedDeadlines
+    from refractium.shared.memory import SharedMemory
     from refractium.shared.offences import SharedOffences
 
     link = WorkerLink.parse(args.worker)
@@ -210,7 +212,9 @@ def _run_worker(args: argparse.Namespace, load: Callable[[], Config]) -> int:
         SharedOffences.attach(link.table("offences")),
         SharedBans.attach(link.table("bans")),
     )
-    engine = Refractium(load(), admin_listener=False, limits=SharedLimits(counts), stores=stores)
+    status = SharedMemory.attach(link.table("status"))
+    share = WorkerShare(SharedLimits(counts), stores, lambda: status.words[0] == 1)
+    engine = Refractium(load(), worker=share)
     transport = {"run": "both", "tcp": "tcp", "udp": "udp"}[args.command]
     run(
         lambda: serve(engine, transport=transport, reload_config=load, worker=link),

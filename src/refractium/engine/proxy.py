@@ -28,27 +28,31 @@ import socket
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from refractium.abuse.guard import Guard, Stores
+from refractium.abuse.guard import Guard
 from refractium.abuse.guard import use as guard_in_use
 from refractium.admin.server import AdminServer
 from refractium.admin.view import BackendState, RouteLoad
 from refractium.backends.health import HealthChecker
 from refractium.config import Config, load_file, parse_config
+from refractium.config.model import OnError, StateBackend
 from refractium.endpoint.chain import EndpointChain
 from refractium.engine.builder import RefractiumBuilder
 from refractium.engine.denylist import DenyFileWatch
+from refractium.engine.share import WorkerShare
 from refractium.engine.snapshot import Hooks, build_snapshot, health_checks
 from refractium.errors import RefractiumError
+from refractium.fleet.link import RedisLink
+from refractium.fleet.sync import FleetSync
 from refractium.hooks.dispatch import HookStats
 from refractium.protocols.base import Probe, Transport
 from refractium.relay.flow import Flow
-from refractium.relay.limits import Limits
 from refractium.relay.listen import describe_socket, take_inherited
 from refractium.relay.snapshot import Snapshot
 from refractium.relay.stats import TcpStats, UdpStats
 from refractium.relay.tcp import TcpService
 from refractium.relay.udp import UdpService
 from refractium.routing import Route, Tables
+from refractium.shared import allows
 
 log = logging.getLogger(__name__)
 
@@ -64,9 +68,7 @@ class Refractium:
         probes: Mapping[str, Probe] | None = None,
         endpoint_hooks: Sequence[object] = (),
         *,
-        admin_listener: bool = True,
-        limits: Limits | None = None,
-        stores: Stores | None = None,
+        worker: WorkerShare | None = None,
     ) -> None:
         """Validate ``config`` and resolve its routes; nothing listens yet.
 
@@ -75,14 +77,11 @@ class Refractium:
             probes: protocol probes given in code, by route name.
             endpoint_hooks: endpoint hooks given in code; they run after the
                 ones ``[endpoint] hooks`` names, in this order.
-            admin_listener: False in a supervisor's worker: the supervisor
-                serves ``[admin]`` for the instance, from this engine's
-                figures (its RemoteMap runs here all the same).
-            limits: what counts open connections against the caps (a
-                worker's is shared with the other workers); by default this
-                process's own.
-            stores: where ``[limits]`` keeps its buckets, offence counts and
-                bans (a worker's are shared); by default this process's own.
+            worker: set by the ``refractium`` command in a supervisor's
+                worker: the tables it shares with the other workers. The
+                supervisor serves ``[admin]`` and keeps ``[state]`` in step
+                with Redis for the instance; this engine does neither (its
+                RemoteMap runs all the same, for the supervisor to read).
 
         Raises:
             ConfigError: a route or a hook cannot be resolved.
@@ -106,9 +105,12 @@ class Refractium:
         self._tcp_health = HealthChecker()
         self._udp_health = HealthChecker()
         self._admin_started = False
-        self._admin_listener = admin_listener
-        self._limits = limits
-        self._guard = Guard(config.limits, stores)
+        self._worker = worker
+        self._limits = worker.limits if worker is not None else None
+        self._guard = Guard(config.limits, worker.stores if worker is not None else None)
+        if worker is not None and config.state.backend is StateBackend.REDIS:
+            self._guard.follow_state(worker.state_up, config.state.on_error is OnError.CLOSED)
+        self._fleet: FleetSync | None = None
         self._deny_file = DenyFileWatch(self._guard)
         # Sockets passed by socket activation that no listener has taken yet.
         self._unclaimed: list[socket.socket] | None = None
@@ -396,7 +398,7 @@ class Refractium:
             raise RefractiumError(f"passed socket matches no configured listener: {names}")
 
     async def _start_admin(self) -> None:
-        if self._admin is None or self._admin_started or not self._admin_listener:
+        if self._admin is None or self._admin_started or self._worker is not None:
             return
         await self._admin.start()
         self._admin_started = True
@@ -410,6 +412,19 @@ class Refractium:
             self._udp_health.configure(health_checks(tables, Transport.UDP))
         self._deny_file.follow(self._config.limits.deny_file)  # once running, and each reload
         guard_in_use(self._guard)  # refractium.state.ban reaches this engine
+        self._start_fleet()
+
+    def _start_fleet(self) -> None:
+        """``[state] backend = "redis"``: keep bans and allows in step with the fleet (once)."""
+        state = self._config.state
+        if self._fleet is not None or self._worker is not None:
+            return
+        if state.backend is not StateBackend.REDIS:
+            return
+        link = RedisLink(state.url, state.prefix)
+        self._fleet = FleetSync(link, self._guard.stores.bans, allows.current())
+        self._guard.follow_state(lambda: link.up, state.on_error is OnError.CLOSED)
+        self._fleet.start()
 
     async def run_tcp(self) -> None:
         """Listen on TCP and serve until :meth:`shutdown`."""
@@ -449,6 +464,9 @@ class Refractium:
         await self._tcp_health.close()
         await self._udp_health.close()
         self._deny_file.stop()
+        if self._fleet is not None:
+            await self._fleet.close()
+            self._fleet = None
         await self._hooks.aclose()
         self._stopped.set()
 

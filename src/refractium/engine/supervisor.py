@@ -54,17 +54,22 @@ from dataclasses import dataclass, field
 from refractium.abuse.guard import Guard, Stores
 from refractium.admin.figures import Figures
 from refractium.config import Config
+from refractium.config.model import OnError, StateBackend
 from refractium.engine import systemd
 from refractium.engine.instance_admin import InstanceAdmin
 from refractium.engine.serve import remove_pidfile, write_pidfile
 from refractium.engine.watch import watch_file
 from refractium.engine.worker import WorkerLink, ask_figures
 from refractium.errors import ConfigError, RefractiumError
+from refractium.fleet.link import RedisLink
+from refractium.fleet.sync import FleetSync
 from refractium.routing import Route
+from refractium.shared.allows import SharedAllows
 from refractium.shared.bans import SharedBans
 from refractium.shared.buckets import SharedBuckets
 from refractium.shared.counts import SharedCounts
 from refractium.shared.deadlines import SharedDeadlines
+from refractium.shared.memory import SharedMemory
 from refractium.shared.offences import SharedOffences
 from refractium.util import logs
 from refractium.util.tasks import spawn
@@ -81,6 +86,8 @@ FIGURES_TIMEOUT_S = 2.0
 ALLOW_CAPACITY = 16384
 #: Bans in force at once (offences, the API, hooks); beyond, the one ending first goes.
 BANS_CAPACITY = 4096
+#: How often the workers' word on Redis is brought up to date.
+STATE_STATUS_S = 0.25
 
 #: What the supervisor validates at start and at each reload: the
 #: configuration and its routes (raises ConfigError, RefractiumError).
@@ -193,13 +200,17 @@ class Supervisor:
         self.bans = SharedBans.create(BANS_CAPACITY)
         # The supervisor's own view: /bans, and the metrics of the tables.
         self.guard = Guard(config.limits, Stores(self.buckets, self.offences, self.bans))
+        # One word: 1 while the fleet's Redis answers (written here, read by the workers).
+        self.status = SharedMemory.create(8, "refractium-status")
         self._tables: tuple[tuple[str, int], ...] = (
             ("counts", self.counts.fd),
             ("allows", self.allows.fd),
             ("buckets", self.buckets.fd),
             ("offences", self.offences.fd),
             ("bans", self.bans.fd),
+            ("status", self.status.fd),
         )
+        self._fleet: FleetSync | None = None
         self._admin = InstanceAdmin(self) if config.admin.bind is not None else None
         self._stopping = asyncio.Event()
         self._failed: str | None = None
@@ -247,6 +258,7 @@ class Supervisor:
             if self._config.server.hot_reload and path is not None and path != "builder":
                 spawn(watch_file(path, self.reload, watching), name="watch", owner=self._tasks)
             log.info("%d workers listening (pids %s)", len(self._workers), self._pid_list())
+            self._start_fleet()
             if systemd.notify(f"READY=1\n{self.status_line()}"):
                 spawn(self._report_status(), name="status", owner=self._tasks)
             await self._stopping.wait()
@@ -263,8 +275,11 @@ class Supervisor:
                 remove_pidfile(self._pidfile)
             for worker in self._workers:
                 worker.close_channel()
+            if self._fleet is not None:
+                await self._fleet.close()
             for table in (self.counts, self.allows, self.buckets, self.offences, self.bans):
                 table.close()
+            self.status.close()
             log.info("stopped")
 
     async def _started(self) -> bool:
@@ -323,6 +338,24 @@ class Supervisor:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(delay):
                     await self._stopping.wait()
+
+    def _start_fleet(self) -> None:
+        """``[state] backend = "redis"``: the instance's bans and allows kept in step here."""
+        state = self._config.state
+        if state.backend is not StateBackend.REDIS:
+            return
+        link = RedisLink(state.url, state.prefix)
+        self._fleet = FleetSync(link, self.bans, SharedAllows(self.allows))
+        self.guard.follow_state(lambda: link.up, state.on_error is OnError.CLOSED)
+        self._fleet.start()
+        spawn(self._tell_state(link), name="state-status", owner=self._tasks)
+
+    async def _tell_state(self, link: RedisLink) -> None:
+        """Keep the workers' word on Redis current (they refuse by it with on_error closed)."""
+        words = self.status.words
+        while True:
+            words[0] = int(link.up)
+            await asyncio.sleep(STATE_STATUS_S)
 
     def _gone(self, worker: _Worker, pid: int) -> None:
         """A worker process exited: release what it held, keep what it counted."""
