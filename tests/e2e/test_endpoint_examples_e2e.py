@@ -28,6 +28,7 @@ from refractium import Refractium, state
 from tests.kit.backends import echo_backend, free_port, run
 from tests.kit.clients import close, open_nodelay, read_all
 from tests.kit.proxy import running_proxy
+from tests.kit.redis import need_redis, redis_server
 from tests.kit.sshd import SSHD, SshdBackend, sshd_backend
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -169,6 +170,40 @@ async def test_preauth_example_with_two_workers() -> None:
         assert proxy.stderr.count("403 pre-authentication required") == 4
         await wait_until(lambda: sshd_connections(sshd) >= 10)
         assert sshd_connections(sshd) == 10, "\n".join(sshd.log_lines)
+
+
+@need_redis
+async def test_preauth_token_said_to_one_instance_opens_ssh_on_another() -> None:
+    """Two instances on one Redis (``[state] backend = "redis"``): the allow list is the fleet's."""
+    banner = b"SSH-2.0-OpenSSH_9.2p1\r\n"
+    ports = [free_port(), free_port()]
+    auth_ports = [free_port(), free_port()]
+    async with redis_server() as redis, echo_backend() as ssh:
+
+        def instance(n: int) -> str:
+            shipped = (EXAMPLES / "preauth.toml").read_text()
+            return (
+                shipped.replace("workers = 2", "workers = 1")
+                .replace("port = 2222", f"port = {ports[n]}")
+                .replace("127.0.0.1:2223", f"{HOST}:{auth_ports[n]}")
+                .replace('forward_to = "127.0.0.1:22"', f'forward_to = "{ssh.address}"')
+                .replace('token = "secret"', f'token = "{TOKEN}"')
+                + f'\n[state]\nbackend = "redis"\nurl = "{redis.url}"\n'
+            )
+
+        async with (
+            running_proxy("run", config=instance(0), cwd=EXAMPLES),
+            running_proxy("run", config=instance(1), cwd=EXAMPLES) as second,
+        ):
+            await second.wait_for("listening on tcp")
+            await asyncio.sleep(0.5)  # both linked to Redis
+            assert await say(ports[1], banner) == b""  # not allowed anywhere yet
+            assert await say(ports[0], f"AUTH {TOKEN}\n".encode()) == b"OK\n"
+            allowed_at = asyncio.get_running_loop().time()
+            while await say(ports[1], banner) != banner:  # the other instance lets it in
+                assert asyncio.get_running_loop().time() - allowed_at < 1.0
+                await asyncio.sleep(0.05)
+            assert ssh.accepted == 1
 
 
 async def test_preauth_example_runs_as_a_script() -> None:
