@@ -5,7 +5,6 @@ from __future__ import annotations
 import fcntl
 import multiprocessing as mp
 import os
-import signal
 import subprocess
 import sys
 import textwrap
@@ -20,6 +19,7 @@ from refractium.shared.bans import COUNTS, KINDS, LENGTHS, SharedBans
 from refractium.shared.keys import key_hash
 from refractium.shared.slots import META_BYTES, SLOTS, WINDOW
 from refractium.shared.stores import Ban
+from tests.kit.locks import kill_while_holding
 
 FORK = mp.get_context("fork")
 FAR = 4_000_000_000.0  # a deadline well ahead of any test's clock
@@ -231,17 +231,7 @@ def _holder(fd: int, out: Connection) -> None:
 
 
 def test_a_process_killed_holding_the_locks_blocks_nobody(table: SharedBans) -> None:
-    reader, writer = FORK.Pipe(duplex=False)
-    victim = FORK.Process(target=_holder, args=(table.fd, writer))
-    victim.start()
-    try:
-        assert reader.recv() == "holding"
-        with pytest.raises(OSError, match="Resource temporarily unavailable"):
-            fcntl.lockf(table.fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, table.stripes)
-    finally:
-        victim.kill()
-        victim.join(10)
-    assert victim.exitcode == -signal.SIGKILL
+    kill_while_holding(_holder, table.fd, (table.fd, table.stripes))
     got = table.banned("192.0.2.9", 1000.0)
     assert got is not None
     assert got.address == "192.0.2.0/24"

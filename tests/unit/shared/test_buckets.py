@@ -5,7 +5,6 @@ from __future__ import annotations
 import fcntl
 import multiprocessing as mp
 import os
-import signal
 import time
 from array import array
 from collections.abc import Iterator
@@ -19,6 +18,7 @@ from refractium.shared.buckets import SharedBuckets
 from refractium.shared.keys import EMPTY, address_key, key_hash
 from refractium.shared.memory import SharedMemory
 from refractium.shared.slots import META_BYTES, SLOTS, WINDOW
+from tests.kit.locks import kill_while_holding
 
 FORK = mp.get_context("fork")
 A = address_key("192.0.2.1")
@@ -215,16 +215,6 @@ def _holder(fd: int, out: Connection) -> None:
 
 def test_a_process_killed_holding_the_locks_blocks_nobody(table: SharedBuckets) -> None:
     mine = SharedBuckets.attach(os.dup(table.fd))
-    reader, writer = FORK.Pipe(duplex=False)
-    victim = FORK.Process(target=_holder, args=(table.fd, writer))
-    victim.start()
-    try:
-        assert reader.recv() == "holding"
-        with pytest.raises(OSError, match="Resource temporarily unavailable"):
-            fcntl.lockf(mine.fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, 0)
-    finally:
-        victim.kill()
-        victim.join(10)
-    assert victim.exitcode == -signal.SIGKILL
+    kill_while_holding(_holder, table.fd, (mine.fd, 0))
     assert [mine.take(A, 1.0, 3.0, 1000.0) for _ in range(3)] == [0.0, 0.0, pytest.approx(1.0)]
     mine.close()

@@ -6,7 +6,6 @@ import fcntl
 import multiprocessing as mp
 import os
 import random
-import signal
 import time
 from array import array
 from collections.abc import Iterator
@@ -20,6 +19,7 @@ from refractium.shared.counts import KEY_WORDS, MAGIC, META_WORDS, SLOTS, Shared
 from refractium.shared.deadlines import SharedDeadlines
 from refractium.shared.keys import EMPTY, address_key, key_hash
 from refractium.shared.memory import SharedMemory
+from tests.kit.locks import kill_while_holding
 
 FORK = mp.get_context("fork")
 NO_CAP = 1 << 30
@@ -352,17 +352,7 @@ def _holder(fd: int, out: Connection) -> None:
 def test_a_killed_worker_leaves_no_lock_and_its_column_is_zeroed(table: SharedCounts) -> None:
     w = _worker(table, 0)
     assert w.admit("192.0.2.1", NO_CAP, 0) is None
-    reader, writer = FORK.Pipe(duplex=False)
-    victim = FORK.Process(target=_holder, args=(table.fd, writer))
-    victim.start()
-    try:
-        assert reader.recv() == "holding"
-        with pytest.raises(OSError, match="Resource temporarily unavailable"):
-            fcntl.lockf(w.fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, 0)
-    finally:
-        victim.kill()
-        victim.join(10)
-    assert victim.exitcode == -signal.SIGKILL
+    kill_while_holding(_holder, table.fd, (w.fd, 0))
     # The kernel dropped the dead worker's locks: admission goes on at once.
     assert w.admit("192.0.2.1", NO_CAP, 0) is None
     assert (table.held("192.0.2.1"), table.total()) == (5, 14)
