@@ -107,6 +107,10 @@ class Guard:
         #: Whether the fleet's shared state answers; None: no fleet ([state] memory).
         self.state_up: Callable[[], bool] | None = None
         self._closed_when_down = False
+        #: Tokens taken per bucket key since the fleet's rate exchange last
+        #: collected them (:meth:`collect_takes`); None: no exchange, nothing noted.
+        self.pending: dict[bytes, int] | None = None
+        self._pending_rates: dict[bytes, Rate] = {}
         self.configure(limits)
 
     # -- configuration --------------------------------------------------------
@@ -126,6 +130,19 @@ class Guard:
         """The fleet's state: ``up()`` says whether it answers; ``closed``: refuse without it."""
         self.state_up = up
         self._closed_when_down = closed
+
+    def note_takes(self) -> None:
+        """Note every token taken from here on, for the fleet's rate exchange to collect."""
+        if self.pending is None:
+            self.pending = {}
+
+    def collect_takes(self) -> list[tuple[bytes, int, Rate]]:
+        """The tokens taken since the last call, by key, with the rate each was taken at."""
+        pending, rates = self.pending, self._pending_rates
+        if not pending:
+            return []
+        self.pending, self._pending_rates = {}, {}
+        return [(key, n, rates[key]) for key, n in pending.items()]
 
     def deny_file(self, networks: Iterable[Network]) -> None:
         """The networks ``deny_file`` holds now (read again when it changes)."""
@@ -162,7 +179,19 @@ class Guard:
             if self.stores.buckets.take(key, rate.per_s, rate.burst, now):
                 self.offence(ip, Offence.LIMITED)
                 return LIMITED
+            if self.pending is not None:
+                self._note(key, rate)
         return None
+
+    def _note(self, key: bytes, rate: Rate) -> None:
+        pending = self.pending
+        assert pending is not None
+        n = pending.get(key)
+        if n is None:
+            pending[key] = 1
+            self._pending_rates[key] = rate
+        else:
+            pending[key] = n + 1
 
     def ban_of(self, ip: str) -> Ban | None:
         """The ban covering ``ip`` now, if any (for the access line's reason)."""
@@ -176,6 +205,8 @@ class Guard:
         wait = self.stores.buckets.take(key, rate.per_s, rate.burst, self._clock())
         if wait:
             self.offence(ip, Offence.LIMITED)
+        elif self.pending is not None:
+            self._note(key, rate)
         return wait
 
     def offence(self, ip: str, kind: Offence) -> Ban | None:

@@ -87,6 +87,28 @@ class LocalBuckets:
         buckets[key] = (tokens, now, now + (burst - tokens) / per_s)
         return wait
 
+    def drain(self, key: bytes, n: int, per_s: float, burst: float, now: float) -> None:
+        """Remove ``n`` tokens from ``key``'s bucket (taken elsewhere in the fleet).
+
+        The bucket may go below zero, a debt its refill pays first, but no
+        lower than ``-burst``: a client is never held back longer than two
+        bursts' refill. A new or forgotten bucket starts full, then drained.
+        """
+        buckets = self._buckets
+        bucket = buckets.get(key)
+        if bucket is None:
+            self._make_room(now)
+            tokens = float(burst)
+        else:
+            buckets.move_to_end(key)
+            tokens, stamp, _ = bucket
+            if now > stamp:
+                tokens = min(burst, tokens + (now - stamp) * per_s)
+            else:
+                now = stamp
+        tokens = max(-burst, tokens - n)
+        buckets[key] = (tokens, now, now + (burst - tokens) / per_s)
+
     @property
     def evictions(self) -> int:
         """Buckets forgotten to make room while still holding less than a full burst."""

@@ -193,7 +193,7 @@ def _run_worker(args: argparse.Namespace, load: Callable[[], Config]) -> int:
     """
     from refractium.abuse.guard import Stores
     from refractium.engine import Refractium
-    from refractium.engine.share import WorkerShare
+    from refractium.engine.share import WorkerShare, read_instance_id
     from refractium.engine.worker import WorkerLink
     from refractium.relay.limits import SharedLimits
     from refractium.shared import allows
@@ -213,7 +213,13 @@ def _run_worker(args: argparse.Namespace, load: Callable[[], Config]) -> int:
         SharedBans.attach(link.table("bans")),
     )
     status = SharedMemory.attach(link.table("status"))
-    share = WorkerShare(SharedLimits(counts), stores, lambda: status.words[0] == 1)
+    share = WorkerShare(
+        SharedLimits(counts),
+        stores,
+        lambda: status.words[0] == 1,
+        instance_id=read_instance_id(status),
+        drains_rates=link.index == 1,
+    )
     engine = Refractium(load(), worker=share)
     transport = {"run": "both", "tcp": "tcp", "udp": "udp"}[args.command]
     run(

@@ -42,6 +42,7 @@ from refractium.engine.share import WorkerShare
 from refractium.engine.snapshot import Hooks, build_snapshot, health_checks
 from refractium.errors import RefractiumError
 from refractium.fleet.link import RedisLink
+from refractium.fleet.rates import RateExchange
 from refractium.fleet.sync import FleetSync
 from refractium.hooks.dispatch import HookStats
 from refractium.protocols.base import Probe, Transport
@@ -111,6 +112,7 @@ class Refractium:
         if worker is not None and config.state.backend is StateBackend.REDIS:
             self._guard.follow_state(worker.state_up, config.state.on_error is OnError.CLOSED)
         self._fleet: FleetSync | None = None
+        self._rates: RateExchange | None = None
         self._deny_file = DenyFileWatch(self._guard)
         # Sockets passed by socket activation that no listener has taken yet.
         self._unclaimed: list[socket.socket] | None = None
@@ -415,16 +417,29 @@ class Refractium:
         self._start_fleet()
 
     def _start_fleet(self) -> None:
-        """``[state] backend = "redis"``: keep bans and allows in step with the fleet (once)."""
+        """``[state] backend = "redis"``: keep bans, allows and rates in step with the fleet.
+
+        Once. A worker only exchanges its rates, on a link of its own: the
+        supervisor keeps the bans and allows of the instance.
+        """
         state = self._config.state
-        if self._fleet is not None or self._worker is not None:
+        if self._rates is not None or state.backend is not StateBackend.REDIS:
             return
-        if state.backend is not StateBackend.REDIS:
+        worker = self._worker
+        if worker is not None:
+            if worker.instance_id:
+                link = RedisLink(state.url, state.prefix)
+                self._rates = RateExchange(
+                    link, self._guard, worker.instance_id, drain=worker.drains_rates, keep_link=True
+                )
+                self._rates.start()
             return
         link = RedisLink(state.url, state.prefix)
         self._fleet = FleetSync(link, self._guard.stores.bans, allows.current())
         self._guard.follow_state(lambda: link.up, state.on_error is OnError.CLOSED)
         self._fleet.start()
+        self._rates = RateExchange(link, self._guard, self._fleet.origin, drain=True)
+        self._rates.start()
 
     async def run_tcp(self) -> None:
         """Listen on TCP and serve until :meth:`shutdown`."""
@@ -464,6 +479,9 @@ class Refractium:
         await self._tcp_health.close()
         await self._udp_health.close()
         self._deny_file.stop()
+        if self._rates is not None:
+            await self._rates.close()
+            self._rates = None
         if self._fleet is not None:
             await self._fleet.close()
             self._fleet = None

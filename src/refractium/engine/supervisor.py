@@ -58,6 +58,7 @@ from refractium.config.model import OnError, StateBackend
 from refractium.engine import systemd
 from refractium.engine.instance_admin import InstanceAdmin
 from refractium.engine.serve import remove_pidfile, write_pidfile
+from refractium.engine.share import STATUS_BYTES, new_instance_id
 from refractium.engine.watch import watch_file
 from refractium.engine.worker import WorkerLink, ask_figures
 from refractium.errors import ConfigError, RefractiumError
@@ -200,8 +201,11 @@ class Supervisor:
         self.bans = SharedBans.create(BANS_CAPACITY)
         # The supervisor's own view: /bans, and the metrics of the tables.
         self.guard = Guard(config.limits, Stores(self.buckets, self.offences, self.bans))
-        # One word: 1 while the fleet's Redis answers (written here, read by the workers).
-        self.status = SharedMemory.create(8, "refractium-status")
+        # 1 while the fleet's Redis answers (written here, read by the workers), and the name.
+        self.status = SharedMemory.create(STATUS_BYTES, "refractium-status")
+        # The instance's name in the fleet: in its messages, and in the rate counts its
+        # workers add to (each with a link of its own; see refractium.fleet.rates).
+        self.instance_id = new_instance_id(self.status)
         self._tables: tuple[tuple[str, int], ...] = (
             ("counts", self.counts.fd),
             ("allows", self.allows.fd),
@@ -345,7 +349,7 @@ class Supervisor:
         if state.backend is not StateBackend.REDIS:
             return
         link = RedisLink(state.url, state.prefix)
-        self._fleet = FleetSync(link, self.bans, SharedAllows(self.allows))
+        self._fleet = FleetSync(link, self.bans, SharedAllows(self.allows), origin=self.instance_id)
         self.guard.follow_state(lambda: link.up, state.on_error is OnError.CLOSED)
         self._fleet.start()
         spawn(self._tell_state(link), name="state-status", owner=self._tasks)

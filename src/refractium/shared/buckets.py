@@ -103,3 +103,41 @@ class SharedBuckets(SlotTable):
         finally:
             _lockf(fd, _UN, 1, stripe)
         return (1.0 - tokens) / per_s
+
+    def drain(self, key: bytes, n: int, per_s: float, burst: float, now: float) -> None:
+        """Remove ``n`` tokens from ``key``'s bucket (taken elsewhere in the fleet).
+
+        The bucket may go below zero, down to ``-burst`` (a debt its refill
+        pays first); a new or forgotten bucket starts full, then drained.
+
+        Raises:
+            ValueError: as :meth:`take`.
+        """
+        if len(key) != 16 or key == EMPTY:
+            raise ValueError(f"not a table key: {key!r}")
+        if not (per_s > 0 and burst >= 1):
+            raise ValueError(f"not a token bucket: {per_s}/s, burst {burst}")
+        h = ((int.from_bytes(key) * self._mult) & MASK128) >> 96
+        stripe = h >> self._shift
+        fd = self._fd
+        _lockf(fd, _EX, 1, stripe)
+        try:
+            at, new = self._claim(stripe, h & MASK, key, now)
+            f = at >> 3
+            floats = self._floats
+            if new:
+                floats[f + 3] = now
+            stamp = floats[f + 3]
+            if floats[f + 4] <= now:  # new, or refilled by now
+                tokens = burst
+            else:
+                tokens = floats[f + 2]
+                if now > stamp:
+                    tokens = min(burst, tokens + (now - stamp) * per_s)
+            if now > stamp:
+                floats[f + 3] = stamp = now
+            tokens = max(-burst, tokens - n)
+            floats[f + 2] = tokens
+            floats[f + 4] = stamp + (burst - tokens) / per_s
+        finally:
+            _lockf(fd, _UN, 1, stripe)

@@ -54,6 +54,14 @@ class Buckets(Protocol):
         """
         ...
 
+    def drain(self, key: bytes, n: int, per_s: float, burst: float, now: float) -> None:
+        """Remove ``n`` tokens that other instances of the fleet took for ``key``.
+
+        The bucket may go below zero (a debt its refill pays first), never
+        below ``-burst``; a new or forgotten bucket starts full, then drained.
+        """
+        ...
+
     @property
     def evictions(self) -> int:
         """Buckets forgotten to make room while still holding less than a full burst."""

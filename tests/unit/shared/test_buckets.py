@@ -14,10 +14,12 @@ from multiprocessing.synchronize import Barrier
 
 import pytest
 
+from refractium.abuse.local import LocalBuckets
 from refractium.shared.buckets import SharedBuckets
 from refractium.shared.keys import EMPTY, address_key, key_hash
 from refractium.shared.memory import SharedMemory
 from refractium.shared.slots import META_BYTES, SLOTS, WINDOW
+from refractium.shared.stores import Buckets
 from tests.kit.locks import kill_while_holding
 
 FORK = mp.get_context("fork")
@@ -218,3 +220,57 @@ def test_a_process_killed_holding_the_locks_blocks_nobody(table: SharedBuckets) 
     kill_while_holding(_holder, table.fd, (mine.fd, 0))
     assert [mine.take(A, 1.0, 3.0, 1000.0) for _ in range(3)] == [0.0, 0.0, pytest.approx(1.0)]
     mine.close()
+
+
+# --------------------------------------------------------------------------- drain
+
+
+@pytest.fixture(params=["local", "shared"])
+def buckets(request: pytest.FixtureRequest) -> Iterator[Buckets]:
+    """Both kinds of buckets: one process's, and the workers' shared table."""
+    if request.param == "local":
+        yield LocalBuckets(1024)
+        return
+    shared = SharedBuckets.create(1024)
+    yield shared
+    shared.close()
+
+
+def test_draining_takes_tokens_others_took(buckets: Buckets) -> None:
+    # Ten a second, burst ten: 3 taken here, 4 drained, 3 left.
+    for _ in range(3):
+        assert buckets.take(A, 10, 10, 100.0) == 0.0
+    buckets.drain(A, 4, 10, 10, 100.0)
+    for _ in range(3):
+        assert buckets.take(A, 10, 10, 100.0) == 0.0
+    assert buckets.take(A, 10, 10, 100.0) == pytest.approx(0.1)
+
+
+def test_a_new_key_starts_full_then_drained(buckets: Buckets) -> None:
+    buckets.drain(B, 7, 10, 10, 100.0)
+    taken = sum(buckets.take(B, 10, 10, 100.0) == 0.0 for _ in range(10))
+    assert taken == 3
+
+
+def test_a_debt_is_carried_down_to_minus_the_burst(buckets: Buckets) -> None:
+    buckets.drain(A, 15, 4, 10, 100.0)  # 10 - 15 = -5
+    # 1.5 s later at four a second: -5 + 6 = 1 token.
+    assert buckets.take(A, 4, 10, 101.5) == 0.0
+    assert buckets.take(A, 4, 10, 101.5) == 0.25
+    buckets.drain(B, 1000, 4, 10, 100.0)  # floored at -10
+    assert buckets.take(B, 4, 10, 102.5) == 0.25  # -10 + 10 = 0: a quarter second to one
+    assert buckets.take(B, 4, 10, 102.75) == 0.0
+
+
+def test_a_drained_bucket_refills_first(buckets: Buckets) -> None:
+    for _ in range(10):
+        buckets.take(A, 10, 10, 100.0)
+    buckets.drain(A, 2, 10, 10, 100.5)  # refilled to 5 by then, 3 left
+    assert sum(buckets.take(A, 10, 10, 100.5) == 0.0 for _ in range(5)) == 3
+
+
+def test_a_debt_keeps_the_bucket_from_being_forgotten(buckets: Buckets) -> None:
+    # A bucket in debt is not full again until the debt is paid and the burst refilled.
+    buckets.drain(A, 20, 1, 10, 100.0)  # -10 at one a second: full at 120
+    assert buckets.take(A, 1, 10, 119.0) == 0.0  # 9 tokens by then
+    assert buckets.evictions == 0
