@@ -364,3 +364,57 @@ async def test_two_instances_share_bans_through_redis_and_survive_it_going_away(
 
 async def up_is(admin: int, value: float) -> bool:
     return await metric_value(admin, "refractium_state_up") == value
+
+
+async def offer_steadily(ports: list[int], source: str, per_s: float, seconds: float) -> list[int]:
+    """Connect from ``source`` to each port ``per_s`` times a second: those served, by second."""
+    start = time.monotonic()
+    served_at: list[float] = []
+
+    async def one(port: int, at: float) -> None:
+        if served(await ask(port, source)):
+            served_at.append(at)
+
+    tasks = []
+    for i in range(int(per_s * seconds)):
+        await asyncio.sleep(max(0.0, start + i / per_s - time.monotonic()))
+        at = time.monotonic() - start
+        tasks += [asyncio.create_task(one(port, at)) for port in ports]
+    await asyncio.gather(*tasks)
+    return [sum(1 for t in served_at if s <= t < s + 1) for s in range(int(seconds))]
+
+
+@need_redis
+async def test_a_connection_rate_holds_for_a_fleet_of_instances_through_redis() -> None:
+    ports = [free_port(), free_port()]
+    async with redis_server() as redis, http_backend("web") as web:
+
+        def instance(n: int, server: str = "") -> str:
+            return config(
+                route("http", web.address),
+                port=ports[n],
+                limits='connection_rate = "10/s"',
+                extra=server,
+            ) + redis_state(redis.url, "fleet-rates:")
+
+        async with (
+            running_proxy("run", config=instance(0)) as one,
+            running_proxy("run", config=instance(1, "workers = 2")) as two,
+        ):
+            await two.wait_for("2 workers listening")
+            await asyncio.sleep(0.5)  # every link to Redis up
+            # 15 a second to each instance from one address: 10 a second served in all,
+            # once the first second (a burst on each) is over.
+            counts = await offer_steadily(ports, "127.0.0.5", 15, 3.0)
+            assert all(8 <= count <= 12 for count in counts[1:]), counts
+            # Another address has a budget of its own.
+            assert served(await ask(ports[0], "127.0.0.6"))
+
+            # Redis away: each instance counts alone (10 a second each), nothing breaks.
+            await redis.stop()
+            await asyncio.sleep(0.5)
+            counts = await offer_steadily(ports, "127.0.0.7", 20, 2.0)
+            assert 16 <= counts[1] <= 24, counts
+            assert one.proc.returncode is None and two.proc.returncode is None
+        errors = [line for line in one.stderr_lines + two.stderr_lines if " ERROR " in line]
+        assert errors == []
