@@ -3,7 +3,7 @@ HAProxy and sslh, all pinned to one CPU.
 
     python benchmarks/run.py [--quick] [--only NAME[,NAME...]] [--targets T[,T...]]
                              [--json out.json] [--cpu N] [--baseline SRC] [--idle]
-                             [--access] [--limits]
+                             [--access] [--limits] [--redis]
 
 Sections (``--only``): bulk, connrate, rtt, idle, ident. Targets
 (``--targets``): direct, refractium-uvloop, refractium-asyncio, haproxy, sslh
@@ -14,7 +14,9 @@ refractium-uvloop-base and refractium-asyncio-base: the proxy of another tree's
 ``--access`` adds refractium-uvloop-access and -asyncio-access, with the access
 log on (written to a file); ``--limits`` adds refractium-uvloop-limits and
 -asyncio-limits, with ``[limits]`` on (a rate, bans armed, a deny file of
-10,000 networks) and nothing refused.
+10,000 networks) and nothing refused; ``--redis`` adds refractium-uvloop-redis,
+the same ``[limits]`` with ``[state] backend = "redis"`` on a redis-server of its
+own (so rates are exchanged with a fleet), and refractium-uvloop-limits beside it.
 See README.md.
 """
 
@@ -627,6 +629,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="also refractium-uvloop-limits and -asyncio-limits: [limits] on, nothing refused",
     )
     p.add_argument(
+        "--redis",
+        action="store_true",
+        help="also refractium-uvloop-redis and -limits: [limits] on, [state] in Redis or not",
+    )
+    p.add_argument(
         "--access",
         action="store_true",
         help="also refractium-uvloop-access and -asyncio-access: [log] access = true, to a file",
@@ -659,6 +666,10 @@ def main(argv: list[str] | None = None) -> int:
         targets += [Refractium(loop, access_log=True) for loop in ("uvloop", "asyncio")]
     if args.limits:
         targets += [Refractium(loop, limits=True) for loop in ("uvloop", "asyncio")]
+    if args.redis:
+        if not args.limits:
+            targets.append(Refractium("uvloop", limits=True))
+        targets.append(Refractium("uvloop", redis=True))
     if args.targets:
         wanted = {"direct", *args.targets.split(",")}
         unknown = wanted - {t.name for t in targets}

@@ -395,6 +395,14 @@ def limits_table(directory: Path) -> str:
     return f'\n[limits]\nconnection_rate = "1000000/s"\nban_after = 1000\ndeny_file = "{path}"\n'
 
 
+REDIS_SERVER = shutil.which("redis-server")
+
+
+def redis_state(port: int) -> str:
+    """``[state]`` on the Redis at ``port``: bans, allows and rates kept with a fleet."""
+    return f'\n[state]\nbackend = "redis"\nurl = "redis://{HOST}:{port}/0"\nprefix = "bench:"\n'
+
+
 class Refractium(Target):
     """The proxy of this tree, or (``source``) the one in another tree's ``src``.
 
@@ -411,8 +419,13 @@ class Refractium(Target):
         access_log: bool = False,
         workers: int = 1,
         limits: bool = False,
+        redis: bool = False,
     ) -> None:
         super().__init__()
+        # [limits] as ``limits`` sets it, and [state] backend = "redis" on a
+        # redis-server of its own (started and stopped with it, on the same CPU).
+        self.redis = redis
+        self.redis_proc: subprocess.Popen[bytes] | None = None
         self.loop = loop
         self.source = source
         self.idle_timeout_s = idle_timeout_s
@@ -426,6 +439,8 @@ class Refractium(Target):
             if idle_timeout_s
             else "access"
             if access_log
+            else "redis"
+            if redis
             else "limits"
             if limits
             else ""
@@ -437,6 +452,8 @@ class Refractium(Target):
             self.label += f"-w{workers}"
 
     def unavailable(self) -> str | None:
+        if self.redis and REDIS_SERVER is None:
+            return "redis-server is not installed"
         if self.loop == "uvloop":
             try:
                 import uvloop  # noqa: F401
@@ -452,8 +469,18 @@ class Refractium(Target):
         if self.access_log:
             # Its own table, after [server]'s keys: the access lines go to a file.
             extra += f'\n[log]\naccess = true\nfile = "{self.dir / "access.log"}"\n'
-        if self.limits:
+        if self.limits or self.redis:
             extra += limits_table(self.dir)
+        if self.redis:
+            assert REDIS_SERVER is not None
+            redis_port = free_port()
+            argv = [REDIS_SERVER, "--port", str(redis_port), "--bind", HOST]
+            argv += ["--save", "", "--appendonly", "no"]
+            self.redis_proc = subprocess.Popen(
+                argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            )
+            wait_listening(redis_port, self.redis_proc, "redis-server")
+            extra += redis_state(redis_port)
         conf.write_text(
             REFRACTIUM_CONF.format(
                 host=HOST,
@@ -480,6 +507,12 @@ class Refractium(Target):
             ],
             env=None if self.source is None else {**os.environ, "PYTHONPATH": str(self.source)},
         )
+
+    def stop(self) -> list[str]:
+        problems = super().stop()
+        stop_process(self.redis_proc)
+        self.redis_proc = None
+        return problems
 
 
 HAPROXY_CONF = """\
