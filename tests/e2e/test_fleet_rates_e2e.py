@@ -175,3 +175,59 @@ async def test_without_redis_each_instance_counts_alone_then_together_again(
         together = await offer([a, b], 20, 3.0)
         assert 8 <= per_second(together, 3)[2] <= 12, per_second(together, 3)
         assert alive(xa, xb)
+
+
+def still_guard() -> Guard:
+    """A guard whose clock stands still: no bucket refills during the test."""
+    return Guard(LimitsConfig(connection_rate=TEN), clock=lambda: 100.0)
+
+
+def still_exchange(url: str, guard: Guard, name: str, *, drain: bool = True) -> RateExchange:
+    guard.note_takes()
+    return RateExchange(RedisLink(url, "still:"), guard, name, drain=drain, clock=lambda: 100.0)
+
+
+async def test_one_exchange_drains_exactly_what_the_others_took(server: RedisServer) -> None:
+    a, b = still_guard(), still_guard()
+    xa, xb = still_exchange(server.url, a, "a"), still_exchange(server.url, b, "b")
+    client = aioredis.Redis.from_url(server.url)
+    try:
+        assert a.at_accept(CLIENT) is None
+        await xa.exchange(client)  # A watches the client: what others took so far is the base
+        for _ in range(4):
+            assert b.at_accept(CLIENT) is None
+        await xb.exchange(client)
+        await xa.exchange(client)
+        assert (xa.drained, xb.drained, xa.sent, xb.sent) == (4, 0, 1, 4)
+        # 10 - 1 taken here - 4 taken there: 5 left.
+        assert sum(a.at_accept(CLIENT) is None for _ in range(10)) == 5
+        await xa.exchange(client)
+        await xb.exchange(client)  # B watches since its first exchange: it drains A's five
+        assert xb.drained == 5
+        # 10 - 4 taken there - 5 taken here: 1 left.
+        assert sum(b.at_accept(CLIENT) is None for _ in range(10)) == 1
+        await xb.exchange(client)
+        await xa.exchange(client)
+        assert (xa.drained, xb.drained) == (5, 5)
+        await xa.exchange(client)  # nothing new: nothing drained
+        await xb.exchange(client)
+        assert (xa.drained, xb.drained) == (5, 5)
+    finally:
+        await client.aclose()
+
+
+async def test_the_keys_watched_are_bounded(
+    server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("refractium.fleet.rates.MAX_WATCHED", 3)
+    a = still_guard()
+    xa = still_exchange(server.url, a, "a")
+    client = aioredis.Redis.from_url(server.url)
+    try:
+        for n in range(1, 6):
+            assert a.at_accept(f"192.0.2.{n}") is None
+        await xa.exchange(client)
+        assert (xa.watched, xa.forgotten) == (3, 2)
+        assert len(await client.keys("still:rate:*")) == 5  # every take is still sent
+    finally:
+        await client.aclose()

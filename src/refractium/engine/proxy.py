@@ -80,9 +80,10 @@ class Refractium:
                 ones ``[endpoint] hooks`` names, in this order.
             worker: set by the ``refractium`` command in a supervisor's
                 worker: the tables it shares with the other workers. The
-                supervisor serves ``[admin]`` and keeps ``[state]`` in step
-                with Redis for the instance; this engine does neither (its
-                RemoteMap runs all the same, for the supervisor to read).
+                supervisor serves ``[admin]`` and keeps the bans and allows
+                of ``[state]`` in step with Redis for the instance; this
+                engine does neither (its RemoteMap runs all the same, for the
+                supervisor to read), but exchanges its rate takes itself.
 
         Raises:
             ConfigError: a route or a hook cannot be resolved.

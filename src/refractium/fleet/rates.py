@@ -49,7 +49,7 @@ from refractium.fleet.link import RedisLink, redis_failures
 from refractium.util.logs import RateLimitedLog
 from refractium.util.tasks import spawn
 
-__all__ = ["EXCHANGE_EVERY_S", "RateExchange", "watch_s"]
+__all__ = ["EXCHANGE_EVERY_S", "MAX_WATCHED", "RateExchange", "watch_s"]
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +60,10 @@ EXCHANGE_EVERY_S = 0.1
 WATCH_MIN_S = 5.0
 WATCH_MAX_S = 60.0
 TTL_MIN_S = 10.0  # the counts in Redis outlive every watch of them
+#: Keys watched at most, the least recently taken from forgotten first: each is
+#: read every exchange, so this bounds what one process asks of Redis (a flood
+#: from many addresses must not become a flood of reads).
+MAX_WATCHED = 2048
 _POP_BATCH = 10_000  # keys announced by the other workers, read per exchange
 
 
@@ -121,6 +125,7 @@ class RateExchange:
         self._warn = RateLimitedLog(log, burst=1, period_s=30.0)
         self.sent = 0  # tokens sent
         self.drained = 0  # tokens drained, taken by other instances
+        self.forgotten = 0  # keys no longer watched to stay within MAX_WATCHED
 
     @property
     def watched(self) -> int:
@@ -221,12 +226,17 @@ class RateExchange:
                 self.drained += others - last
 
     def _watch(self, key: bytes, per_s: float, burst: float, now: float) -> None:
+        watched = self._watched
         until = now + watch_s(per_s, burst)
-        watch = self._watched.get(key)
+        watch = watched.pop(key, None)  # back in last: the most recently taken from
         if watch is None:
-            self._watched[key] = _Watch(per_s, burst, until)
+            watch = _Watch(per_s, burst, until)
+            if len(watched) >= MAX_WATCHED:
+                del watched[next(iter(watched))]
+                self.forgotten += 1
         else:
             watch.per_s, watch.burst, watch.until = per_s, burst, until
+        watched[key] = watch
 
     def _announcement(self, member: bytes, now: float) -> None:
         """A key another worker of this instance took from: ``HEX PER_S BURST``."""
