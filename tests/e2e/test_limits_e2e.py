@@ -418,3 +418,34 @@ async def test_a_connection_rate_holds_for_a_fleet_of_instances_through_redis() 
             assert one.proc.returncode is None and two.proc.returncode is None
         errors = [line for line in one.stderr_lines + two.stderr_lines if " ERROR " in line]
         assert errors == []
+
+
+@need_redis
+async def test_on_error_closed_refuses_while_redis_is_away_and_open_serves() -> None:
+    ports, admins = [free_port(), free_port()], [free_port(), free_port()]
+    async with redis_server() as redis, http_backend("web") as web:
+
+        def instance(n: int, on_error: str) -> str:
+            extra = (
+                f'[admin]\nbind = "{HOST}:{admins[n]}"\n'
+                + redis_state(redis.url)
+                + f'on_error = "{on_error}"\n'
+            )
+            return config(route("http", web.address), port=ports[n], limits="ban_after = 5") + extra
+
+        async with (
+            running_proxy("run", config=instance(0, "closed")) as closed,
+            running_proxy("run", config=instance(1, "open")),
+        ):
+            for admin in admins:
+                await until(lambda a=admin: up_is(a, 1.0), 10, "Redis up")
+            assert served(await ask(ports[0])) and served(await ask(ports[1]))
+            await redis.stop()
+            for admin in admins:
+                await until(lambda a=admin: up_is(a, 0.0), 5, "refractium_state_up 0")
+            assert await ask(ports[0]) == b""  # closed: refused at accept, no byte
+            assert served(await ask(ports[1]))  # open: goes on with local state
+            await closed.wait_for(r"outcome=refused reason=\"the shared state is unreachable")
+            await redis.start()
+            await until(lambda: up_is(admins[0], 1.0), 10, "refractium_state_up 1")
+            assert served(await ask(ports[0]))
