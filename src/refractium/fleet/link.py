@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from typing import Any
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
@@ -28,7 +29,15 @@ from redis.exceptions import RedisError
 
 from refractium.util.logs import RateLimitedLog
 
-__all__ = ["BACKOFF_MAX_S", "BACKOFF_MIN_S", "PING_EVERY_S", "RedisLink", "redis_failures"]
+__all__ = [
+    "BACKOFF_MAX_S",
+    "BACKOFF_MIN_S",
+    "CLOSE_S",
+    "PING_EVERY_S",
+    "RedisLink",
+    "cancel_all",
+    "redis_failures",
+]
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +51,10 @@ TIMEOUT_S = 2.0
 
 #: What a command to an unreachable or broken Redis raises.
 redis_failures: tuple[type[BaseException], ...] = (RedisError, OSError, TimeoutError)
+#: The longest a client (or a subscription) may take to close.
+CLOSE_S = 1.0
+#: The longest stopping waits for the tasks that talk to Redis.
+CANCEL_WAIT_S = 3.0
 
 
 class RedisLink:
@@ -173,6 +186,20 @@ class RedisLink:
             await _close(client)
 
 
+async def cancel_all(tasks: set[asyncio.Task[Any]]) -> None:
+    """Cancel ``tasks`` and wait for them, a few seconds at most (then leave them)."""
+    pending = list(tasks)
+    for task in pending:
+        task.cancel()
+    if pending:
+        _, stuck = await asyncio.wait(pending, timeout=CANCEL_WAIT_S)
+        if stuck:
+            log.warning("%d Redis task(s) did not stop within %g s", len(stuck), CANCEL_WAIT_S)
+
+
 async def _close(client: aioredis.Redis) -> None:
+    # Bounded: closing runs while a task is cancelled (shutdown), and a client
+    # whose connection is busy elsewhere must not hold that up.
     with contextlib.suppress(*redis_failures):  # the connection was gone already
-        await client.aclose()
+        async with asyncio.timeout(CLOSE_S):
+            await client.aclose()

@@ -35,7 +35,6 @@ and each instance counts alone; the counts are read afresh once it is back.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -45,7 +44,7 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from refractium.abuse.guard import Guard
-from refractium.fleet.link import RedisLink, redis_failures
+from refractium.fleet.link import RedisLink, cancel_all, redis_failures
 from refractium.util.logs import RateLimitedLog
 from refractium.util.tasks import spawn
 
@@ -143,12 +142,7 @@ class RateExchange:
 
     async def close(self) -> None:
         """Stop exchanging; the buckets keep what they hold."""
-        tasks = list(self._tasks)
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_all(self._tasks)
         self.guard.pending = None
         if self.keep_link:
             await self.link.close()

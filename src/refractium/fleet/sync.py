@@ -40,7 +40,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.asyncio.client import Pipeline
 
-from refractium.fleet.link import RedisLink, redis_failures
+from refractium.fleet.link import CLOSE_S, RedisLink, cancel_all, redis_failures
 from refractium.fleet.messages import (
     Allow,
     Lift,
@@ -133,12 +133,7 @@ class FleetSync:
 
     async def close(self) -> None:
         """Stop: no more messages in or out; the local stores stay as they are."""
-        tasks = list(self._tasks)
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_all(self._tasks)
         await self.link.close()
 
     # ------------------------------------------------------------------ the session
@@ -174,8 +169,9 @@ class FleetSync:
         finally:
             # Typed here: some redis-py versions leave PubSub.aclose unannotated.
             aclose: Callable[[], Awaitable[None]] = pubsub.aclose
-            with contextlib.suppress(*redis_failures):
-                await aclose()
+            with contextlib.suppress(*redis_failures):  # bounded: see link.CLOSE_S
+                async with asyncio.timeout(CLOSE_S):
+                    await aclose()
 
     # ------------------------------------------------------------------ receiving
 
