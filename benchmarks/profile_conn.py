@@ -1,6 +1,6 @@
 """Where a short connection's time goes in the proxy: the budget behind connections/s.
 
-    python benchmarks/profile_conn.py [--seconds 8] [--loop uvloop] [--rate 2000]
+    python benchmarks/profile_conn.py [--seconds 8] [--loop uvloop] [--rate 2000] [--one-cpu]
 
 Starts nginx and ``refractium tcp`` (one HTTP route), pins the proxy to
 CPU 0 and nginx and wrk to CPU 1 (so the proxy's figures are its own), runs
@@ -104,13 +104,15 @@ def classify(stack: list[str]) -> str | None:
     return "event loop, interpreter (no frame of ours)"
 
 
-def run(seconds: float, loop: str, rate: int) -> None:
+def run(seconds: float, loop: str, rate: int, one_cpu: bool) -> None:
     spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     if shutil.which("wrk") is None or not Path(spy).exists():
         raise SystemExit("wrk and py-spy are needed")
     with Nginx() as nginx, tempfile.TemporaryDirectory() as tmp:
         assert nginx.proc is not None
-        pin = ["taskset", "-a", "-p", "-c", "1", str(nginx.proc.pid)]
+        # --one-cpu: everything on CPU 0, as run.py pins it: the proxy is saturated.
+        others = "0" if one_cpu else "1"
+        pin = ["taskset", "-a", "-p", "-c", others, str(nginx.proc.pid)]
         subprocess.run(pin, check=False, capture_output=True)
         port = free_port()
         conf = Path(tmp) / "p.toml"
@@ -140,7 +142,8 @@ def run(seconds: float, loop: str, rate: int) -> None:
         try:
             wait_listening(port, proxy, "refractium")
             url = f"http://{HOST}:{port}/"
-            warm = ["taskset", "-c", "1", "wrk", "-t1", "-c32", "-d1s", "-H", "Connection: close"]
+            client = ["taskset", "-c", others, "wrk", "-t1", "-c32"]
+            warm = [*client, "-d1s", "-H", "Connection: close"]
             subprocess.run([*warm, url], check=True, capture_output=True)
             # Measured without the sampler, which stops the process to read it.
             cpu0 = cpu_split(proxy.pid)
@@ -189,7 +192,7 @@ def run(seconds: float, loop: str, rate: int) -> None:
     per = 1e6 / connections
     print(
         f"{connections:,} connections in {seconds:g} s, {connections / seconds:,.0f}/s "
-        f"(the proxy alone on CPU 0, {loop})"
+        f"({'all on CPU 0' if one_cpu else 'the proxy alone on CPU 0'}, {loop})"
     )
     print(
         f"  proxy CPU per connection: {(user + system) * per:6.1f} µs "
@@ -233,8 +236,13 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--loop", default="uvloop", choices=("uvloop", "asyncio"))
     parser.add_argument("--rate", type=int, default=2000)
+    parser.add_argument(
+        "--one-cpu",
+        action="store_true",
+        help="wrk and nginx on CPU 0 with the proxy (as run.py pins them): a saturated proxy",
+    )
     args = parser.parse_args()
-    run(args.seconds, args.loop, args.rate)
+    run(args.seconds, args.loop, args.rate, args.one_cpu)
 
 
 if __name__ == "__main__":
