@@ -23,10 +23,13 @@ from __future__ import annotations
 import heapq
 import itertools
 from collections import OrderedDict, deque
-from typing import Final
+from collections.abc import Callable
+from typing import Final, TypeVar
 
 from refractium.abuse.prefixes import Network, PrefixMap
 from refractium.shared.stores import Ban
+
+V = TypeVar("V")
 
 __all__ = ["KEPT_OFFENCES", "LocalBans", "LocalBuckets", "LocalOffences"]
 
@@ -42,6 +45,29 @@ _BINS = 8  # the bins of older offences each span at most window_s / _BINS
 def _check_capacity(capacity: int) -> None:
     if capacity < 1:
         raise ValueError(f"capacity must be at least 1, not {capacity}")
+
+
+def make_room(
+    table: OrderedDict[bytes, V], capacity: int, now: float, matters_until: Callable[[V], float]
+) -> bool:
+    """Before a new key goes into ``table`` (least recently used first): make room for it.
+
+    Up to :data:`_DROPS_PER_NEW` entries at the old end that no longer matter
+    (``matters_until(entry) <= now``) are dropped for free; then, at
+    ``capacity``, the least recently used goes. True when that one still
+    mattered: an eviction to count.
+    """
+    for _ in range(_DROPS_PER_NEW):
+        if not table:
+            return False
+        oldest = next(iter(table))
+        if matters_until(table[oldest]) > now:
+            break
+        del table[oldest]
+    if len(table) < capacity:
+        return False
+    _, entry = table.popitem(last=False)
+    return matters_until(entry) > now
 
 
 class LocalBuckets:
@@ -119,18 +145,8 @@ class LocalBuckets:
 
     def _make_room(self, now: float) -> None:
         """Before a new key: drop buckets full again, then the least recently used if full."""
-        buckets = self._buckets
-        for _ in range(_DROPS_PER_NEW):
-            if not buckets:
-                return
-            oldest = next(iter(buckets))
-            if buckets[oldest][2] > now:
-                break
-            del buckets[oldest]
-        if len(buckets) >= self._capacity:
-            _, (_, _, full_at) = buckets.popitem(last=False)
-            if full_at > now:
-                self._evictions += 1
+        if make_room(self._buckets, self._capacity, now, lambda bucket: bucket[2]):
+            self._evictions += 1
 
 
 class _Record:
@@ -217,18 +233,8 @@ class LocalOffences:
         return len(self._records)
 
     def _make_room(self, now: float) -> None:
-        records = self._records
-        for _ in range(_DROPS_PER_NEW):
-            if not records:
-                return
-            oldest = next(iter(records))
-            if records[oldest].expires > now:
-                break
-            del records[oldest]
-        if len(records) >= self._capacity:
-            _, record = records.popitem(last=False)
-            if record.expires > now:
-                self._evictions += 1
+        if make_room(self._records, self._capacity, now, lambda record: record.expires):
+            self._evictions += 1
 
 
 class LocalBans:
