@@ -18,7 +18,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from refractium import Refractium, RefractiumError
-from refractium.admin import server as admin_module
+from refractium.admin import http as admin_http
 from refractium.admin.server import AdminServer
 from refractium.remotes import RemoteMap
 from tests.kit.backends import http_backend, run
@@ -348,7 +348,7 @@ async def test_pipelined_requests_and_connection_close() -> None:
 
 
 async def test_a_large_body_is_refused_with_413() -> None:
-    big = admin_module.MAX_BODY_BYTES + 1
+    big = admin_http.MAX_BODY_BYTES + 1
     head = f"POST /reload HTTP/1.1\r\nHost: a\r\nContent-Length: {big}\r\n\r\n".encode()
     chunked = b"POST /reload HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
     chunk = f"{big:x}\r\n".encode() + b"x" * big + b"\r\n0\r\n\r\n"
@@ -362,7 +362,7 @@ async def test_a_large_body_is_refused_with_413() -> None:
 async def test_idle_clients_are_closed_after_the_read_timeout(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(admin_module, "READ_TIMEOUT_S", 0.2)
+    monkeypatch.setattr(admin_http, "READ_TIMEOUT_S", 0.2)
     async with serving(builder_engine("127.0.0.1:9")) as served:
         silent = await raw_exchange(served.port, b"")
         slow = await raw_exchange(served.port, b"GET /status HTTP/1.1\r\n")

@@ -35,13 +35,10 @@ request to arrive and for the previous answer to be read.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections.abc import Callable, Coroutine, Sequence
-from dataclasses import dataclass
-from http import HTTPStatus
-from typing import Any, cast
+from typing import Any
 from urllib.parse import unquote
 
 import h11
@@ -52,54 +49,29 @@ from refractium.addr import format_host
 from refractium.admin import bans, dashboard
 from refractium.admin.auth import Access, Auth, Target
 from refractium.admin.history import Sampler
+from refractium.admin.http import (
+    AdminConnection,
+    Reply,
+    error_reply,
+    json_reply,
+)
 from refractium.admin.metrics import EngineCollector
 from refractium.admin.status import status
 from refractium.admin.view import EngineView
 from refractium.endpoint.remotes import RemoteMap
 from refractium.errors import ConfigError, RefractiumError
 from refractium.relay.listen import listen_error
-from refractium.util.tasks import spawn
 
 log = logging.getLogger(__name__)
 
-#: Largest request body accepted (413 beyond); ``POST /bans`` reads a small one.
-MAX_BODY_BYTES = 64 * 1024
-#: Largest request line plus headers (h11 answers 431 beyond).
-MAX_HEAD_BYTES = 16 * 1024
-#: Time a client has to send each request, or to read the previous answer.
-READ_TIMEOUT_S = 10.0
-
-JSON = "application/json"
 NO_REMOTE_MAP = (
     'no RemoteMap endpoint hook is configured (add "refractium.remotes:RemoteMap" '
     "to [endpoint] hooks)"
 )
 
 
-@dataclass(frozen=True, slots=True)
-class Reply:
-    """An HTTP response to send whole."""
-
-    status: int
-    body: bytes
-    content_type: str = JSON
-    headers: tuple[tuple[str, str], ...] = ()
-
-
-def json_reply(status: int, payload: Any, headers: tuple[tuple[str, str], ...] = ()) -> Reply:
-    """``payload`` as compact JSON plus a newline (so ``curl`` output ends its line)."""
-    # default=str: a hook's snapshot holding an IP object or a datetime still
-    # renders instead of turning the whole answer into a 500.
-    text = json.dumps(payload, separators=(",", ":"), default=str)
-    return Reply(status, text.encode() + b"\n", JSON, headers)
-
-
 #: An endpoint: the request's target and body in, the whole answer out.
 Handler = Callable[[Target, bytes], Reply]
-
-
-def error_reply(status: int, message: str, headers: tuple[tuple[str, str], ...] = ()) -> Reply:
-    return json_reply(status, {"error": message}, headers)
 
 
 class AdminServer:
@@ -326,219 +298,3 @@ class AdminServer:
 
 def _first_remote_map(hooks: tuple[object, ...]) -> RemoteMap | None:
     return next((hook for hook in hooks if isinstance(hook, RemoteMap)), None)
-
-
-class AdminConnection(asyncio.Protocol):
-    """One client of the admin API: h11 in, whole responses out."""
-
-    def __init__(self, server: AdminServer) -> None:
-        self._server = server
-        self._loop = asyncio.get_running_loop()
-        self._h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD_BYTES)
-        self._transport: asyncio.Transport | None = None
-        self._peer = "?"
-        self._timer: asyncio.TimerHandle | None = None
-        self._request: h11.Request | None = None
-        self._body = bytearray()
-        self._write_paused = False
-        self._closing = False
-        # Set while the server's ``before`` runs for the request just read.
-        self._waiting = False
-
-    # -- asyncio callbacks --------------------------------------------------
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        # uvloop's transports do not subclass asyncio.Transport: no isinstance.
-        self._transport = cast(asyncio.Transport, transport)
-        peer = transport.get_extra_info("peername")
-        if peer:
-            self._peer = f"{format_host(peer[0])}:{peer[1]}"
-        self._server.opened(self)
-        self._arm_timer()
-
-    def data_received(self, data: bytes) -> None:
-        if self._closing:
-            return
-        self._h11.receive_data(data)
-        self._process()
-
-    def eof_received(self) -> bool:
-        if not self._closing:
-            self._h11.receive_data(b"")
-            self._process()
-        return False  # let the transport close itself
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        self._transport = None
-        self._closing = True
-        self._server.closed(self)
-
-    def pause_writing(self) -> None:
-        # The client is not reading its answers: stop reading its requests.
-        self._write_paused = True
-        if self._transport is not None:
-            self._transport.pause_reading()
-
-    def resume_writing(self) -> None:
-        self._write_paused = False
-        if self._transport is not None:
-            self._transport.resume_reading()  # when closing: to see the peer's FIN
-            self._process()  # requests h11 already holds
-
-    # -- closing --------------------------------------------------------------
-
-    def close(self) -> None:
-        """End the connection once the last answer is out (a lingering close).
-
-        A peer may still be sending (a refused body, pipelined requests): a
-        plain close would answer that with a reset, which can destroy our
-        response in its receive buffer before it is read. So only our side
-        is shut (FIN); what still arrives is discarded until the peer's own
-        FIN closes the transport, or :data:`READ_TIMEOUT_S` cuts it.
-        """
-        transport = self._transport
-        if transport is None or self._closing:
-            return
-        self._closing = True
-        if transport.can_write_eof():
-            transport.write_eof()
-        else:
-            transport.close()
-        self._arm_timer()
-
-    def shutdown(self) -> None:
-        """Close now (the server is stopping): politely if nothing is left to send."""
-        transport = self._transport
-        if transport is None:
-            return
-        self._closing = True
-        if transport.get_write_buffer_size():
-            transport.abort()
-        else:
-            transport.close()
-
-    def _timed_out(self) -> None:
-        self._timer = None
-        transport = self._transport
-        if transport is None:
-            return
-        log.debug("admin %s: timed out", self._peer)
-        if self._closing:
-            transport.abort()  # the peer neither reads nor closes
-        else:
-            self.shutdown()
-
-    def _arm_timer(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-        self._timer = self._loop.call_later(READ_TIMEOUT_S, self._timed_out)
-
-    # -- HTTP -----------------------------------------------------------------
-
-    def _process(self) -> None:
-        """Handle every event h11 can give from what has been received."""
-        while not (self._write_paused or self._closing or self._waiting):
-            try:
-                event = self._h11.next_event()
-            except h11.RemoteProtocolError as exc:
-                self._bad_request(exc)
-                return
-            if event is h11.NEED_DATA or event is h11.PAUSED:
-                return
-            if isinstance(event, h11.Request):
-                self._on_request(event)
-            elif isinstance(event, h11.Data):
-                self._on_body(event.data)
-            elif isinstance(event, h11.EndOfMessage):
-                self._on_end()
-            elif isinstance(event, h11.ConnectionClosed):
-                self.close()
-
-    def _on_request(self, request: h11.Request) -> None:
-        self._request = request
-        self._body = bytearray()
-        for name, value in request.headers:
-            # h11 has checked it is digits; refuse before the body arrives.
-            if name == b"content-length" and int(value) > MAX_BODY_BYTES:
-                self._refuse(413, "request body too large")
-                return
-
-    def _on_body(self, data: bytes) -> None:
-        if len(self._body) + len(data) > MAX_BODY_BYTES:  # chunked: no length up front
-            self._refuse(413, "request body too large")
-            return
-        self._body += data
-
-    def _on_end(self) -> None:
-        request = self._request
-        assert request is not None
-        before = self._server.before
-        if before is None:
-            self._answer(request)
-            return
-        # Answer once ``before`` is done; meanwhile read no further request.
-        self._waiting = True
-        task = spawn(before(), name="admin-before", owner=self._server.tasks)
-        task.add_done_callback(lambda _: self._answer_late(request))
-
-    def _answer_late(self, request: h11.Request) -> None:
-        self._waiting = False
-        if self._closing:
-            return
-        self._answer(request)
-        self._process()  # a pipelined request h11 already holds
-
-    def _answer(self, request: h11.Request) -> None:
-        self._send(request, self._server.handle(request, bytes(self._body)))
-        if self._h11.our_state is h11.DONE and self._h11.their_state is h11.DONE:
-            self._h11.start_next_cycle()
-            self._request = None
-            self._arm_timer()  # the next request gets its own time
-        else:  # Connection: close, or HTTP/1.0
-            self.close()
-
-    def _refuse(self, status: int, message: str) -> None:
-        """Answer before the request is complete, then close (it cannot be reused)."""
-        if self._request is not None:
-            self._send(self._request, error_reply(status, message), close=True)
-        self.close()
-
-    def _bad_request(self, exc: h11.RemoteProtocolError) -> None:
-        # A client's mistake: one debug line, no traceback.
-        log.debug("admin %s: bad request: %s", self._peer, exc)
-        if self._h11.our_state in (h11.IDLE, h11.SEND_RESPONSE):
-            self._write(error_reply(exc.error_status_hint, f"bad request: {exc}"), close=True)
-        self.close()
-
-    def _send(self, request: h11.Request, reply: Reply, *, close: bool = False) -> None:
-        log.debug(
-            "admin %s %s %s -> %d",
-            self._peer,
-            request.method.decode("ascii", "replace"),
-            request.target.decode("ascii", "replace"),
-            reply.status,
-        )
-        self._write(reply, close=close)
-
-    def _write(self, reply: Reply, *, close: bool) -> None:
-        headers = [
-            ("Content-Type", reply.content_type),
-            ("Content-Length", str(len(reply.body))),
-            *reply.headers,
-        ]
-        if close:
-            headers.append(("Connection", "close"))
-        try:
-            reason = HTTPStatus(reply.status).phrase.encode()
-        except ValueError:
-            reason = b""
-        response = h11.Response(status_code=reply.status, headers=headers, reason=reason)
-        data = b"".join(
-            self._h11.send(event) or b""
-            for event in (response, h11.Data(data=reply.body), h11.EndOfMessage())
-        )
-        if self._transport is not None:
-            self._transport.write(data)
