@@ -29,21 +29,16 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from refractium.abuse.guard import Guard
-from refractium.abuse.guard import use as guard_in_use
 from refractium.admin.server import AdminServer
 from refractium.admin.view import BackendState, RouteLoad
 from refractium.backends.health import HealthChecker
 from refractium.config import Config, load_file, parse_config
-from refractium.config.model import OnError, StateBackend
 from refractium.endpoint.chain import EndpointChain
 from refractium.engine.builder import RefractiumBuilder
-from refractium.engine.denylist import DenyFileWatch
+from refractium.engine.defences import Defences
 from refractium.engine.share import WorkerShare
 from refractium.engine.snapshot import Hooks, build_snapshot, health_checks
 from refractium.errors import RefractiumError
-from refractium.fleet.link import RedisLink
-from refractium.fleet.rates import RateExchange
-from refractium.fleet.sync import FleetSync
 from refractium.hooks.dispatch import HookStats
 from refractium.protocols.base import Probe, Transport
 from refractium.relay.flow import Flow
@@ -53,7 +48,6 @@ from refractium.relay.stats import TcpStats, UdpStats
 from refractium.relay.tcp import TcpService
 from refractium.relay.udp import UdpService
 from refractium.routing import Route, Tables
-from refractium.shared import allows
 
 log = logging.getLogger(__name__)
 
@@ -109,12 +103,8 @@ class Refractium:
         self._admin_started = False
         self._worker = worker
         self._limits = worker.limits if worker is not None else None
-        self._guard = Guard(config.limits, worker.stores if worker is not None else None)
-        if worker is not None and config.state.backend is StateBackend.REDIS:
-            self._guard.follow_state(worker.state_up, config.state.on_error is OnError.CLOSED)
-        self._fleet: FleetSync | None = None
-        self._rates: RateExchange | None = None
-        self._deny_file = DenyFileWatch(self._guard)
+        self._defences = Defences(config, worker)
+        self._guard = self._defences.guard
         # Sockets passed by socket activation that no listener has taken yet.
         self._unclaimed: list[socket.socket] | None = None
         # Told before (False) and after (True) every reload, whoever asked for it.
@@ -413,34 +403,7 @@ class Refractium:
             self._tcp_health.configure(health_checks(tables, Transport.TCP))
         if self._udp is not None:
             self._udp_health.configure(health_checks(tables, Transport.UDP))
-        self._deny_file.follow(self._config.limits.deny_file)  # once running, and each reload
-        guard_in_use(self._guard)  # refractium.state.ban reaches this engine
-        self._start_fleet()
-
-    def _start_fleet(self) -> None:
-        """``[state] backend = "redis"``: keep bans, allows and rates in step with the fleet.
-
-        Once. A worker only exchanges its rates, on a link of its own: the
-        supervisor keeps the bans and allows of the instance.
-        """
-        state = self._config.state
-        if self._rates is not None or state.backend is not StateBackend.REDIS:
-            return
-        worker = self._worker
-        if worker is not None:
-            if worker.instance_id:
-                link = RedisLink(state.url, state.prefix)
-                self._rates = RateExchange(
-                    link, self._guard, worker.instance_id, drain=worker.drains_rates, keep_link=True
-                )
-                self._rates.start()
-            return
-        link = RedisLink(state.url, state.prefix)
-        self._fleet = FleetSync(link, self._guard.stores.bans, allows.current())
-        self._guard.follow_state(lambda: link.up, state.on_error is OnError.CLOSED)
-        self._fleet.start()
-        self._rates = RateExchange(link, self._guard, self._fleet.origin, drain=True)
-        self._rates.start()
+        self._defences.running(self._config)  # once running, and each reload
 
     async def run_tcp(self) -> None:
         """Listen on TCP and serve until :meth:`shutdown`."""
@@ -479,13 +442,7 @@ class Refractium:
             self._admin_started = False
         await self._tcp_health.close()
         await self._udp_health.close()
-        self._deny_file.stop()
-        if self._rates is not None:
-            await self._rates.close()
-            self._rates = None
-        if self._fleet is not None:
-            await self._fleet.close()
-            self._fleet = None
+        await self._defences.close()
         await self._hooks.aclose()
         self._stopped.set()
 
@@ -545,7 +502,7 @@ class Refractium:
         self._config = new_config
         self._chain = chain
         self._snapshot = snapshot
-        self._guard.configure(new_config.limits)
+        self._defences.configure(new_config)
         if not self._stopped.is_set():
             for service in (self._tcp, self._udp):
                 if service is not None:
