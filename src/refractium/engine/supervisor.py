@@ -49,7 +49,6 @@ import socket
 import subprocess
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 
 from refractium.abuse.guard import Guard, Stores
 from refractium.admin.figures import Figures
@@ -59,8 +58,9 @@ from refractium.engine import systemd
 from refractium.engine.instance_admin import InstanceAdmin
 from refractium.engine.serve import remove_pidfile, write_pidfile
 from refractium.engine.share import STATUS_BYTES, new_instance_id
+from refractium.engine.slot import WorkerSlot, describe_exit
 from refractium.engine.watch import watch_file
-from refractium.engine.worker import WorkerLink, ask_figures
+from refractium.engine.worker import WorkerLink
 from refractium.errors import ConfigError, RefractiumError
 from refractium.fleet.link import RedisLink
 from refractium.fleet.sync import FleetSync
@@ -77,12 +77,10 @@ from refractium.util.tasks import spawn
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Backoff", "Supervisor", "describe_exit"]
+__all__ = ["Supervisor"]
 
 # Variables a worker must not see: systemd speaks to the supervisor only.
 _SUPERVISOR_ONLY = ("NOTIFY_SOCKET", "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES")
-#: How long a worker has to answer a request for its figures.
-FIGURES_TIMEOUT_S = 2.0
 #: Client addresses the allow list of ``refractium.state`` holds at once.
 ALLOW_CAPACITY = 16384
 #: Bans in force at once (offences, the API, hooks); beyond, the one ending first goes.
@@ -93,74 +91,6 @@ STATE_STATUS_S = 0.25
 #: What the supervisor validates at start and at each reload: the
 #: configuration and its routes (raises ConfigError, RefractiumError).
 Validate = Callable[[], tuple[Config, tuple[Route, ...]]]
-
-
-@dataclass(slots=True)
-class Backoff:
-    """How long to wait before starting a worker again: doubling, capped, forgiven.
-
-    A worker that lived ``reset_after_s`` or longer is not crashing in a
-    loop: its replacement starts after ``initial_s`` again.
-    """
-
-    initial_s: float = 0.1
-    maximum_s: float = 10.0
-    reset_after_s: float = 10.0
-    _next_s: float = field(default=0.0, init=False)
-
-    def delay(self, lived_s: float) -> float:
-        """The wait before the next start, for a worker that ran ``lived_s`` seconds."""
-        if lived_s >= self.reset_after_s or self._next_s == 0.0:
-            self._next_s = self.initial_s
-        delay = self._next_s
-        self._next_s = min(self._next_s * 2, self.maximum_s)
-        return delay
-
-
-def describe_exit(returncode: int) -> str:
-    """``killed by SIGKILL`` or ``exit status 1``, from a subprocess return code."""
-    if returncode < 0:
-        try:
-            return f"killed by {signal.Signals(-returncode).name}"
-        except ValueError:
-            return f"killed by signal {-returncode}"
-    return f"exit status {returncode}"
-
-
-class _Worker:
-    """One worker slot: the process in it now, and its restart history."""
-
-    __slots__ = ("backoff", "channel", "index", "proc", "ready", "started")
-
-    def __init__(self, index: int) -> None:
-        self.index = index
-        self.proc: asyncio.subprocess.Process | None = None
-        self.backoff = Backoff()
-        self.started = 0.0
-        # Set once the first process of this slot listened.
-        self.ready = asyncio.Event()
-        # Where the figures of the process now running are asked for.
-        self.channel: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
-
-    async def figures(self) -> tuple[int, Figures | None]:
-        """This worker's pid and figures; None when it is not running or did not answer."""
-        proc, channel = self.proc, self.channel
-        if proc is None or channel is None or proc.returncode is not None:
-            return 0, None
-        try:
-            async with asyncio.timeout(FIGURES_TIMEOUT_S):
-                return proc.pid, await ask_figures(*channel)
-        except Exception as exc:  # anything from another process: never the admin API's end
-            # Half an answer may follow: this channel is done until a restart.
-            self.close_channel()
-            if proc.returncode is None:
-                log.warning("worker %d (pid %d) gave no figures: %r", self.index, proc.pid, exc)
-            return proc.pid, None
-
-    def close_channel(self) -> None:
-        channel, self.channel = self.channel, None
-        if channel is not None:
-            channel[1].close()
 
 
 class Supervisor:
@@ -188,7 +118,7 @@ class Supervisor:
         self._command = command
         self._validate = validate
         self._pidfile = pidfile
-        self._workers = [_Worker(index) for index in range(1, config.server.workers + 1)]
+        self._workers = [WorkerSlot(index) for index in range(1, config.server.workers + 1)]
         server = config.server
         # Room for twice the connections the instance may hold, each from its own address.
         self.counts = SharedCounts.create(server.workers, 2 * server.max_connections)
@@ -308,7 +238,7 @@ class Supervisor:
 
     # -- one worker slot --------------------------------------------------
 
-    async def _keep(self, worker: _Worker) -> None:
+    async def _keep(self, worker: WorkerSlot) -> None:
         """Run ``worker``'s process, and start it again each time it dies."""
         while not self._stopping.is_set():
             proc, ready_fd = await self._start(worker)
@@ -361,7 +291,7 @@ class Supervisor:
             words[0] = int(link.up)
             await asyncio.sleep(STATE_STATUS_S)
 
-    def _gone(self, worker: _Worker, pid: int) -> None:
+    def _gone(self, worker: WorkerSlot, pid: int) -> None:
         """A worker process exited: release what it held, keep what it counted."""
         # Before a replacement can start: its connections are closed, so is their count.
         self.counts.zero_column(worker.index - 1)
@@ -369,7 +299,7 @@ class Supervisor:
         if self._admin is not None:
             self._admin.view.worker_gone(pid)
 
-    async def _start(self, worker: _Worker) -> tuple[asyncio.subprocess.Process, int]:
+    async def _start(self, worker: WorkerSlot) -> tuple[asyncio.subprocess.Process, int]:
         read_fd, write_fd = os.pipe()
         ours, theirs = socket.socketpair()
         link = WorkerLink(worker.index, os.getpid(), write_fd, theirs.fileno(), self._tables)
@@ -394,7 +324,7 @@ class Supervisor:
         log.info("worker %d (pid %d) started", worker.index, proc.pid)
         return proc, read_fd
 
-    async def _wait_ready(self, worker: _Worker, fd: int) -> None:
+    async def _wait_ready(self, worker: WorkerSlot, fd: int) -> None:
         """Read the worker's ready line; EOF first means it exited before listening."""
         loop = asyncio.get_running_loop()
         said: asyncio.Future[bool] = loop.create_future()
@@ -422,7 +352,7 @@ class Supervisor:
             os.close(fd)
 
     @staticmethod
-    def _pid_of(worker: _Worker) -> int:
+    def _pid_of(worker: WorkerSlot) -> int:
         return worker.proc.pid if worker.proc is not None else 0
 
     # -- signals ----------------------------------------------------------

@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from refractium.engine.supervisor import Backoff, describe_exit
+from refractium.engine.slot import Backoff, describe_exit
 from refractium.engine.worker import WorkerLink
 from refractium.errors import RefractiumError
 
