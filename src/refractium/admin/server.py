@@ -26,10 +26,10 @@ a bearer header, or for GET requests the cookie a ``?token=`` visit sets.
 
 Every handler is synchronous (it reads counters or swaps a table), so a
 request is answered in the ``data_received`` call that completes it and a
-connection never has two requests in flight. Keep-alive and pipelining come
-from h11's cycles. Bounds keep a misbehaving client cheap: request heads of
-16 KiB, bodies of 64 KiB (else 413), and :data:`READ_TIMEOUT_S` for each
-request to arrive and for the previous answer to be read.
+connection never has two requests in flight (a supervisor's ``before``, which
+asks its workers for their figures, is awaited first). The connection itself,
+h11 and the bounds that keep a misbehaving client cheap are in
+:mod:`refractium.admin.http`.
 """
 
 from __future__ import annotations
