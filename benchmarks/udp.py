@@ -1,13 +1,15 @@
 """UDP: datagrams per second through the proxy against a direct exchange.
 
     python benchmarks/udp.py [--reps 5] [--cpu 0] [--seconds 3] [--size 512] [--window 32]
+                             [--baseline SRC]
 
 A UDP echo backend (its own process, uvloop) and a client process that
 keeps ``window`` datagrams of ``size`` bytes in flight on one flow, counting
 the echoes for ``seconds``. Measured direct to the backend and through
 ``refractium udp`` (uvloop and asyncio), interleaved, in one run, everything
 pinned to one CPU; the figure is echoed datagrams per second (each one
-crosses the proxy twice) and the ratio to direct.
+crosses the proxy twice) and the ratio to direct. ``--baseline SRC`` adds
+the proxy of another tree's ``src`` (both loops), measured in the same run.
 """
 
 from __future__ import annotations
@@ -88,9 +90,9 @@ class Echo:
 
 
 class Proxy:
-    """``refractium udp`` with one patterns route to the echo backend."""
+    """``refractium udp``, one patterns route to the echo backend (``source``: another tree's)."""
 
-    def __init__(self, backend: int, loop: str) -> None:
+    def __init__(self, backend: int, loop: str, source: Path | None = None) -> None:
         self.port = free_udp_port()
         self.dir = tempfile.TemporaryDirectory(prefix="bench-udp-")
         config = Path(self.dir.name) / "refractium.toml"
@@ -103,6 +105,7 @@ class Proxy:
             [*argv, "--loop", loop, "-c", str(config)],
             stderr=subprocess.PIPE,
             text=True,
+            env=None if source is None else {**os.environ, "PYTHONPATH": str(source)},
         )
         assert self.proc.stderr is not None
         for line in self.proc.stderr:
@@ -128,14 +131,18 @@ def exchange(port: int, seconds: float, size: int, window: int) -> dict[str, flo
     return result
 
 
-def measure(reps: int, seconds: float, size: int, window: int) -> None:
+def measure(reps: int, seconds: float, size: int, window: int, baseline: Path | None) -> None:
     setups = ["direct", "refr-uvloop", "refr-asyncio"]
+    if baseline is not None:
+        setups += ["base-uvloop", "base-asyncio"]
     rates: dict[str, list[float]] = {name: [] for name in setups}
     lost: dict[str, int] = dict.fromkeys(setups, 0)
     with Echo() as echo:
         for _ in range(reps):
             for name in setups:
-                proxy = None if name == "direct" else Proxy(echo.port, name.split("-")[1])
+                kind, _, loop = name.partition("-")
+                source = baseline if kind == "base" else None
+                proxy = None if name == "direct" else Proxy(echo.port, loop, source)
                 try:
                     r = exchange(proxy.port if proxy else echo.port, seconds, size, window)
                 finally:
@@ -189,10 +196,18 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=3)
     parser.add_argument("--size", type=int, default=512)
     parser.add_argument("--window", type=int, default=32)
+    parser.add_argument(
+        "--baseline", type=Path, help="another tree's src/ to measure beside this one"
+    )
     args = parser.parse_args()
+    baseline = None
+    if args.baseline is not None:
+        baseline = args.baseline.resolve()
+        if not (baseline / "refractium" / "__init__.py").is_file():
+            raise SystemExit(f"--baseline: {baseline} has no refractium package")
     os.sched_setaffinity(0, {args.cpu})
     quic_identification()
-    measure(args.reps, args.seconds, args.size, args.window)
+    measure(args.reps, args.seconds, args.size, args.window, baseline)
 
 
 if __name__ == "__main__":

@@ -12,6 +12,12 @@ flow lives until it has been idle (no datagram either way) for
 UDP has no back-pressure: a datagram that finds its socket's send backlog
 full is dropped and counted, as a router would. Datagrams are relayed whole,
 one ``sendto`` each, whatever their size.
+
+A relayed datagram costs no clock read and no backlog query: the idle check
+looks at the packet counters the relay keeps anyway (a quarter of the
+timeout apart, as the TCP idle sweep does), and each socket's transport
+says when its backlog passes :data:`SEND_BACKLOG` and when it is back under
+(``pause_writing`` / ``resume_writing``, with both write limits set to it).
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from time import perf_counter
 from typing import Any
 
@@ -58,36 +64,53 @@ HELD_DATAGRAMS = 16
 HELD_BYTES = 256 << 10
 #: A socket's send backlog beyond which datagrams are dropped.
 SEND_BACKLOG = 1 << 20
+#: The idle check runs a quarter of the timeout apart (not oftener than this).
+MIN_IDLE_CHECK_S = 0.05
 
 
-class BackendDatagram(asyncio.DatagramProtocol):
-    """A flow's own socket, connected to its backend."""
-
-    __slots__ = ("flow",)
-
-    def __init__(self, flow: Flow) -> None:
-        self.flow = flow
-
-    def datagram_received(self, data: bytes, addr: Any) -> None:
-        self.flow.from_backend(data)
-
-    def error_received(self, exc: Exception) -> None:
-        self.flow.backend_error(exc)
+def limit_backlog(transport: asyncio.DatagramTransport) -> None:
+    """Have ``transport`` pause its protocol exactly while its backlog is over SEND_BACKLOG."""
+    # Both loops' datagram transports have the WriteTransport method typeshed leaves out.
+    transport.set_write_buffer_limits(high=SEND_BACKLOG, low=SEND_BACKLOG)  # type: ignore[attr-defined]
 
 
-class Flow:
-    """One client's UDP flow: identify, open a backend socket, relay, expire."""
+class ClientSide(asyncio.DatagramProtocol):
+    """A listener's socket as its flows see it: where to answer, and whether it is backlogged."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.DatagramTransport | None = None
+        self.full = False  # the backlog is over SEND_BACKLOG: replies are dropped
+
+    def pause_writing(self) -> None:
+        self.full = True
+
+    def resume_writing(self) -> None:
+        self.full = False
+
+
+class Flow(asyncio.DatagramProtocol):
+    """One client's UDP flow: identify, open a backend socket, relay, expire.
+
+    The flow is also the protocol of its backend socket: a backend datagram
+    goes from the loop to :meth:`datagram_received` with no call between.
+    """
 
     __slots__ = (
         "__weakref__",
         "_answered",
+        "_backend_full",
         "_born",
+        "_client",
         "_dial_at",
         "_held",
         "_held_bytes",
+        "_idle_every",
         "_idle_timer",
+        "_moved",
         "_peek_timer",
         "_rejected_with",
+        "_reply",
+        "_send",
         "_snap",
         "_started",
         "_table",
@@ -120,14 +143,20 @@ class Flow:
     def __init__(
         self,
         ctx: UdpContext,
-        listener: asyncio.DatagramTransport,
+        client: ClientSide,
         key: tuple[Any, ...],
         port: int = 0,
     ) -> None:
         self.ctx = ctx
         self._snap = ctx.snapshot  # kept to the flow's end, whatever reloads come
         self._table = self._snap.tables.udp_at(port)  # the routes of its listen port
+        listener = client.transport
+        assert listener is not None
+        self._client = client
         self.listener = listener
+        self._reply = listener.sendto
+        self._send: Callable[[bytes], None] = _not_relaying  # the backend's, once open
+        self._backend_full = False
         self.key = key
         self.client_addr: tuple[str, int] = (str(key[0]), int(key[1]))
         sockname = listener.get_extra_info("sockname")
@@ -150,15 +179,16 @@ class Flow:
         self.match: Match | None = None
         self.hooks: Dispatcher | None = None
         self.bytes_in = self.bytes_out = self.packets_in = self.packets_out = 0
+        self._moved = 0  # packets_in + packets_out + dropped at the last idle check
         self.dropped = 0
         self.outcome: str | None = None
         self.reason: str | None = None
         self.gate: Gate | None = None
         self._rejected_with: Verdict | None = None
         self._peek_timer: asyncio.TimerHandle | None = None
-        self._idle_timer = ctx.loop.call_later(
-            self._snap.settings.udp_idle_timeout_s, self._check_idle
-        )
+        timeout = self._snap.settings.udp_idle_timeout_s
+        self._idle_every = max(MIN_IDLE_CHECK_S, timeout / 4)
+        self._idle_timer = ctx.loop.call_later(timeout, self._check_idle)
 
     @property
     def closed(self) -> bool:
@@ -167,27 +197,25 @@ class Flow:
     # -- the client's datagrams ---------------------------------------------------
 
     def from_client(self, data: bytes) -> None:
-        self.last = self.ctx.loop.time()
-        if self.state == RELAYING:
-            self._send_backend(data)
-        elif self.state == CLOSED:
-            self._drop()
-        else:
-            self._hold(data)
-            if self.state == PEEKING and len(self._held) > 1 and self._peek_timer is not None:
-                self._identify(final=False)
-
-    def _send_backend(self, data: bytes) -> None:
-        backend = self.backend
-        assert backend is not None
-        if backend.get_write_buffer_size() > SEND_BACKLOG:  # type: ignore[attr-defined]
-            self._drop()
+        # The hot path: no clock read (the idle check reads the packet counts).
+        if self.state == RELAYING and not self._backend_full:
+            self._send(data)
+            self.bytes_in += len(data)
+            self.packets_in += 1
+            if self.hooks is not None:
+                self.hooks.push(INBOUND, data)
             return
-        backend.sendto(data)
-        self.bytes_in += len(data)
-        self.packets_in += 1
-        if self.hooks is not None:
-            self.hooks.push(INBOUND, data)
+        self._from_client_otherwise(data)
+
+    def _from_client_otherwise(self, data: bytes) -> None:
+        """A client datagram that is not relayed now: dropped, or held until the flow relays."""
+        self.last = self.ctx.loop.time()
+        if self.state == RELAYING or self.state == CLOSED:
+            self._drop()  # the backend socket's backlog is full, or the flow is over
+            return
+        self._hold(data)
+        if self.state == PEEKING and len(self._held) > 1 and self._peek_timer is not None:
+            self._identify(final=False)
 
     def _hold(self, data: bytes) -> None:
         if len(self._held) >= HELD_DATAGRAMS or self._held_bytes + len(data) > HELD_BYTES:
@@ -293,14 +321,19 @@ class Flow:
 
     async def _open(self, address: Address) -> asyncio.DatagramTransport:
         transport, _ = await self.ctx.loop.create_datagram_endpoint(
-            lambda: BackendDatagram(self), remote_addr=(address.host, address.port)
+            self._protocol, remote_addr=(address.host, address.port)
         )
         grow_buffers(transport.get_extra_info("socket"))
+        limit_backlog(transport)
         return transport
+
+    def _protocol(self) -> Flow:
+        return self
 
     def _relay(self, backend: asyncio.DatagramTransport) -> None:
         ctx = self.ctx
         self.backend = backend
+        self._send = backend.sendto
         self.state = RELAYING
         self.connect_s = perf_counter() - self._dial_at
         route = self.route
@@ -325,29 +358,38 @@ class Flow:
             self.match.settle(self.gate is not None or self._snap.settings.access_log is not None)
         held, self._held, self._held_bytes = self._held, [], 0
         for data in held:
-            self._send_backend(data)
+            self.from_client(data)
 
-    # -- the backend's datagrams ------------------------------------------------------
+    # -- the backend socket's protocol: its datagrams ------------------------------------
 
-    def from_backend(self, data: bytes) -> None:
-        if self.state != RELAYING:
-            return
-        self.last = self.ctx.loop.time()
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        """A backend datagram: to the client, from the listener's socket."""
         if not self._answered:
-            self._answered = True
-            if self.backend_addr is not None:
-                self.ctx.health.report_success(self.backend_addr)
-        listener = self.listener
-        if listener.get_write_buffer_size() > SEND_BACKLOG:  # type: ignore[attr-defined]
-            self._drop()
+            self._first_answer()
+        if self._client.full or self.state != RELAYING:
+            if self.state == RELAYING:
+                self._drop()  # the listener's backlog is full
             return
-        listener.sendto(data, self.key)
+        self._reply(data, self.key)
         self.bytes_out += len(data)
         self.packets_out += 1
         if self.hooks is not None:
             self.hooks.push(OUTBOUND, data)
 
-    def backend_error(self, exc: Exception) -> None:
+    def _first_answer(self) -> None:
+        if self.state != RELAYING:
+            return
+        self._answered = True  # the backend is up: a passive health report
+        if self.backend_addr is not None:
+            self.ctx.health.report_success(self.backend_addr)
+
+    def pause_writing(self) -> None:
+        self._backend_full = True
+
+    def resume_writing(self) -> None:
+        self._backend_full = False
+
+    def error_received(self, exc: Exception) -> None:
         # ICMP port unreachable from the backend: it is down, or not yet up.
         if isinstance(exc, ConnectionRefusedError) and self.backend_addr is not None:
             self.ctx.health.report_failure(self.backend_addr, "connection refused")
@@ -375,10 +417,16 @@ class Flow:
 
     def _check_idle(self) -> None:
         ctx = self.ctx
+        now = ctx.loop.time()
+        moved = self.packets_in + self.packets_out + self.dropped
+        if moved != self._moved:  # datagrams since the last check: active until then
+            self._moved = moved
+            self.last = now
         timeout = self._snap.settings.udp_idle_timeout_s
-        idle = ctx.loop.time() - self.last
+        idle = now - self.last
         if idle < timeout:
-            self._idle_timer = ctx.loop.call_later(timeout - idle, self._check_idle)
+            wait = min(timeout - idle, self._idle_every)
+            self._idle_timer = ctx.loop.call_later(wait, self._check_idle)
             return
         ctx.stats.expired += 1
         self.end()
@@ -429,3 +477,8 @@ class Flow:
 
     def abort(self) -> None:
         self.close_by_hook()
+
+
+def _not_relaying(data: bytes) -> None:
+    """A flow's sendto before its backend socket is open: never called (state is checked)."""
+    raise AssertionError("no backend socket yet")

@@ -19,7 +19,7 @@ from refractium.backends.health import HealthChecker
 from refractium.errors import RefractiumError
 from refractium.hooks.dispatch import HookStats
 from refractium.relay.context import UdpContext
-from refractium.relay.flow import Flow
+from refractium.relay.flow import ClientSide, Flow, limit_backlog
 from refractium.relay.listen import listen_error, take_inherited, udp_socket
 from refractium.relay.snapshot import Snapshot
 from refractium.util.logs import RateLimitedLog
@@ -28,19 +28,20 @@ log = logging.getLogger(__name__)
 events = RateLimitedLog(log)
 
 
-class UdpListener(asyncio.DatagramProtocol):
+class UdpListener(ClientSide):
     """One bound UDP socket: hands each datagram to its client's flow."""
 
     def __init__(self, ctx: UdpContext, port: int = 0) -> None:
+        super().__init__()
         self.ctx = ctx
+        self.flows = ctx.flows  # one attribute load less per datagram
         self.port = port  # routes may be served on some ports only
-        self.transport: asyncio.DatagramTransport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
 
     def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
-        flow = self.ctx.flows.get(addr)
+        flow = self.flows.get(addr)
         if flow is not None:
             flow.from_client(data)
             return
@@ -70,8 +71,7 @@ class UdpListener(asyncio.DatagramProtocol):
                 limit,
             )
             return None
-        assert self.transport is not None
-        flow = Flow(ctx, self.transport, key, self.port)
+        flow = Flow(ctx, self, key, self.port)
         ctx.flows[key] = flow
         ctx.stats.flows += 1
         return flow
@@ -120,6 +120,7 @@ class UdpService:
                 except OSError as exc:
                     self.close_listeners()
                     raise RefractiumError("udp " + listen_error(host, port, exc)) from None
+                limit_backlog(transport)
                 self._listeners.append(transport)
                 addr = transport.get_extra_info("sockname")
                 if port == 0:

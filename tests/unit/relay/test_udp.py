@@ -36,6 +36,9 @@ class FakeDatagrams:
     def get_write_buffer_size(self) -> int:
         return 0
 
+    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
+        self.limits = (high, low)
+
     def get_extra_info(self, name: str, default: Any = None) -> Any:
         return self.name if name == "sockname" else default
 
