@@ -40,6 +40,7 @@ from refractium.endpoint.api import (
 from refractium.protocols.base import Match
 from refractium.relay.access import log_tcp_ended
 from refractium.relay.context import TcpContext
+from refractium.relay.deadlines import Deadline
 from refractium.relay.dial import dial
 from refractium.relay.gate import Gate
 from refractium.relay.halfclose import send_eof
@@ -66,6 +67,9 @@ from refractium.wire import proxy_protocol, rejection
 
 log = logging.getLogger(__name__)
 events = RateLimitedLog(log)
+
+#: The most one read hands over: uvloop and asyncio both read up to 256 KiB.
+READ_MAX = 256 << 10
 
 
 class ClientProtocol(Pipe):
@@ -113,7 +117,8 @@ class ClientProtocol(Pipe):
         self.match: Match | None = None
         self.gate: Gate | None = None  # the endpoint hooks, when there are any
         self._buf = bytearray()
-        self._timer: asyncio.TimerHandle | None = None
+        # The peek deadline, then the dial's (see refractium.relay.deadlines).
+        self._timer: Deadline | None = None
         self._dialler: asyncio.Task[None] | None = None
         # perf_counter() times: uvloop's loop.time() is cached per loop turn, in ms.
         self.accepted_at = perf_counter()
@@ -163,7 +168,7 @@ class ClientProtocol(Pipe):
             self.state = CLOSED
             transport.close()
             return
-        self._timer = self.ctx.loop.call_later(settings.peek_timeout_s, self._peek_timed_out)
+        self._timer = self.ctx.deadlines.after(settings.peek_timeout_s, self._peek_timed_out)
         if snap.endpoint is not None:
             local = transport.get_extra_info("sockname")
             gate = self.gate = Gate(
@@ -209,11 +214,25 @@ class ClientProtocol(Pipe):
         elif self.state == PEEKING:
             self._peek(data)
         elif self.state == CONNECTING:
-            # Bytes that arrive while dialling (some loops deliver a read
-            # already in flight after pause_reading): keep them, bounded.
-            self._buf += data
-            if len(self._buf) > 2 * self._snap.settings.peek_buffer_size:
+            self._early(data)
+
+    def _early(self, data: bytes) -> None:
+        """Bytes that arrive while dialling: kept for the backend, in order.
+
+        Reading is paused only once they pass the peek buffer: most clients
+        send nothing more until answered, and pausing and resuming every
+        dial would cost two changes to the loop's poller per connection.
+        After the pause at most one read already in flight can come (each
+        is at most ``READ_MAX`` on both loops); past that the client is cut.
+        """
+        buf = self._buf
+        buf += data
+        limit = self._snap.settings.peek_buffer_size
+        if len(buf) > limit:
+            if len(buf) > limit + 2 * READ_MAX:
                 self.give_up("client sent too much before the backend was up")
+            else:
+                self._pause_client(PAUSE_DIAL)
 
     def eof_received(self) -> bool:
         self._eof_from_client = True
@@ -360,7 +379,7 @@ class ClientProtocol(Pipe):
             return
         settings = self._snap.settings
         if self._gated:  # on_incoming is still deciding: its time is not the client's
-            self._timer = self.ctx.loop.call_later(settings.peek_timeout_s, self._peek_timed_out)
+            self._timer = self.ctx.deadlines.after(settings.peek_timeout_s, self._peek_timed_out)
             return
         self.ctx.stats.peek_timeouts += 1
         if self.upstream == HEADER_REQUIRED:
@@ -391,7 +410,6 @@ class ClientProtocol(Pipe):
         self.state = CONNECTING
         self.route = route
         self._dial_at = perf_counter()
-        self._pause_client(PAUSE_DIAL)
         self._dialler = self.ctx.tasks.start(self._connect(route))
 
     async def _connect(self, route: Route) -> None:
@@ -415,9 +433,11 @@ class ClientProtocol(Pipe):
     async def _open(self, address: Address) -> asyncio.Transport:
         """Connect to one backend within ``connect_timeout_ms`` (TimeoutError past it)."""
         loop = self.ctx.loop
-        # A timer that cancels this task, cheaper than asyncio.timeout() on
+        # A deadline that cancels this task, cheaper than asyncio.timeout() on
         # a path taken once per connection.
-        self._timer = loop.call_later(self._snap.settings.connect_timeout_s, self._dial_timed_out)
+        self._timer = self.ctx.deadlines.after(
+            self._snap.settings.connect_timeout_s, self._dial_timed_out
+        )
         try:
             route = self.route
             if route is not None and route.config is not None and route.config.transparent:

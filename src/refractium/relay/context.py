@@ -21,6 +21,7 @@ from refractium.abuse.guard import BANNED, Guard
 from refractium.abuse.guard import Refusal as Blocked
 from refractium.addr import host_port
 from refractium.config.model import LimitsConfig
+from refractium.relay.deadlines import DeadlineSet
 from refractium.relay.idle import IdleWatch, Watched
 from refractium.relay.limits import ConnectionLimits, Limits, Refusal
 from refractium.relay.snapshot import Snapshot
@@ -55,7 +56,16 @@ _TCP_CLOSE = 7
 class Context:
     """The part shared by TCP connections and UDP flows."""
 
-    __slots__ = ("active", "guard", "health", "hook_stats", "loop", "snapshot", "tasks")
+    __slots__ = (
+        "active",
+        "deadlines",
+        "guard",
+        "health",
+        "hook_stats",
+        "loop",
+        "snapshot",
+        "tasks",
+    )
 
     def __init__(
         self,
@@ -72,6 +82,8 @@ class Context:
         # Abuse control ([limits]): shared by the TCP and UDP sides of one engine.
         self.guard = guard if guard is not None else Guard(LimitsConfig())
         self.tasks = Tasks(self.loop)
+        # The peek and dial timeouts: one loop timer per timeout length.
+        self.deadlines = DeadlineSet(self.loop)
         # Open relaying connections (flows) per backend, for least_connections.
         self.active: Counter[Address] = Counter()
 
@@ -287,6 +299,7 @@ class TcpContext(Context):
             self._sweep.cancel()
             self._sweep = None
         self.idle.stop()
+        self.deadlines.stop()
 
 
 def _was_reset(sock: socket.socket | None) -> bool:

@@ -14,6 +14,7 @@ from refractium.hooks.dispatch import HookStats
 from refractium.relay.connection import (
     CLOSED,
     CONNECTING,
+    READ_MAX,
     RELAYING,
     BackendProtocol,
     ClientProtocol,
@@ -71,14 +72,39 @@ async def test_peeked_bytes_and_early_data_reach_the_backend_in_order() -> None:
     proto, client = await connected(svc, b"GET / HT")
     assert proto.state == CONNECTING
     assert proto.route is not None and proto.route.name == "http"
-    assert client.paused, "reading pauses while the backend is dialled"
-    proto.data_received(b"TP/1.1\r\n")  # a read already in flight
+    assert not client.paused, "a few bytes while dialling do not pause reading"
+    proto.data_received(b"TP/1.1\r\n")
     _, backend = backend_up(proto)
     assert proto.state == RELAYING
     assert not client.paused
     proto.data_received(b"Host: x\r\n\r\n")
     assert bytes(backend.written) == b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
     assert proto.bytes_in == len(backend.written)
+
+
+@pytest.mark.usefixtures("no_dial")
+async def test_an_upload_while_dialling_pauses_reading_then_arrives_whole() -> None:
+    svc = await service()
+    limit = svc.snapshot.settings.peek_buffer_size
+    proto, client = await connected(svc, b"POST /up HTTP/1.1\r\n\r\n")
+    body = bytes(range(256)) * (limit // 256 + 1)  # past the peek buffer
+    proto.data_received(body[:100])
+    assert not client.paused
+    proto.data_received(body[100:])
+    assert client.paused and svc.paused == {proto}, "paused once past the peek buffer"
+    proto.data_received(b"tail")  # a read already in flight when it paused
+    _, backend = backend_up(proto)
+    assert not client.paused and not svc.paused
+    assert bytes(backend.written) == b"POST /up HTTP/1.1\r\n\r\n" + body + b"tail"
+
+
+@pytest.mark.usefixtures("no_dial")
+async def test_a_client_that_floods_while_dialling_is_cut() -> None:
+    svc = await service()
+    proto, client = await connected(svc, b"POST /up HTTP/1.1\r\n\r\n")
+    proto.data_received(bytes(svc.snapshot.settings.peek_buffer_size + 2 * READ_MAX + 1))
+    assert proto.state == CLOSED and client.closed
+    assert proto.reason == "client sent too much before the backend was up"
 
 
 @pytest.mark.usefixtures("no_dial")

@@ -75,7 +75,7 @@ async def test_a_paused_client_that_reset_is_ended_and_its_slot_freed() -> None:
 @pytest.mark.usefixtures("no_dial")
 async def test_the_sweep_runs_only_while_something_is_paused() -> None:
     ctx = TcpContext(snapshot(), HealthChecker(), HookStats())
-    _, _, _, protocol = relaying(ctx)  # paused while dialling: a sweep was due
+    _, _, _, protocol = relaying(ctx)  # a dial pauses nothing: no sweep is due
     ctx.sweep_paused()  # finds nothing paused: no new timer
     assert ctx._sweep is None and not ctx.paused
     protocol.pause_writing()
