@@ -1,6 +1,7 @@
 """Where a short connection's time goes in the proxy: the budget behind connections/s.
 
     python benchmarks/profile_conn.py [--seconds 8] [--loop uvloop] [--rate 2000] [--one-cpu]
+                                      [--src DIR]
 
 Starts nginx and ``refractium tcp`` (one HTTP route), pins the proxy to
 CPU 0 and nginx and wrk to CPU 1 (so the proxy's figures are its own), runs
@@ -17,6 +18,9 @@ CPU 0 and nginx and wrk to CPU 1 (so the proxy's figures are its own), runs
   ``epoll_wait`` (idle) are left out.
 
 Prints the budget in µs per connection. Needs wrk, nginx and py-spy.
+``--src`` profiles another tree's ``src`` (e.g. a ``git worktree`` of an
+older commit) for a before/after; ``REFRACTIUM_PURE=1`` in the environment
+profiles the pure-Python package where a compiled one is installed.
 """
 
 from __future__ import annotations
@@ -104,7 +108,7 @@ def classify(stack: list[str]) -> str | None:
     return "event loop, interpreter (no frame of ours)"
 
 
-def run(seconds: float, loop: str, rate: int, one_cpu: bool) -> None:
+def run(seconds: float, loop: str, rate: int, one_cpu: bool, src: Path) -> None:
     spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     if shutil.which("wrk") is None or not Path(spy).exists():
         raise SystemExit("wrk and py-spy are needed")
@@ -137,7 +141,7 @@ def run(seconds: float, loop: str, rate: int, one_cpu: bool) -> None:
                 "--log-level",
                 "warning",
             ],
-            env={**os.environ, "PYTHONPATH": str(ROOT / "src")},
+            env={**os.environ, "PYTHONPATH": str(src)},
         )
         try:
             wait_listening(port, proxy, "refractium")
@@ -241,8 +245,11 @@ def main() -> None:
         action="store_true",
         help="wrk and nginx on CPU 0 with the proxy (as run.py pins them): a saturated proxy",
     )
+    parser.add_argument(
+        "--src", type=Path, default=ROOT / "src", help="the tree whose proxy is profiled"
+    )
     args = parser.parse_args()
-    run(args.seconds, args.loop, args.rate, args.one_cpu)
+    run(args.seconds, args.loop, args.rate, args.one_cpu, args.src.resolve())
 
 
 if __name__ == "__main__":
