@@ -11,12 +11,14 @@ flow lives until it has been idle (no datagram either way) for
 
 UDP has no back-pressure: a datagram that finds its socket's send backlog
 full is dropped and counted, as a router would. Datagrams are relayed whole,
-one ``sendto`` each, whatever their size.
+whatever their size, in order; those of one loop turn go out together, a
+run of one size in one system call (:mod:`refractium.relay.gso`).
 
 A relayed datagram costs no clock read and no backlog query: the idle check
 looks at the packet counters the relay keeps anyway (a quarter of the
 timeout apart, as the TCP idle sweep does), and each socket's transport
-says when its backlog passes :data:`SEND_BACKLOG` and when it is back under
+says when its backlog passes
+:data:`~refractium.relay.datagrams.SEND_BACKLOG` and when it is back under
 (``pause_writing`` / ``resume_writing``, with both write limits set to it).
 """
 
@@ -25,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import socket
 from collections.abc import Awaitable, Callable
 from time import perf_counter
 from typing import Any
@@ -44,6 +47,7 @@ from refractium.hooks.dispatch import Dispatcher
 from refractium.protocols.base import Match
 from refractium.relay.access import log_ended
 from refractium.relay.context import UdpContext
+from refractium.relay.datagrams import Batch, ClientSide, connected, limit_backlog
 from refractium.relay.dial import dial
 from refractium.relay.gate import Gate
 from refractium.relay.listen import grow_buffers
@@ -62,30 +66,8 @@ INBOUND, OUTBOUND = Direction.INBOUND, Direction.OUTBOUND
 #: socket opened; beyond that they are dropped.
 HELD_DATAGRAMS = 16
 HELD_BYTES = 256 << 10
-#: A socket's send backlog beyond which datagrams are dropped.
-SEND_BACKLOG = 1 << 20
 #: The idle check runs a quarter of the timeout apart (not oftener than this).
 MIN_IDLE_CHECK_S = 0.05
-
-
-def limit_backlog(transport: asyncio.DatagramTransport) -> None:
-    """Have ``transport`` pause its protocol exactly while its backlog is over SEND_BACKLOG."""
-    # Both loops' datagram transports have the WriteTransport method typeshed leaves out.
-    transport.set_write_buffer_limits(high=SEND_BACKLOG, low=SEND_BACKLOG)  # type: ignore[attr-defined]
-
-
-class ClientSide(asyncio.DatagramProtocol):
-    """A listener's socket as its flows see it: where to answer, and whether it is backlogged."""
-
-    def __init__(self) -> None:
-        self.transport: asyncio.DatagramTransport | None = None
-        self.full = False  # the backlog is over SEND_BACKLOG: replies are dropped
-
-    def pause_writing(self) -> None:
-        self.full = True
-
-    def resume_writing(self) -> None:
-        self.full = False
 
 
 class Flow(asyncio.DatagramProtocol):
@@ -102,11 +84,13 @@ class Flow(asyncio.DatagramProtocol):
         "_born",
         "_client",
         "_dial_at",
+        "_down",
         "_held",
         "_held_bytes",
         "_idle_every",
         "_idle_timer",
         "_moved",
+        "_opened",
         "_peek_timer",
         "_rejected_with",
         "_reply",
@@ -114,6 +98,7 @@ class Flow(asyncio.DatagramProtocol):
         "_snap",
         "_started",
         "_table",
+        "_up",
         "backend",
         "backend_addr",
         "bytes_in",
@@ -154,8 +139,12 @@ class Flow(asyncio.DatagramProtocol):
         assert listener is not None
         self._client = client
         self.listener = listener
-        self._reply = listener.sendto
-        self._send: Callable[[bytes], None] = _not_relaying  # the backend's, once open
+        # The client's datagrams of this loop turn, and the backend's (gso.py).
+        self._up: Batch | None = None  # once the backend socket is open
+        self._down = Batch(client.flusher, listener, client.sock, key, client.error_received)
+        self._reply = self._down.sender()
+        self._send: Callable[[bytes], None] = _not_relaying  # self._up's, once open
+        self._opened: tuple[asyncio.DatagramTransport, socket.socket] | None = None
         self._backend_full = False
         self.key = key
         self.client_addr: tuple[str, int] = (str(key[0]), int(key[1]))
@@ -320,11 +309,17 @@ class Flow(asyncio.DatagramProtocol):
         self._close_quietly(FAILED)
 
     async def _open(self, address: Address) -> asyncio.DatagramTransport:
-        transport, _ = await self.ctx.loop.create_datagram_endpoint(
-            self._protocol, remote_addr=(address.host, address.port)
-        )
-        grow_buffers(transport.get_extra_info("socket"))
+        # A socket of ours, connected here: the batches send on it (gso.py).
+        loop = self.ctx.loop
+        sock = await connected(loop, address)
+        try:
+            grow_buffers(sock)
+            transport, _ = await loop.create_datagram_endpoint(self._protocol, sock=sock)
+        except BaseException:
+            sock.close()
+            raise
         limit_backlog(transport)
+        self._opened = (transport, sock)
         return transport
 
     def _protocol(self) -> Flow:
@@ -333,7 +328,11 @@ class Flow(asyncio.DatagramProtocol):
     def _relay(self, backend: asyncio.DatagramTransport) -> None:
         ctx = self.ctx
         self.backend = backend
-        self._send = backend.sendto
+        opened = self._opened
+        sock = opened[1] if opened is not None and opened[0] is backend else None
+        self._opened = None
+        up = self._up = Batch(self._client.flusher, backend, sock, None, self.error_received)
+        self._send = up.sender()
         self.state = RELAYING
         self.connect_s = perf_counter() - self._dial_at
         route = self.route
@@ -370,7 +369,7 @@ class Flow(asyncio.DatagramProtocol):
             if self.state == RELAYING:
                 self._drop()  # the listener's backlog is full
             return
-        self._reply(data, self.key)
+        self._reply(data)
         self.bytes_out += len(data)
         self.packets_out += 1
         if self.hooks is not None:
@@ -436,6 +435,10 @@ class Flow(asyncio.DatagramProtocol):
         was_relaying = self.state == RELAYING
         self.state = CLOSED
         self._idle_timer.cancel()
+        # What this loop turn read is relayed still, before the socket closes.
+        if self._up is not None:
+            self._up.flush()
+        self._down.flush()
         if self._peek_timer is not None:
             self._peek_timer.cancel()
         if self.backend is not None:

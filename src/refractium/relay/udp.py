@@ -19,7 +19,8 @@ from refractium.backends.health import HealthChecker
 from refractium.errors import RefractiumError
 from refractium.hooks.dispatch import HookStats
 from refractium.relay.context import UdpContext
-from refractium.relay.flow import ClientSide, Flow, limit_backlog
+from refractium.relay.datagrams import ClientSide, limit_backlog
+from refractium.relay.flow import Flow
 from refractium.relay.listen import listen_error, take_inherited, udp_socket
 from refractium.relay.snapshot import Snapshot
 from refractium.util.logs import RateLimitedLog
@@ -31,8 +32,8 @@ events = RateLimitedLog(log)
 class UdpListener(ClientSide):
     """One bound UDP socket: hands each datagram to its client's flow."""
 
-    def __init__(self, ctx: UdpContext, port: int = 0) -> None:
-        super().__init__()
+    def __init__(self, ctx: UdpContext, port: int = 0, sock: socket.socket | None = None) -> None:
+        super().__init__(ctx.loop, sock)
         self.ctx = ctx
         self.flows = ctx.flows  # one attribute load less per datagram
         self.port = port  # routes may be served on some ports only
@@ -115,7 +116,7 @@ class UdpService:
                 try:
                     # Bound here, not by the loop: its errors keep their errno.
                     sock = passed or udp_socket(host, port, reuse_port)
-                    listener = partial(UdpListener, ctx, sock.getsockname()[1])
+                    listener = partial(UdpListener, ctx, sock.getsockname()[1], sock)
                     transport, _ = await ctx.loop.create_datagram_endpoint(listener, sock=sock)
                 except OSError as exc:
                     self.close_listeners()

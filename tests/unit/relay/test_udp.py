@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 from typing import Any
 
 from refractium.addr import Address
@@ -25,10 +26,13 @@ QUERY = bytes.fromhex("12340100000100000000000007") + b"example\x03com\x00\x00\x
 class FakeDatagrams:
     """A datagram transport that records what was sent."""
 
-    def __init__(self, name: tuple[str, int] = ("127.0.0.1", 53)) -> None:
+    def __init__(
+        self, name: tuple[str, int] = ("127.0.0.1", 53), sock: socket.socket | None = None
+    ) -> None:
         self.sent: list[tuple[bytes, Any]] = []
         self.closed = False
         self.name = name
+        self.sock = sock  # the flow's own socket, when it opened one
 
     def sendto(self, data: bytes, addr: Any = None) -> None:
         self.sent.append((data, addr))
@@ -44,6 +48,8 @@ class FakeDatagrams:
 
     def close(self) -> None:
         self.closed = True
+        if self.sock is not None:
+            self.sock.close()
 
 
 class Loop:
@@ -56,8 +62,12 @@ class Loop:
     def __getattr__(self, name: str) -> Any:
         return getattr(self.real, name)
 
-    async def create_datagram_endpoint(self, factory: Any, remote_addr: Any) -> Any:
-        transport = FakeDatagrams(remote_addr)
+    async def create_datagram_endpoint(
+        self, factory: Any, remote_addr: Any = None, sock: socket.socket | None = None
+    ) -> Any:
+        if sock is not None:  # a flow connects its socket itself
+            remote_addr = sock.getpeername()[:2]
+        transport = FakeDatagrams(remote_addr, sock)
         protocol = factory()
         self.opened.append((transport, protocol, remote_addr))
         return transport, protocol
@@ -93,8 +103,10 @@ async def test_a_flow_is_identified_relayed_and_answered() -> None:
     flow = ctx.flows[CLIENT]
     assert isinstance(flow, Flow) and flow.state == RELAYING
     listener.datagram_received(b"second", CLIENT)  # same client: same flow, same socket
+    await settle()  # the datagrams of a loop turn leave at its end
     assert backend.sent[-1] == (b"second", None) and len(loop.opened) == 1
     protocol.datagram_received(b"reply", remote)
+    await settle()
     assert listener.transport.sent == [(b"reply", CLIENT)]  # type: ignore[union-attr]
     assert ctx.stats.routed["dns"] == 1 and ctx.active[Address("127.0.0.1", 5300)] == 1
     flow.end()
