@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 # RFC 1123 labels, plus "_" which internal names (Docker, SRV-style) do use.
 _LABEL = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?\Z")
@@ -41,6 +41,19 @@ class Address:
 
     host: str
     port: int
+    # Addresses key the health table and the open-connection counts, several
+    # look-ups per connection: the hash is computed once, not per look-up.
+    _hash: int = field(init=False, repr=False, compare=False, default=0)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_hash", hash((self.host, self.port)))
+
+    def __hash__(self) -> int:
+        return self._hash
+
+    def __reduce__(self) -> tuple[type[Address], tuple[str, int]]:
+        # Rebuilt, not restored: a string's hash differs from one process to the next.
+        return (Address, (self.host, self.port))
 
     def __str__(self) -> str:
         return f"{format_host(self.host)}:{self.port}"

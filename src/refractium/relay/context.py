@@ -197,8 +197,10 @@ class TcpContext(Context):
             )
             return False
         self.stats.accepted += 1
-        self.connections.add(conn)
-        self._idle.clear()
+        connections = self.connections
+        if not connections:
+            self._idle.clear()
+        connections.add(conn)
         return True
 
     def block(self, conn: Tracked, blocked: Blocked) -> None:
