@@ -1,0 +1,99 @@
+"""Build hook: the per-connection and per-datagram modules compiled with mypyc.
+
+The project's metadata is in pyproject.toml; this file only adds the
+extension modules. Compiling is optional: with ``REFRACTIUM_COMPILE=0`` set,
+without mypyc or without a C compiler, the build says so in one line on
+stderr and installs the pure-Python package, which behaves the same.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+
+from setuptools import Extension, setup
+from setuptools._distutils.ccompiler import new_compiler
+from setuptools._distutils.sysconfig import customize_compiler
+from setuptools.command.build_ext import build_ext
+
+# Stands for the compiled modules until build_ext asks mypyc for them.
+PLACEHOLDER = "refractium__mypyc"
+
+# The hot path, from the profile of accepting, identifying, dialling and
+# relaying connections and datagrams. Everything else stays interpreted:
+# it runs once per start or reload, or users subclass it.
+COMPILED = (
+    "addr.py",
+    "abuse/cidrs.py",
+    "abuse/guard.py",
+    "abuse/prefixes.py",
+    "backends/balancing.py",
+    "protocols/clienthello.py",
+    "protocols/dns.py",
+    "protocols/http.py",
+    "protocols/quic.py",
+    "protocols/registry.py",
+    "protocols/ssh.py",
+    "protocols/tls.py",
+    "relay/access.py",
+    "relay/connection.py",
+    "relay/context.py",
+    "relay/dial.py",
+    "relay/flow.py",
+    "relay/gate.py",
+    "relay/halfclose.py",
+    "relay/idle.py",
+    "relay/limits.py",
+    "relay/packets.py",
+    "relay/pipe.py",
+    "relay/refusal.py",
+    "relay/state.py",
+    "relay/stats.py",
+    "relay/udp.py",
+    "relay/upstream.py",
+    "routing/table.py",
+    "wire/rejection.py",
+)
+
+
+def _pure(reason: str) -> list[Extension]:
+    print(f"refractium: building the pure-Python package ({reason})", file=sys.stderr)
+    return []
+
+
+def _extensions() -> list[Extension]:
+    """A placeholder for the compiled modules, or none when they cannot be built."""
+    if os.environ.get("REFRACTIUM_COMPILE", "1") == "0":
+        return _pure("REFRACTIUM_COMPILE=0")
+    try:
+        import mypyc.build  # noqa: F401
+    except ImportError as exc:
+        return _pure(f"mypyc cannot be imported: {exc}")
+    compiler = new_compiler()
+    customize_compiler(compiler)
+    executable = getattr(compiler, "compiler_so", None) or ["cc"]
+    if shutil.which(executable[0]) is None:
+        return _pure(f"no C compiler: {executable[0]} not found")
+    # mypyc runs (and takes its time) only when the extensions are built,
+    # not for the metadata or the sdist.
+    return [Extension(PLACEHOLDER, [])]
+
+
+class BuildExt(build_ext):
+    """Generates the C code with mypyc, then compiles it, several files at a time."""
+
+    def finalize_options(self) -> None:
+        if [ext.name for ext in self.distribution.ext_modules or []] == [PLACEHOLDER]:
+            from mypyc.build import mypycify
+
+            paths = [f"src/refractium/{name}" for name in COMPILED]
+            self.distribution.ext_modules = mypycify(
+                paths, opt_level="3", multi_file=True, group_name="refractium"
+            )
+        super().finalize_options()
+        if self.parallel is None:
+            self.parallel = os.cpu_count() or 1
+
+
+setup(ext_modules=_extensions(), cmdclass={"build_ext": BuildExt})
