@@ -11,6 +11,8 @@ from __future__ import annotations
 import os
 import shutil
 import sys
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 from setuptools import Extension, setup
 from setuptools._distutils.ccompiler import new_compiler
@@ -23,6 +25,7 @@ PLACEHOLDER = "refractium__mypyc"
 # The hot path, from the profile of accepting, identifying, dialling and
 # relaying connections and datagrams. Everything else stays interpreted:
 # it runs once per start or reload, or users subclass it.
+# The Makefile reads this list too: keep one "path.py", a line.
 COMPILED = (
     "addr.py",
     "abuse/cidrs.py",
@@ -92,8 +95,26 @@ class BuildExt(build_ext):
                 paths, opt_level="3", multi_file=True, group_name="refractium"
             )
         super().finalize_options()
-        if self.parallel is None:
-            self.parallel = os.cpu_count() or 1
+
+    def build_extension(self, ext: Extension) -> None:
+        # One extension holds nearly all the C files (one per module):
+        # compiled one after the other they take minutes, so side by side.
+        jobs = os.cpu_count() or 1
+        compile_files = self.compiler.compile
+        if len(ext.sources) < 2 or jobs < 2:
+            super().build_extension(ext)
+            return
+
+        def compile_apart(sources: list[str], *args: Any, **kwargs: Any) -> list[str]:
+            with ThreadPoolExecutor(jobs) as pool:
+                parts = pool.map(lambda source: compile_files([source], *args, **kwargs), sources)
+                return [obj for part in parts for obj in part]
+
+        self.compiler.compile = compile_apart  # type: ignore[method-assign]
+        try:
+            super().build_extension(ext)
+        finally:
+            self.compiler.compile = compile_files  # type: ignore[method-assign]
 
 
 setup(ext_modules=_extensions(), cmdclass={"build_ext": BuildExt})

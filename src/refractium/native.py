@@ -109,8 +109,8 @@ def install() -> None:
         more = f" and {len(stale) - 1} more" if len(stale) > 1 else ""
         print(
             f"refractium: warning: the compiled modules are older than their sources "
-            f"({stale[0]}{more}): running the pure-Python modules; rebuild with `make` "
-            "or `pip install -e .`",
+            f"({stale[0]}{more}): running the pure-Python modules; `make run` or "
+            "`make test` rebuilds them, as does `pip install -e .`",
             file=sys.stderr,
         )
         # Workers and other child processes run the same modules, without

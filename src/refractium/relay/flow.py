@@ -44,7 +44,6 @@ from refractium.relay.listen import grow_buffers
 from refractium.relay.packets import start_packet_hooks
 from refractium.relay.refusal import count_refusal, ending
 from refractium.relay.state import CLOSED, CONNECTING, PEEKING, RELAYING, State
-from refractium.relay.weak import WeaklyReferable
 from refractium.routing import NEED_MORE, Route
 from refractium.util.logs import RateLimitedLog
 
@@ -76,7 +75,7 @@ class BackendDatagram(asyncio.DatagramProtocol):
         self.flow.backend_error(exc)
 
 
-class Flow(WeaklyReferable):
+class Flow:
     """One client's UDP flow: identify, open a backend socket, relay, expire."""
 
     __slots__ = (
