@@ -12,6 +12,7 @@ import os
 import shutil
 import sys
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 from setuptools import Extension, setup
@@ -24,7 +25,15 @@ PLACEHOLDER = "refractium__mypyc"
 
 # The hot path, from the profile of accepting, identifying, dialling and
 # relaying connections and datagrams. Everything else stays interpreted:
-# it runs once per start or reload, or users subclass it.
+# it runs once per start or reload, or users subclass it. Left out of the
+# hot path too: protocols/base.py (its runtime_checkable Probe protocol is no
+# protocol class once compiled), hooks/dispatch.py (HookStats, a defaultdict
+# subclass, breaks compiled), relay/stats.py and wire/proxy_protocol.py
+# (workers pickle the figures, and compiled classes without a no-argument
+# constructor do not unpickle; a compiled int parameter takes True for 1, so
+# the codec would accept a bool port), relay/tcp.py (listening only; uvloop's
+# Server.sockets is a list where the stubs say tuple), backends/health.py
+# (tests replace its probe function, which compiled callers bind early).
 # The Makefile reads this list too: keep one "path.py", a line.
 COMPILED = (
     "addr.py",
@@ -52,7 +61,6 @@ COMPILED = (
     "relay/pipe.py",
     "relay/refusal.py",
     "relay/state.py",
-    "relay/stats.py",
     "relay/udp.py",
     "relay/upstream.py",
     "routing/table.py",
@@ -95,6 +103,23 @@ class BuildExt(build_ext):
                 paths, opt_level="3", multi_file=True, group_name="refractium"
             )
         super().finalize_options()
+
+    def run(self) -> None:
+        super().run()
+        if self.inplace or getattr(self, "editable_mode", False):
+            self._drop_leftovers()
+
+    def _drop_leftovers(self) -> None:
+        # In a checkout, a module compiled by an earlier build and no longer
+        # in COMPILED would still shadow its source, against a shared library
+        # that has it no more.
+        built = {ext.name for ext in self.extensions}
+        for path in Path("src", "refractium").rglob("*.so"):
+            name = path.name.split(".", 1)[0]
+            module = ".".join((*path.parent.relative_to("src").parts, name))
+            if module not in built:
+                print(f"removing {path}: no longer compiled", file=sys.stderr)
+                path.unlink()
 
     def build_extension(self, ext: Extension) -> None:
         # One extension holds nearly all the C files (one per module):
