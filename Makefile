@@ -37,7 +37,8 @@ run: $(INSTALLED)               ## the demo: built-in backends behind the proxy
 
 # Every test twice: on the compiled modules and on the pure-Python ones (REFRACTIUM_PURE=1,
 # inherited by every process the tests start). REFRACTIUM_BUILT tells the build's own test
-# what it must find.
+# what it must find. One after the other: side by side on two cores, tests that wait on
+# timers failed now and then.
 test: $(INSTALLED_DEV) tools    ## every test, with real clients and servers
 	REFRACTIUM_BUILT=$(BUILT) $(BIN)/python -m pytest -q
 	REFRACTIUM_PURE=1 REFRACTIUM_BUILT=pure $(BIN)/python -m pytest -q
