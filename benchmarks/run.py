@@ -3,7 +3,7 @@ HAProxy and sslh, all pinned to one CPU.
 
     python benchmarks/run.py [--quick] [--only NAME[,NAME...]] [--targets T[,T...]]
                              [--json out.json] [--cpu N] [--baseline SRC] [--idle]
-                             [--access] [--limits] [--redis]
+                             [--access] [--limits] [--redis] [--pure]
 
 Sections (``--only``): bulk, connrate, rtt, idle, ident. Targets
 (``--targets``): direct, refractium-uvloop, refractium-asyncio, haproxy, sslh
@@ -16,7 +16,10 @@ log on (written to a file); ``--limits`` adds refractium-uvloop-limits and
 -asyncio-limits, with ``[limits]`` on (a rate, bans armed, a deny file of
 10,000 networks) and nothing refused; ``--redis`` adds refractium-uvloop-redis,
 the same ``[limits]`` with ``[state] backend = "redis"`` on a redis-server of its
-own (so rates are exchanged with a fleet), and refractium-uvloop-limits beside it.
+own (so rates are exchanged with a fleet), and refractium-uvloop-limits beside it;
+``--pure`` (or naming them in ``--targets``) adds refractium-uvloop-pure and
+-asyncio-pure: the same install with REFRACTIUM_PURE=1, its pure-Python modules
+where the others run the compiled ones.
 See README.md.
 """
 
@@ -638,6 +641,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="store_true",
         help="also refractium-uvloop-access and -asyncio-access: [log] access = true, to a file",
     )
+    p.add_argument(
+        "--pure",
+        action="store_true",
+        help="also refractium-uvloop-pure and -asyncio-pure: REFRACTIUM_PURE=1 (not compiled)",
+    )
     return p.parse_args(argv)
 
 
@@ -670,6 +678,8 @@ def main(argv: list[str] | None = None) -> int:
         if not args.limits:
             targets.append(Refractium("uvloop", limits=True))
         targets.append(Refractium("uvloop", redis=True))
+    if args.pure or "-pure" in args.targets:
+        targets += [Refractium(loop, pure=True) for loop in ("uvloop", "asyncio")]
     if args.targets:
         wanted = {"direct", *args.targets.split(",")}
         unknown = wanted - {t.name for t in targets}

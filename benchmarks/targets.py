@@ -420,6 +420,7 @@ class Refractium(Target):
         workers: int = 1,
         limits: bool = False,
         redis: bool = False,
+        pure: bool = False,
     ) -> None:
         super().__init__()
         # [limits] as ``limits`` sets it, and [state] backend = "redis" on a
@@ -431,6 +432,8 @@ class Refractium(Target):
         self.idle_timeout_s = idle_timeout_s
         self.access_log = access_log
         self.limits = limits
+        # REFRACTIUM_PURE=1: the pure-Python modules of a compiled install.
+        self.pure = pure
         self.workers = workers  # > 1: a supervisor and this many workers (`-w N`)
         kind = (
             "base"
@@ -443,6 +446,8 @@ class Refractium(Target):
             if redis
             else "limits"
             if limits
+            else "pure"
+            if pure
             else ""
         )
         self.name = f"refractium-{loop}-{kind}" if kind else f"refractium-{loop}"
@@ -505,8 +510,16 @@ class Refractium(Target):
                 "warning",
                 *(["-w", str(self.workers)] if self.workers != 1 else []),
             ],
-            env=None if self.source is None else {**os.environ, "PYTHONPATH": str(self.source)},
+            env=self._environment(),
         )
+
+    def _environment(self) -> dict[str, str] | None:
+        env = {}
+        if self.source is not None:
+            env["PYTHONPATH"] = str(self.source)
+        if self.pure:
+            env["REFRACTIUM_PURE"] = "1"
+        return {**os.environ, **env} if env else None
 
     def stop(self) -> list[str]:
         problems = super().stop()

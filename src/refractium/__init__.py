@@ -7,9 +7,14 @@ and relays it to a healthy backend for that route.
 
 __version__ = "0.1.0"
 
-from refractium.engine import Refractium, RefractiumBuilder
-from refractium.errors import ConfigError, HookLoadError, RefractiumError
-from refractium.protocols.base import Match, Probe, Transport, Verdict
+from refractium import native
+
+# Before any other module loads: compiled or from source (see refractium.native).
+native.install()
+
+from refractium.engine import Refractium, RefractiumBuilder  # noqa: E402
+from refractium.errors import ConfigError, HookLoadError, RefractiumError  # noqa: E402
+from refractium.protocols.base import Match, Probe, Transport, Verdict  # noqa: E402
 
 __all__ = [
     "ConfigError",

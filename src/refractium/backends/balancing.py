@@ -109,7 +109,10 @@ class Pool:
         means 0).
         """
         members = self.members
-        if len(members) == 1:
+        # Not `len(members) == 1`: that narrows members to a 1-tuple, which
+        # compiled code unpacks and builds anew instead of returning it.
+        count = len(members)
+        if count == 1:
             return members if is_up is None or is_up(members[0]) else ()
         balance = self.balance
         if balance is _SOURCE_HASH:

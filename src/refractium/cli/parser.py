@@ -11,7 +11,7 @@ import argparse
 import difflib
 from typing import NoReturn
 
-from refractium import __version__
+from refractium import __version__, native
 from refractium.engine.serve import LOOPS
 
 __all__ = [
@@ -104,7 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="'refractium [options]' is short for 'refractium run [options]'. "
         "New here? 'refractium init' writes a starter config; 'refractium demo' shows it working.",
     )
-    parser.add_argument("-V", "--version", action="version", version=f"refractium {__version__}")
+    parser.add_argument(
+        "-V", "--version", action="version", version=f"refractium {__version__} ({native.kind()})"
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for name, text in (
         ("run", "run the TCP and UDP listeners (the default)"),

@@ -2,8 +2,9 @@
 
 The relay owns one :class:`ConnectionRecord` per connection (or UDP flow)
 whose hooks need it. :class:`ConnectionInfo` is a read-only view of it;
-:class:`WeakHandle` refers to the connection without keeping it alive, and
-its ``upgrade()`` gives a :class:`ConnectionHandle` that can only close it.
+:class:`WeakHandle` refers to the connection without keeping it alive past
+its end, and its ``upgrade()`` gives a :class:`ConnectionHandle` that can
+only close it.
 The record reaches the connection through :class:`LiveConnection`, so this
 module knows nothing of the relay's classes.
 """
@@ -12,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-import weakref
 from collections.abc import AsyncIterator
 from typing import Protocol
 
@@ -49,9 +49,11 @@ class LiveConnection(Figures, Protocol):
 class ConnectionRecord:
     """What is known about one proxied connection: shared by its two views.
 
-    Owned by the relay. It refers to the live connection weakly, so views of
-    it kept by hooks never keep the connection alive; at the end it takes a
-    copy of the final figures.
+    Owned by the relay. It refers to the live connection until the end, then
+    drops it and keeps a copy of the final figures, so views of it kept by
+    hooks never keep an ended connection alive. Not a weak reference: the
+    relay's classes may be compiled, and a compiled object's weak references
+    are not cleared when it is freed.
     """
 
     __slots__ = (
@@ -79,7 +81,7 @@ class ConnectionRecord:
         client_addr: tuple[str, int],
         local_addr: tuple[str, int] | None,
     ) -> None:
-        self._conn: weakref.ref[LiveConnection] = weakref.ref(conn)
+        self._conn: LiveConnection | None = conn
         self.session_id = session_id
         self.client_addr = client_addr
         self.local_addr = local_addr
@@ -97,8 +99,7 @@ class ConnectionRecord:
         self._closed: asyncio.Future[None] | None = None
 
     def live(self) -> LiveConnection | None:
-        conn = self._conn()
-        return conn if conn is not None and self.final is None else None
+        return self._conn
 
     def figures(self) -> Figures | ConnectionStats | None:
         return self.live() or self.final
@@ -131,6 +132,7 @@ class ConnectionRecord:
 
     def end(self, stats: ConnectionStats) -> None:
         self.final = stats
+        self._conn = None
         self.emit(EventKind.CLOSED)
         if self._closed is not None and not self._closed.done():
             self._closed.set_result(None)

@@ -30,6 +30,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
 from typing import Any
 
+from refractium import __version__, native
 from refractium.admin import figures
 from refractium.config import Config
 from refractium.engine import Refractium, privileges, systemd
@@ -162,6 +163,8 @@ async def serve(
     spawn(_flush_access_lines(), name="access-flush", owner=tasks)
     try:
         await _start(engine, transport, inherited, reuse_port=worker is not None)
+        if worker is None:  # a worker's supervisor says it once for all
+            log.info("refractium %s (%s) started", __version__, native.kind())
         if pidfile is not None:
             write_pidfile(pidfile)
             written = True

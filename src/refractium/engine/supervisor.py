@@ -50,6 +50,7 @@ import subprocess
 import time
 from collections.abc import Callable, Sequence
 
+from refractium import __version__, native
 from refractium.abuse.guard import Guard, Stores
 from refractium.admin.figures import Figures
 from refractium.config import Config
@@ -173,6 +174,7 @@ class Supervisor:
         written = False
         watching = asyncio.Event()
         try:
+            log.info("refractium %s (%s) started", __version__, native.kind())
             log.info("starting %d workers", len(self._workers))
             for worker in self._workers:
                 spawn(self._keep(worker), name=f"worker-{worker.index}", owner=self._tasks)

@@ -41,7 +41,9 @@ class UdpListener(ClientSide):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
 
-    def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
+    # addr: Any, not a 2-tuple: an IPv6 peer is (host, port, flowinfo, scope_id),
+    # and compiled code would refuse what does not match the declared shape.
+    def datagram_received(self, data: bytes, addr: Any) -> None:
         flow = self.flows.get(addr)
         if flow is not None:
             flow.from_client(data)

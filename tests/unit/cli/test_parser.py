@@ -6,7 +6,7 @@ import argparse
 
 import pytest
 
-from refractium import __version__
+from refractium import __version__, native
 from refractium.cli import main
 from refractium.cli.parser import build_parser
 
@@ -69,4 +69,4 @@ def test_version(flag: str, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exited:
         main([flag])
     assert exited.value.code == 0
-    assert capsys.readouterr().out == f"refractium {__version__}\n"
+    assert capsys.readouterr().out == f"refractium {__version__} ({native.kind()})\n"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -26,14 +25,17 @@ from tests.unit.relay.fakes import FakeTransport
 
 
 @pytest.fixture
-def no_dial(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """Identification still runs; the dial is done by the test via backend_up."""
+def no_dial(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Identification still runs; the dial is done by the test via backend_up.
 
-    async def parked(self: ClientProtocol, route: Any) -> None:
+    The loop's connect never completes: patched on the loop, not on
+    ClientProtocol, whose methods call each other directly when compiled.
+    """
+
+    async def parked(self: asyncio.AbstractEventLoop, *args: Any, **kwargs: Any) -> None:
         await asyncio.Event().wait()
 
-    monkeypatch.setattr(ClientProtocol, "_connect", parked)
-    return
+    monkeypatch.setattr(asyncio.BaseEventLoop, "create_connection", parked)
 
 
 async def service(**server: Any) -> TcpContext:

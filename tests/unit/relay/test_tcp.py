@@ -33,10 +33,16 @@ def snapshot(hooks: list[object] | None = None, **server: Any) -> Snapshot:
 
 @pytest.fixture
 def no_dial(monkeypatch: pytest.MonkeyPatch) -> None:
-    async def parked(self: ClientProtocol, route: Any) -> None:
+    """Identification still runs; the dial is done by the test via backend_up.
+
+    The loop's connect never completes: patched on the loop, not on
+    ClientProtocol, whose methods call each other directly when compiled.
+    """
+
+    async def parked(self: asyncio.AbstractEventLoop, *args: Any, **kwargs: Any) -> None:
         await asyncio.Event().wait()
 
-    monkeypatch.setattr(ClientProtocol, "_connect", parked)
+    monkeypatch.setattr(asyncio.BaseEventLoop, "create_connection", parked)
 
 
 def relaying(
