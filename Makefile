@@ -35,13 +35,11 @@ $(INSTALLED_DEV): $(BUILD_INPUTS) | $(VENV)/pyvenv.cfg
 run: $(INSTALLED)               ## the demo: built-in backends behind the proxy
 	$(BIN)/refractium demo
 
-# Every test twice: on the compiled modules and on the pure-Python ones (REFRACTIUM_PURE=1,
-# inherited by every process the tests start). REFRACTIUM_BUILT tells the build's own test
-# what it must find. One after the other: side by side on two cores, tests that wait on
-# timers failed now and then.
+# Every test twice, side by side: on the compiled modules, and on the pure-Python ones
+# (REFRACTIUM_PURE=1) in a network namespace of its own (scripts/test-both.sh).
+# REFRACTIUM_BUILT tells the build's own test what the first run must find.
 test: $(INSTALLED_DEV) tools    ## every test, with real clients and servers
-	REFRACTIUM_BUILT=$(BUILT) $(BIN)/python -m pytest -q
-	REFRACTIUM_PURE=1 REFRACTIUM_BUILT=pure $(BIN)/python -m pytest -q
+	scripts/test-both.sh $(BIN) $(BUILT)
 
 lint: $(INSTALLED_DEV)          ## ruff, mypy (strict) and the layer contract (import-linter)
 	$(BIN)/ruff check src tests benchmarks examples

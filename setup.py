@@ -51,6 +51,8 @@ COMPILED = (
     "relay/access.py",
     "relay/connection.py",
     "relay/context.py",
+    "relay/datagrams.py",
+    "relay/deadlines.py",
     "relay/dial.py",
     "relay/flow.py",
     "relay/gate.py",

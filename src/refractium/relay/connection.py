@@ -456,10 +456,16 @@ class ClientProtocol(Pipe):
                 task.uncancel()
             raise TimeoutError from None
         finally:
-            if self._timer is not None:
-                self._timer.cancel()
-                self._timer = None
+            # In a method of its own: here the attribute still reads as the
+            # deadline set above, which the timer itself may have cleared.
+            self._cancel_timer()
         return backend
+
+    def _cancel_timer(self) -> None:
+        timer = self._timer
+        if timer is not None:
+            timer.cancel()
+            self._timer = None
 
     def _dial_expired(self) -> bool:
         """True when the pending cancellation came from the dial timer."""

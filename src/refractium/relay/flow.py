@@ -78,7 +78,6 @@ class Flow(asyncio.DatagramProtocol):
     """
 
     __slots__ = (
-        "__weakref__",
         "_answered",
         "_backend_full",
         "_born",

@@ -41,7 +41,6 @@ class Pipe(asyncio.Protocol):
     """The client's transport, its backend's, and the bytes, EOFs and pauses between them."""
 
     __slots__ = (
-        "__weakref__",  # endpoint hooks' views refer to the connection weakly
         "_backend_early",
         "_eof_from_backend",
         "_eof_from_client",
