@@ -62,6 +62,13 @@ def datagrams(*sizes: int) -> list[bytes]:
     return [os.urandom(size) for size in sizes]
 
 
+def send_batch(batch: Batch, items: list[bytes]) -> None:
+    """One loop turn: ``items`` read, then the batch flushed."""
+    for data in items:
+        batch.add(data)
+    batch.flush()
+
+
 def batch_of(
     transport: Any, sock: Any, flusher: Flusher | None = None, errors: list[Exception] | None = None
 ) -> Batch:
@@ -78,9 +85,7 @@ async def test_runs_of_one_size_go_in_one_send_each_and_arrive_as_sent(
     # A run of 512s closed by a shorter one, a lone 100 (a larger one follows), a run
     # of 900s, a lone empty one.
     burst = datagrams(512, 512, 512, 300, 100, 900, 900, 900, 0)
-    for data in burst:
-        batch.add(data)
-    batch.flush()
+    send_batch(batch, burst)
     assert received(receiver, 8) == [data for data in burst if data]
     assert transport.sent == [burst[4], burst[8]]  # only these went one by one
 
@@ -109,9 +114,7 @@ async def test_a_transport_holding_a_backlog_gets_every_datagram_in_order(
     transport = Transport(sender, backlog=4096)
     batch = batch_of(transport, sender)
     burst = datagrams(512, 512, 512)
-    for data in burst:
-        batch.add(data)
-    batch.flush()
+    send_batch(batch, burst)
     assert transport.sent == burst  # behind what it holds, not past it
     assert received(receiver, 3) == burst
 
@@ -136,12 +139,8 @@ async def test_a_socket_without_gso_sends_one_by_one_from_then_on(
     refusing = Refusing(errno.EIO)
     batch = batch_of(transport, refusing)
     first, second = datagrams(200, 200), datagrams(200, 200)
-    for data in first:
-        batch.add(data)
-    batch.flush()
-    for data in second:
-        batch.add(data)
-    batch.flush()
+    send_batch(batch, first)
+    send_batch(batch, second)
     assert refusing.calls == 1  # not asked again
     assert transport.sent == first + second
     assert received(receiver, 4) == first + second
@@ -155,19 +154,13 @@ async def test_a_size_the_route_cannot_carry_whole_is_sent_one_by_one_smaller_on
     too_big = Refusing(errno.EINVAL)
     batch = batch_of(transport, too_big)
     big = datagrams(1400, 1400)
-    for data in big:
-        batch.add(data)
-    batch.flush()
+    send_batch(batch, big)
     assert transport.sent == big and too_big.calls == 1
     again = datagrams(1400, 1400)
-    for data in again:
-        batch.add(data)
-    batch.flush()
+    send_batch(batch, again)
     assert too_big.calls == 1  # 1400 is not tried again
     smaller = datagrams(1000, 1000)
-    for data in smaller:
-        batch.add(data)
-    batch.flush()
+    send_batch(batch, smaller)
     assert too_big.calls == 2  # a smaller size is
     assert received(receiver, 6) == big + again + smaller
 
