@@ -93,24 +93,13 @@ class LocalBuckets:
         Returns 0.0 when a token was taken, else the seconds until one will
         be there; nothing is taken then.
         """
-        buckets = self._buckets
-        bucket = buckets.get(key)
-        if bucket is None:
-            self._make_room(now)
-            tokens = float(burst)
-        else:
-            buckets.move_to_end(key)
-            tokens, stamp, _ = bucket
-            if now > stamp:
-                tokens = min(burst, tokens + (now - stamp) * per_s)
-            else:
-                now = stamp  # a clock stepped back: no refill, and none counted twice later
+        tokens, now = self._refilled(key, per_s, burst, now)
         if tokens >= 1.0:
             tokens -= 1.0
             wait = 0.0
         else:
             wait = (1.0 - tokens) / per_s
-        buckets[key] = (tokens, now, now + (burst - tokens) / per_s)
+        self._buckets[key] = (tokens, now, now + (burst - tokens) / per_s)
         return wait
 
     def drain(self, key: bytes, n: int, per_s: float, burst: float, now: float) -> None:
@@ -120,20 +109,23 @@ class LocalBuckets:
         lower than ``-burst``: a client is never held back longer than two
         bursts' refill. A new or forgotten bucket starts full, then drained.
         """
+        tokens, now = self._refilled(key, per_s, burst, now)
+        tokens = max(-burst, tokens - n)
+        self._buckets[key] = (tokens, now, now + (burst - tokens) / per_s)
+
+    def _refilled(self, key: bytes, per_s: float, burst: float, now: float) -> tuple[float, float]:
+        """``key``'s tokens refilled up to ``now`` (a full burst when new or forgotten), and
+        the time they are counted at."""
         buckets = self._buckets
         bucket = buckets.get(key)
         if bucket is None:
             self._make_room(now)
-            tokens = float(burst)
-        else:
-            buckets.move_to_end(key)
-            tokens, stamp, _ = bucket
-            if now > stamp:
-                tokens = min(burst, tokens + (now - stamp) * per_s)
-            else:
-                now = stamp
-        tokens = max(-burst, tokens - n)
-        buckets[key] = (tokens, now, now + (burst - tokens) / per_s)
+            return float(burst), now
+        buckets.move_to_end(key)
+        tokens, stamp, _ = bucket
+        if now > stamp:
+            return min(burst, tokens + (now - stamp) * per_s), now
+        return tokens, stamp  # a clock stepped back: no refill, and none counted twice later
 
     @property
     def evictions(self) -> int:

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import fcntl
 
-from refractium.shared.keys import EMPTY, MASK128
 from refractium.shared.slots import MASK, SlotTable
 
 __all__ = ["SharedBuckets"]
@@ -38,6 +37,11 @@ __all__ = ["SharedBuckets"]
 _EX = fcntl.LOCK_EX
 _UN = fcntl.LOCK_UN
 _lockf = fcntl.lockf
+
+
+def _check_bucket(per_s: float, burst: float) -> None:
+    if not (per_s > 0 and burst >= 1):
+        raise ValueError(f"not a token bucket: {per_s}/s, burst {burst}")
 
 
 class SharedBuckets(SlotTable):
@@ -65,12 +69,8 @@ class SharedBuckets(SlotTable):
             ValueError: ``key`` is not 16 bytes or is all zero; ``per_s`` is
                 not positive or ``burst`` is below 1.
         """
-        if len(key) != 16 or key == EMPTY:
-            raise ValueError(f"not a table key: {key!r}")
-        if not (per_s > 0 and burst >= 1):
-            raise ValueError(f"not a token bucket: {per_s}/s, burst {burst}")
-        h = ((int.from_bytes(key) * self._mult) & MASK128) >> 96
-        stripe = h >> self._shift
+        h, stripe = self._place(key)
+        _check_bucket(per_s, burst)
         fd = self._fd
         _lockf(fd, _EX, 1, stripe)
         try:
@@ -113,12 +113,8 @@ class SharedBuckets(SlotTable):
         Raises:
             ValueError: as :meth:`take`.
         """
-        if len(key) != 16 or key == EMPTY:
-            raise ValueError(f"not a table key: {key!r}")
-        if not (per_s > 0 and burst >= 1):
-            raise ValueError(f"not a token bucket: {per_s}/s, burst {burst}")
-        h = ((int.from_bytes(key) * self._mult) & MASK128) >> 96
-        stripe = h >> self._shift
+        h, stripe = self._place(key)
+        _check_bucket(per_s, burst)
         fd = self._fd
         _lockf(fd, _EX, 1, stripe)
         try:

@@ -30,7 +30,6 @@ import fcntl
 from array import array
 from typing import cast
 
-from refractium.shared.keys import EMPTY, MASK128
 from refractium.shared.slots import MASK, SlotTable
 
 __all__ = ["RING", "SharedOffences"]
@@ -66,12 +65,9 @@ class SharedOffences(SlotTable):
             ValueError: ``key`` is not 16 bytes or is all zero, or
                 ``window_s`` is not positive.
         """
-        if len(key) != 16 or key == EMPTY:
-            raise ValueError(f"not a table key: {key!r}")
+        h, stripe = self._place(key)
         if not window_s > 0:
             raise ValueError(f"not a window: {window_s} s")
-        h = ((int.from_bytes(key) * self._mult) & MASK128) >> 96
-        stripe = h >> self._shift
         fd = self._fd
         cut = now - window_s  # an offence at ``cut`` or before is out of the window
         _lockf(fd, _EX, 1, stripe)
@@ -105,10 +101,7 @@ class SharedOffences(SlotTable):
 
     def clear(self, key: bytes) -> None:
         """Forget ``key``'s offences (it was just banned)."""
-        if len(key) != 16 or key == EMPTY:
-            raise ValueError(f"not a table key: {key!r}")
-        h = ((int.from_bytes(key) * self._mult) & MASK128) >> 96
-        stripe = h >> self._shift
+        h, stripe = self._place(key)
         self._lock(stripe)
         try:
             at = self._find(stripe, h & MASK, key)

@@ -37,7 +37,13 @@ import fcntl
 from collections.abc import Callable
 from typing import ClassVar, Self
 
-from refractium.shared.keys import new_multiplier, read_multiplier, write_multiplier
+from refractium.shared.keys import (
+    EMPTY,
+    MASK128,
+    new_multiplier,
+    read_multiplier,
+    write_multiplier,
+)
 from refractium.shared.memory import SharedMemory
 
 SLOTS = 256  # per stripe, a power of two
@@ -206,6 +212,17 @@ class SlotTable:
         mm[reuse : reuse + kb] = key
         floats[(reuse >> 3) + free] = 0.0
         return reuse, True
+
+    def _place(self, key: bytes) -> tuple[int, int]:
+        """``key``'s hash and its stripe, for a table of 16-byte keys.
+
+        Raises:
+            ValueError: ``key`` is not 16 bytes or is all zero.
+        """
+        if len(key) != 16 or key == EMPTY:
+            raise ValueError(f"not a table key: {key!r}")
+        h = ((int.from_bytes(key) * self._mult) & MASK128) >> 96
+        return h, h >> self._shift
 
     def _find(self, stripe: int, start: int, key: bytes) -> int:
         """The first byte of ``key``'s slot, or -1; called with the stripe's lock held."""
