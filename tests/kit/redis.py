@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import pytest
 
 from tests.kit.backends import HOST, free_port
+from tests.kit.processes import stop_process
 
 REDIS_SERVER = shutil.which("redis-server") or (
     "/usr/bin/redis-server" if os.path.exists("/usr/bin/redis-server") else None
@@ -81,15 +82,7 @@ class RedisServer:
         proc = self.proc
         if proc is None or proc.returncode is not None:
             return
-        with contextlib.suppress(ProcessLookupError):
-            proc.terminate()
-        try:
-            async with asyncio.timeout(5):
-                await proc.wait()
-        except TimeoutError:
-            with contextlib.suppress(ProcessLookupError):
-                proc.kill()
-            await proc.wait()
+        await stop_process(proc, group=False)
 
     async def _answers(self) -> bool:
         try:

@@ -6,13 +6,13 @@ import asyncio
 import contextlib
 import getpass
 import os
-import signal
 import tempfile
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from tests.kit.backends import HOST, free_port, run
+from tests.kit.processes import stop_process
 
 SSHD = "/usr/sbin/sshd"
 
@@ -99,26 +99,6 @@ async def _collect_lines(stream: asyncio.StreamReader, sink: list[str]) -> None:
         sink.append(line.decode("utf-8", "replace").rstrip("\r\n"))
 
 
-async def _stop_process(proc: asyncio.subprocess.Process, group: bool) -> None:
-    if proc.returncode is None:
-        with contextlib.suppress(ProcessLookupError):
-            if group:
-                os.killpg(proc.pid, signal.SIGTERM)
-            else:
-                proc.terminate()
-        try:
-            async with asyncio.timeout(5):
-                await proc.wait()
-        except TimeoutError:
-            with contextlib.suppress(ProcessLookupError):
-                proc.kill()
-            await proc.wait()
-    elif group:
-        # Session children may outlive the listener; they share its process group.
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, signal.SIGTERM)
-
-
 @contextlib.asynccontextmanager
 async def sshd_backend() -> AsyncIterator[SshdBackend]:
     """A real OpenSSH server (``/usr/sbin/sshd -D -e``) on 127.0.0.1.
@@ -159,11 +139,11 @@ async def sshd_backend() -> AsyncIterator[SshdBackend]:
             try:
                 ready = await _wait_sshd(proc, log_lines, port)
             except BaseException:
-                await _stop_process(proc, group=True)
+                await stop_process(proc, group=True)
                 reader.cancel()
                 raise
             if not ready:
-                await _stop_process(proc, group=True)
+                await stop_process(proc, group=True)
                 with contextlib.suppress(asyncio.CancelledError):
                     await reader
                 log = "\n".join(log_lines)
@@ -184,7 +164,7 @@ async def sshd_backend() -> AsyncIterator[SshdBackend]:
         try:
             yield info
         finally:
-            await _stop_process(proc, group=True)
+            await stop_process(proc, group=True)
             reader.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await reader
