@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import pickle
+import subprocess
+import sys
 
 import pytest
 from hypothesis import given
@@ -139,3 +142,26 @@ def test_parse_bind_rejects(text: str, message: str) -> None:
     with pytest.raises(AddressError) as caught:
         parse_bind(text)
     assert str(caught.value) == message
+
+
+def test_an_address_keeps_its_hash_and_is_rebuilt_when_unpickled_elsewhere() -> None:
+    """Workers pickle addresses to the supervisor: a string's hash differs between processes,
+    so a stored hash must not travel with the pickle."""
+    address = parse_address("backend.example:8080")
+    assert hash(address) == hash(("backend.example", 8080))
+    assert {address: 1}[Address("backend.example", 8080)] == 1
+    other_process = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import pickle, sys\n"
+            "from refractium.addr import Address\n"
+            "a = pickle.loads(sys.stdin.buffer.read())\n"
+            "print({Address('backend.example', 8080): 'found'}.get(a, 'lost'), a)",
+        ],
+        input=pickle.dumps(address),
+        capture_output=True,
+        env={**os.environ, "PYTHONHASHSEED": "12345"},
+        check=True,
+    )
+    assert other_process.stdout.decode().split() == ["found", "backend.example:8080"]
