@@ -78,6 +78,7 @@ proxy_protocol = {version}
 forward_to = "127.0.0.1:{nginx}"
 """
         async with running_proxy("tcp", "-b", "127.0.0.1,::1", "-p", "0", config=config) as p:
+            await p.wait_for(r"listening on tcp \[::1\]")  # the second listener, just after
             for host in ("127.0.0.1", "::1"):
                 body, (ip, port) = await get_via(host, p.port)
                 assert body == f"{ip} {port}", (host, body)
