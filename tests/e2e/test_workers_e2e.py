@@ -436,7 +436,9 @@ async def test_a_udp_flow_stays_on_one_worker() -> None:
 
 async def test_sigterm_lets_transfers_in_every_worker_finish() -> None:
     port = free_port()
-    size = 8 * MiB
+    # Large enough that no worker has finished its share when the test looks (a worker's
+    # 8 MiB transfers could all be done within a quarter of a second).
+    size = 32 * MiB
     async with sink_source_backend() as backend:
         bulk = route("bulk", backend.address, 'patterns = ["\\\\x00\\\\x00\\\\x00\\\\x00"]')
         text = config(bulk, port=port, extra="shutdown_grace_ms = 60000\n")
